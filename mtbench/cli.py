@@ -1,0 +1,125 @@
+"""The ``mtbench`` command: parses arguments, calls the library, sets the exit code.
+
+Exit codes: 0 success; 1 a cell failed or a gate failed; 2 invalid input (suite, plugin,
+file); 130 interrupted (stored results stay valid; re-run to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mtbench.errors import MtbenchError
+
+
+def _registry(args):
+    from mtbench.plugins import get_registry
+    return get_registry(load_entrypoints=not args.no_entrypoints)
+
+
+def cmd_validate(args) -> int:
+    from mtbench.suite import expand, load_suite
+    loaded = load_suite(args.suite)
+    cells = expand(loaded, _registry(args))
+    print(f"{args.suite}: valid, {len(cells)} cells")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from mtbench.executors.local import run_local
+    from mtbench.report import any_gate_failed, build_frame, render, write_outputs
+    from mtbench.results import ResultStore
+    from mtbench.suite import expand, load_suite
+
+    loaded = load_suite(args.suite)
+    registry = _registry(args)
+    cells = expand(loaded, registry)
+    if args.dry_run:
+        for c in cells:
+            print(f"{c.hash}  {c.label}")
+        print(f"{len(cells)} cells (dry run: nothing trained)")
+        return 0
+    store = ResultStore(args.results, loaded.suite.name)
+    print(f"suite {loaded.suite.name}: {len(cells)} cells -> {store.dir}")
+    records = run_local(cells, registry, store, force=args.force, show_progress=not args.no_progress)
+    frame = build_frame(records, loaded.suite.gates)
+    print()
+    print(render(frame))
+    paths = write_outputs(frame, records, store.dir, loaded.suite.name)
+    print(f"\nwrote {paths['csv']}, {paths['json']}, {paths['md']}")
+    failed = [r for r in records if r["status"] != "ok"]
+    if failed:
+        print(f"{len(failed)} cell(s) failed", file=sys.stderr)
+    if any_gate_failed(frame):
+        print("a gate failed", file=sys.stderr)
+    return 1 if failed or any_gate_failed(frame) else 0
+
+
+def cmd_plugins(args) -> int:
+    from tabulate import tabulate
+    reg = _registry(args)
+    rows = []
+    for kind, bucket in reg.entries.items():
+        for key in sorted(bucket):
+            e = bucket[key]
+            rows.append([kind, key, e.distribution, e.version, e.plugin, e.spec.summary])
+    print(tabulate(rows, headers=["kind", "name", "distribution", "version", "plugin", "summary"]))
+    return 0
+
+
+def cmd_metrics_coco(args) -> int:
+    from mtbench.metrics.detection import COCO_STATS, coco_stats_files
+    for p in (args.gt, args.dt):
+        if not Path(p).is_file():
+            raise MtbenchError(f"file not found: {p}")
+    stats = coco_stats_files(args.gt, args.dt, args.backend)
+    for name, v in zip(COCO_STATS, stats):
+        print(f"{name:>14s} {v:.6f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mtbench", description="Benchmark multi-task vision models.")
+    p.add_argument("--no-entrypoints", action="store_true", help="load built-in plugins only")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run (or resume) every cell of a suite and print the table")
+    r.add_argument("suite")
+    r.add_argument("--dry-run", action="store_true", help="print the expanded cells and stop")
+    r.add_argument("--force", action="store_true", help="re-run cells that already have a result")
+    r.add_argument("--results", default="results", help="results folder (default: ./results)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.set_defaults(fn=cmd_run)
+
+    v = sub.add_parser("validate", help="validate a suite (schema and plugin names) without running")
+    v.add_argument("suite")
+    v.set_defaults(fn=cmd_validate)
+
+    pl = sub.add_parser("plugins", help="list every registered model, loss, strategy and dataset")
+    pl.set_defaults(fn=cmd_plugins)
+
+    m = sub.add_parser("metrics", help="compute metrics of existing predictions")
+    msub = m.add_subparsers(dest="metric", required=True)
+    c = msub.add_parser("coco", help="the 12 COCO bbox stats of a detections JSON against a GT JSON")
+    c.add_argument("--gt", required=True, help="COCO instances JSON")
+    c.add_argument("--dt", required=True, help="detections JSON list (image_id, category_id, bbox xywh, score)")
+    c.add_argument("--backend", default="faster-coco-eval", choices=["faster-coco-eval", "pycocotools"])
+    c.set_defaults(fn=cmd_metrics_coco)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except MtbenchError as exc:
+        print(f"mtbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nmtbench: interrupted; finished cells are stored, re-run to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

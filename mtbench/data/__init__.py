@@ -1,0 +1,1 @@
+"""Datasets: real loaders (COCO, VOC, ImageFolder) and generated ``synthetic`` data."""

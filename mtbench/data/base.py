@@ -1,0 +1,108 @@
+"""The dataset contract shared by every loader, and the batch collation.
+
+A :class:`TaskDataset` serves one task (``det``, ``seg`` or ``cls``) of one split. Items:
+
+- image: ``float32 (3, S, S)`` in [0, 1], ``S = image_size`` pixels (plain resize).
+- det target: ``{"boxes": float32 (N, 4) xyxy in pixels of the resized input,
+  "labels": int64 (N,) contiguous class indices, "image_id": int,
+  "scale": (sx, sy) resized / original}``.
+- seg target: ``int64 (S, S)`` class indices, 255 = ignore.
+- cls target: ``int64 ()`` class index.
+
+Decoded images are cached after the first read (the mini data sets hold a few hundred
+images), so every epoch after the first costs no JPEG decoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from mtbench.data.transforms import hflip
+from mtbench.errors import DataError
+
+TASKS = ("det", "seg", "cls")
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a model and a loss need to know about one task's labels."""
+
+    task: str
+    num_classes: int
+    class_names: tuple[str, ...]
+
+
+def open_image(path: Path, mode: str | None = "RGB") -> Image.Image:
+    """Open and fully decode an image.
+
+    :raises DataError: the file is missing or not a readable image; names the file.
+    """
+    if not path.is_file():
+        raise DataError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert(mode) if mode else img.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from exc
+
+
+def resolve_dir(root: Path | None, path: str, what: str) -> Path:
+    """Join a data-set ``path`` to the data ``root`` and check the folder exists.
+
+    :raises DataError: missing folder; says how to point mtbench at the data.
+    """
+    full = Path(path) if root is None else Path(root) / path
+    if not full.is_dir():
+        raise DataError(
+            f"{what} folder not found: {full} (set MTBENCH_DATA or the suite's data_root "
+            f"to the folder holding {path!r})"
+        )
+    return full
+
+
+class TaskDataset(Dataset):
+    """Base class: subclasses fill ``self.info`` and implement ``__len__`` and ``load``.
+
+    :param task: the task served.
+    :param image_size: square input side in pixels (multiple of 32).
+    :param train: apply training augmentation (random horizontal flip, p = 0.5).
+    """
+
+    info: TaskInfo
+
+    def __init__(self, task: str, image_size: int, train: bool):
+        self.task = task
+        self.image_size = image_size
+        self.train = train
+        self._cache: dict[int, tuple[torch.Tensor, object]] = {}
+
+    def load(self, index: int) -> tuple[torch.Tensor, object]:
+        """Return ``(uint8 (3, S, S) image, target)`` for ``index`` (no augmentation)."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int):
+        if index not in self._cache:
+            self._cache[index] = self.load(index)
+        image, target = self._cache[index]
+        if self.train and torch.rand(()) < 0.5:
+            image, target = hflip(image, self.task, target)
+        return image.float().div_(255.0), target
+
+    def coco_gt(self) -> dict:
+        """COCO-format ground truth in original image pixels (detection datasets only)."""
+        raise NotImplementedError(f"{type(self).__name__} has no detection ground truth")
+
+
+def collate(batch: list) -> tuple[torch.Tensor, object]:
+    """Stack images to ``float32 (B, 3, S, S)``; stack seg/cls targets, keep det targets a list."""
+    images = torch.stack([b[0] for b in batch])
+    targets = [b[1] for b in batch]
+    if isinstance(targets[0], torch.Tensor):
+        return images, torch.stack(targets)
+    return images, targets

@@ -1,0 +1,1 @@
+"""Checks that flag results that are not what they seem (issue 4)."""

@@ -1,0 +1,1 @@
+"""Executors: where cells run. ``local`` runs them in-process, one after another."""

@@ -1,0 +1,35 @@
+"""The local executor: cells run in this process, sequentially, each result stored at once.
+
+Cells whose hash already has a stored result are skipped (resume) unless ``force``.
+A Ctrl-C stops the run between or inside a cell; everything stored so far stays valid
+and the next run starts at the first cell without a result.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from mtbench.plugins import Registry
+from mtbench.results import ResultStore
+from mtbench.runner import run_cell
+from mtbench.suite import Cell
+
+
+def run_local(cells: list[Cell], registry: Registry, store: ResultStore, force: bool = False,
+              show_progress: bool = True, echo: Callable[[str], None] = print) -> list[dict]:
+    """Run (or resume) ``cells``; return their records in cell order."""
+    records = []
+    for i, cell in enumerate(cells, 1):
+        if not force:
+            stored = store.load(cell.hash)
+            if stored is not None:
+                echo(f"[{i}/{len(cells)}] {cell.label}: stored result ({stored['status']}), skipped")
+                records.append(stored)
+                continue
+        echo(f"[{i}/{len(cells)}] {cell.label} ({cell.hash}) ...")
+        rec = run_cell(cell, registry, show_progress)
+        store.write(rec)
+        status = "ok" if rec["status"] == "ok" else f"FAILED: {rec['reason']}"
+        echo(f"[{i}/{len(cells)}] {cell.label}: {status} in {rec['wall_s']:.0f} s")
+        records.append(rec)
+    return records

@@ -1,0 +1,71 @@
+"""The plugin contract: every hook mtbench calls, documented like an API.
+
+Plugins are ordinary Python modules or objects with functions decorated by
+:data:`mtbench.hookimpl`; distributions expose them through the entry-point group
+``mtbench`` (see README, "Writing a plugin"). mtbench's own models, losses, strategies
+and datasets register through exactly these hooks.
+
+Hooks are always called with keyword arguments, so a hook may later gain an argument
+without breaking existing implementations; an argument is never renamed.
+Registration hooks return a list of :class:`mtbench.plugins.Spec`; every result is
+collected (no hook stops at the first non-None result). Registering a name twice for
+the same kind is a :class:`mtbench.errors.PluginError` naming both sources.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("mtbench")
+
+
+@hookspec
+def mtbench_register_models():
+    """Register model architectures.
+
+    Called once when the registry is built (:func:`mtbench.plugins.get_registry`).
+
+    :return: a list of ``Spec(kind="model", name, factory, summary)``. ``factory`` is
+        called as ``factory(tasks=dict[str, TaskInfo], level=str, **params)`` and returns
+        an :class:`mtbench.models.base.MultiTaskModel` whose ``strides`` state which
+        feature stride feeds each task head (P2 = 4 ... P5 = 32).
+    """
+
+
+@hookspec
+def mtbench_register_losses():
+    """Register task losses.
+
+    Called once when the registry is built.
+
+    :return: a list of ``Spec(kind="loss", name, factory, summary, task=...)`` where
+        ``task`` is one of ``det``, ``seg``, ``cls``, ``points``. ``factory(num_classes=int,
+        **params)`` returns an ``nn.Module`` called as ``loss(raw, targets, stride=int)``
+        that returns ``dict[str, Tensor]``: named scalar components plus ``total``, and
+        integer-valued counters such as ``num_pos`` (positives assigned).
+    """
+
+
+@hookspec
+def mtbench_register_strategies():
+    """Register training strategies.
+
+    Called once when the registry is built.
+
+    :return: a list of ``Spec(kind="strategy", name, factory, summary)``. ``factory(**params)``
+        returns an object with ``fit(ctx: TrainContext) -> StrategyReport`` (see
+        :mod:`mtbench.strategies.base`).
+    """
+
+
+@hookspec
+def mtbench_register_datasets():
+    """Register dataset loaders.
+
+    Called once when the registry is built.
+
+    :return: a list of ``Spec(kind="dataset", name, factory, summary, task=None|str)``.
+        ``factory(task=str, split="train"|"val", root=Path|None, image_size=int, **params)``
+        returns a :class:`mtbench.data.base.TaskDataset`. ``task`` on the spec restricts
+        which task the loader can serve (``None``: several, e.g. ``synthetic``).
+    """

@@ -1,0 +1,13 @@
+"""Metrics: pure maths functions plus classes that only accumulate (torchmetrics style).
+
+Every metric declares a direction (``HIGHER_IS_BETTER``); fractions stay in [0, 1].
+"""
+
+HIGHER_IS_BETTER = {
+    "det/mAP": True, "det/AP50": True, "seg/mIoU": True, "cls/Top-1": True,
+    "forgetting": False, "BWT": True, "params": False, "params_m": False, "flops_g": False,
+    "latency_ms": False, "latency_p90_ms": False, "fps": True, "peak_mem_mib": False, "train_s": False,
+}
+
+#: The headline metric of each task, used for per-stage scores and forgetting.
+PRIMARY = {"det": "det/mAP", "seg": "seg/mIoU", "cls": "cls/Top-1"}

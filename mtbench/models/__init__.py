@@ -1,0 +1,1 @@
+"""Built-in architectures and the blocks (backbones, necks, heads) they share."""

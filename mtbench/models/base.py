@@ -1,0 +1,47 @@
+"""The contract every architecture implements.
+
+A model maps ``float32 (B, 3, S, S)`` images in [0, 1] to ``dict[task, raw output]``.
+Normalisation with the backbone's mean/std is part of the model (so an exported ONNX
+graph takes the same input). ``strides[task]`` states the feature stride feeding each
+task head in pixels (P2 = 4, P3 = 8, P4 = 16, P5 = 32); ``decode`` turns raw outputs into
+predictions in the shapes of DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+LEVEL_STRIDES = {"P2": 4, "P3": 8, "P4": 16, "P5": 32}
+
+
+def level_stride(level: str) -> int:
+    """Stride in pixels of a level name ``P2``..``P5``.
+
+    :raises ValueError: unknown level (the suite validator names the field first).
+    """
+    try:
+        return LEVEL_STRIDES[level]
+    except KeyError:
+        raise ValueError(f"unknown level {level!r}; known: {', '.join(LEVEL_STRIDES)}") from None
+
+
+class MultiTaskModel(nn.Module):
+    """Base class: subclasses set ``tasks``, ``strides`` and implement ``forward``/``decode``."""
+
+    tasks: tuple[str, ...]
+    strides: dict[str, int]
+
+    def decode(self, task: str, raw: torch.Tensor, image_size: int) -> list | torch.Tensor:
+        """Predictions for ``task`` from its raw output.
+
+        - det: list (one per image) of ``{"boxes": float32 (K, 4) xyxy input pixels,
+          "scores": float32 (K,), "labels": int64 (K,)}`` after NMS.
+        - seg: ``int64 (B, S, S)`` class indices.
+        - cls: ``float32 (B, C)`` logits.
+        """
+        raise NotImplementedError
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Named parameter groups (``shared`` and per task), for strategies that need them."""
+        return {"all": list(self.parameters())}

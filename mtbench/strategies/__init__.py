@@ -1,0 +1,1 @@
+"""Training strategies: how tasks are trained together (joint) or one after another (sequential)."""

@@ -1,0 +1,137 @@
+"""What a strategy gets from the runner (:class:`TrainContext`) and gives back (:class:`StrategyReport`).
+
+A strategy owns the training loop over tasks; the runner never branches on its name.
+The context offers the pieces every loop needs: per-task batch streams, the per-task loss
+call, an optimiser with its schedule, a checked backward/step (NaN/inf and divergence stop
+the cell as failed with the step and learning rate), evaluation of any set of tasks, and
+the loss history.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from mtbench.errors import CellFailure
+
+
+@dataclass
+class StrategyReport:
+    """``stages``: per-stage metrics of sequential strategies (``[{"task", "metrics"}]``)."""
+
+    stages: list[dict] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainContext:
+    """Everything a strategy's ``fit`` may use.
+
+    :param model: the :class:`MultiTaskModel` being trained (on ``device``).
+    :param tasks: the suite's tasks in suite order.
+    :param loaders: task -> training ``DataLoader`` (shuffled with the cell's seed).
+    :param losses: task -> loss module.
+    :param fixed: the suite's ``fixed`` section (dict).
+    :param evaluate: ``evaluate(tasks) -> dict[metric, float]`` on the val splits.
+    :param progress: ``progress(total_steps, description) -> iterable`` (a tqdm bar).
+    """
+
+    model: nn.Module
+    tasks: list[str]
+    loaders: dict[str, DataLoader]
+    losses: dict[str, nn.Module]
+    fixed: dict
+    device: torch.device
+    evaluate: Callable[[list[str]], dict]
+    progress: Callable[[int, str], Iterator[int]]
+    history: list[dict] = field(default_factory=list)
+    _first_loss: dict = field(default_factory=dict)
+
+    # -- budget -------------------------------------------------------------------------
+    def steps(self, tasks: list[str]) -> int:
+        """Optimiser steps for ``tasks`` under the budget: ``steps``, or ``epochs`` over the
+        largest of those tasks' train splits (batches per epoch x epochs, rounded up)."""
+        budget = self.fixed["budget"]
+        if budget["steps"]:
+            return int(budget["steps"])
+        return max(1, math.ceil(budget["epochs"] * max(len(self.loaders[t]) for t in tasks)))
+
+    # -- data ---------------------------------------------------------------------------
+    def batches(self, task: str) -> Iterator:
+        """Endless stream of ``(images, targets)`` batches of ``task`` on the device."""
+        while True:
+            for images, targets in self.loaders[task]:
+                yield images.to(self.device), _to(targets, self.device)
+
+    # -- loss ---------------------------------------------------------------------------
+    def task_loss(self, task: str, batch, outputs: dict | None = None) -> dict[str, torch.Tensor]:
+        """Forward ``batch`` (unless ``outputs`` are given) and return ``task``'s loss components."""
+        images, targets = batch
+        out = self.model(images) if outputs is None else outputs
+        return self.losses[task](out[task], targets, stride=self.model.strides[task])
+
+    # -- optimisation -------------------------------------------------------------------
+    def make_optimizer(self, total_steps: int, params=None):
+        """AdamW or SGD from ``fixed.optimizer`` with linear warm-up and cosine/constant decay.
+
+        Backbone parameters get ``lr * backbone_lr_mult``.
+        """
+        cfg = self.fixed["optimizer"]
+        named = list(self.model.named_parameters()) if params is None else params
+        bb = [p for n, p in named if n.startswith("backbone.") and p.requires_grad]
+        rest = [p for n, p in named if not n.startswith("backbone.") and p.requires_grad]
+        groups = [{"params": rest, "lr": cfg["lr"]}]
+        if bb:
+            groups.append({"params": bb, "lr": cfg["lr"] * cfg["backbone_lr_mult"]})
+        if cfg["name"] == "sgd":
+            opt = torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+        else:
+            opt = torch.optim.AdamW(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        warm = cfg["warmup_steps"]
+
+        def factor(step: int) -> float:
+            if warm and step < warm:
+                return (step + 1) / warm
+            if cfg["schedule"] == "constant":
+                return 1.0
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total_steps - warm))))
+
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+    def record(self, step: int, stage: str, parts: dict[str, dict[str, torch.Tensor]], opt) -> None:
+        """Check every task's loss and append it to the history.
+
+        :raises CellFailure: a non-finite loss, or a total that grew over 100x its first value
+            (divergence); names the step, task and learning rate.
+        """
+        lr = opt.param_groups[0]["lr"]
+        row = {"step": step, "stage": stage, "lr": lr}
+        for task, comps in parts.items():
+            total = float(comps["total"].detach())
+            if not math.isfinite(total):
+                raise CellFailure(f"non-finite {task} loss ({total}) at {stage} step {step}, lr {lr:.3g}")
+            first = self._first_loss.setdefault((stage, task), total)
+            if step >= 10 and first > 0 and total > 100 * first:
+                raise CellFailure(f"{task} loss diverged: {total:.4g} > 100 x first {first:.4g} at {stage} "
+                                  f"step {step}, lr {lr:.3g}")
+            for k, v in comps.items():
+                row[f"{task}/{k}"] = float(v.detach())
+        self.history.append(row)
+
+    def step(self, opt, sched) -> None:
+        """Clip gradients (``fixed.grad_clip``), step the optimiser and the schedule."""
+        if self.fixed.get("grad_clip"):
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.fixed["grad_clip"])
+        opt.step()
+        sched.step()
+
+
+def _to(targets, device: torch.device):
+    if isinstance(targets, torch.Tensor):
+        return targets.to(device)
+    return [{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in t.items()} for t in targets]
