@@ -22,6 +22,7 @@ PROJECT = "mtbench"
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 KINDS = ("model", "loss", "strategy", "dataset")
+PLURAL = {"model": "models", "loss": "losses", "strategy": "strategies", "dataset": "datasets"}
 _HOOK_OF_KIND = {
     "model": "mtbench_register_models",
     "loss": "mtbench_register_losses",
@@ -128,7 +129,7 @@ class Registry:
         except KeyError:
             known = self.names(kind)
             raise PluginError(
-                f"unknown {kind} {name!r}.{did_you_mean(name, known)} Known {kind}s: {', '.join(known)}"
+                f"unknown {kind} {name!r}.{did_you_mean(name, known)} Known {PLURAL[kind]}: {', '.join(known)}"
             ) from None
 
     def create(self, kind: str, name: str, **params: Any) -> Any:

@@ -55,10 +55,15 @@ def build_frame(records: list[dict], gates: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _with_none(frame: pd.DataFrame) -> pd.DataFrame:
+    """NaN -> None, so tabulate prints its ``missingval``."""
+    return frame.astype(object).where(frame.notna(), None)
+
+
 def render(frame: pd.DataFrame) -> str:
     """The console table: empty columns (a task the suite does not have) are dropped."""
-    shown = frame.drop(columns=["hash"]).dropna(axis=1, how="all")
-    return tabulate(shown.fillna("-"), headers="keys", tablefmt="github", showindex=False, floatfmt="g")
+    shown = _with_none(frame.drop(columns=["hash"]).dropna(axis=1, how="all"))
+    return tabulate(shown, headers="keys", tablefmt="github", showindex=False, floatfmt="g", missingval="-")
 
 
 def write_outputs(frame: pd.DataFrame, records: list[dict], out_dir: Path, suite: str) -> dict[str, Path]:
@@ -70,8 +75,8 @@ def write_outputs(frame: pd.DataFrame, records: list[dict], out_dir: Path, suite
     tmp.replace(paths["csv"])
     slim = [{k: v for k, v in r.items() if k != "history"} for r in records]
     write_json_atomic(paths["json"], {"suite": suite, "cells": slim})
-    md = f"# {suite}\n\n" + tabulate(frame.drop(columns=["hash"]).fillna("-"), headers="keys",
-                                      tablefmt="github", showindex=False) + "\n"
+    md = f"# {suite}\n\n" + tabulate(_with_none(frame.drop(columns=["hash"])), headers="keys",
+                                      tablefmt="github", showindex=False, missingval="-") + "\n"
     paths["md"].write_text(md)
     return paths
 

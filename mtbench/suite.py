@@ -17,10 +17,10 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mtbench.errors import PluginError, SuiteError
 from mtbench.metrics import HIGHER_IS_BETTER
@@ -31,6 +31,27 @@ LEVELS = ("P2", "P3", "P4", "P5", "multi")
 AXES = ("architecture", "loss", "level", "strategy", "seed")
 GATE_RE = re.compile(r"^\s*(?P<metric>[\w/\-@\[\].:]+)\s*(?P<op><=|>=|<|>|==)\s*(?P<value>[-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
 DEFAULT_LOSSES = {"det": "fcos", "seg": "ce", "cls": "ce"}
+
+
+def _check_level(v: str) -> str:
+    if v not in LEVELS:
+        raise ValueError(f"level {v!r} is not one of {', '.join(LEVELS)}")
+    return v
+
+
+Level = Annotated[str, AfterValidator(_check_level)]
+
+
+def _check_gate(g: str) -> str:
+    m = GATE_RE.match(g)
+    if not m:
+        raise ValueError(f"gate {g!r} is not 'METRIC OP NUMBER' (OP one of < <= > >= ==)")
+    if m["metric"] not in HIGHER_IS_BETTER and "/" not in m["metric"]:
+        raise ValueError(f"gate {g!r}: unknown metric {m['metric']!r}; known: {', '.join(HIGHER_IS_BETTER)}")
+    return g
+
+
+Gate = Annotated[str, AfterValidator(_check_gate)]
 
 
 class _Strict(BaseModel):
@@ -61,19 +82,11 @@ class Matrix(_Strict):
 
     architecture: list[Union[str, Named]] = Field(min_length=1)
     loss: list[Union[str, dict[TaskName, str]]] = Field(default_factory=lambda: [{}], min_length=1)
-    level: list[str] = Field(min_length=1)
+    level: list[Level] = Field(min_length=1)
     strategy: list[Union[str, Named]] = Field(min_length=1)
     seed: list[int] = Field(default_factory=lambda: [0], min_length=1)
     include: list[dict[str, Any]] = Field(default_factory=list)
     exclude: list[dict[str, Any]] = Field(default_factory=list)
-
-    @field_validator("level")
-    @classmethod
-    def _levels(cls, v: list[str]) -> list[str]:
-        for lv in v:
-            if lv not in LEVELS:
-                raise ValueError(f"level {lv!r} is not one of {', '.join(LEVELS)}")
-        return v
 
     @field_validator("include", "exclude")
     @classmethod
@@ -149,18 +162,7 @@ class Suite(_Strict):
     matrix: Matrix
     fixed: Fixed
     profile: Profile = Field(default_factory=Profile)
-    gates: list[str] = Field(default_factory=list)
-
-    @field_validator("gates")
-    @classmethod
-    def _gates(cls, v: list[str]) -> list[str]:
-        for g in v:
-            m = GATE_RE.match(g)
-            if not m:
-                raise ValueError(f"gate {g!r} is not 'METRIC OP NUMBER' (OP one of < <= > >= ==)")
-            if m["metric"] not in HIGHER_IS_BETTER and "/" not in m["metric"]:
-                raise ValueError(f"gate {g!r}: unknown metric {m['metric']!r}; known: {', '.join(HIGHER_IS_BETTER)}")
-        return v
+    gates: list[Gate] = Field(default_factory=list)
 
 
 # --- loading with line numbers ------------------------------------------------------------

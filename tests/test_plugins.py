@@ -1,0 +1,78 @@
+"""The plugin contract: documented hooks, entry-point discovery, duplicate names, no import side effects."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from mtbench import hookspecs
+from mtbench.errors import PluginError
+from mtbench.plugins import Spec, get_registry, hookimpl
+
+
+def test_every_hook_is_documented():
+    hooks = [f for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("mtbench_")]
+    assert len(hooks) == 4
+    for fn in hooks:
+        doc = inspect.getdoc(fn) or ""
+        assert len(doc) > 80 and ":return:" in doc, f"{fn.__name__} is not documented"
+
+
+def test_builtins_registered(registry):
+    assert registry.list_models() == ["unified-onehead"]
+    assert registry.names("loss") == ["cls/ce", "det/fcos", "seg/ce"]
+    assert registry.names("strategy") == ["equal", "sequential"]
+    assert set(registry.names("dataset")) == {"coco", "voc", "imagefolder", "synthetic"}
+    entry = registry.entries["model"]["unified-onehead"]
+    assert entry.distribution == "mtbench"
+
+
+class _Duplicate:
+    @hookimpl
+    def mtbench_register_strategies(self):
+        return [Spec("strategy", "equal", object, "a clash")]
+
+
+def test_duplicate_name_names_both_sources():
+    with pytest.raises(PluginError) as exc:
+        get_registry(load_entrypoints=False, extra_plugins=[_Duplicate()])
+    msg = str(exc.value)
+    assert "strategy 'equal' is registered twice" in msg and "mtbench.strategies.equal" in msg
+
+
+def test_unknown_name_lists_known(registry):
+    with pytest.raises(PluginError, match=r"unknown model 'unified-one-head'\. Did you mean 'unified-onehead'\?"):
+        registry.get("model", "unified-one-head")
+
+
+def test_plugin_from_entry_point(tmp_path, monkeypatch):
+    """A third-party distribution found through the ``mtbench`` entry-point group."""
+    (tmp_path / "mtb_testplug.py").write_text(textwrap.dedent('''
+        from mtbench.plugins import Spec, hookimpl
+        from mtbench.strategies.equal import Equal
+
+        @hookimpl
+        def mtbench_register_strategies():
+            return [Spec("strategy", "test-equal", Equal, "test plugin")]
+    '''))
+    dist = tmp_path / "mtb_testplug-1.2.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mtb-testplug\nVersion: 1.2.3\n")
+    (dist / "entry_points.txt").write_text("[mtbench]\ntestplug = mtb_testplug\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    reg = get_registry(load_entrypoints=True)
+    entry = reg.entries["strategy"]["test-equal"]
+    assert (entry.distribution, entry.version) == ("mtb-testplug", "1.2.3")
+    assert get_registry(load_entrypoints=False).names("strategy") == ["equal", "sequential"]
+
+
+def test_import_has_no_side_effects():
+    code = "import sys, mtbench, mtbench.plugins; print('torch' in sys.modules, 'mtbench.models.unified_onehead' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

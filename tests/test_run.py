@@ -1,0 +1,132 @@
+"""End to end: a tiny run through the CLI, resume, interruption, atomic writes, failures, gates."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import mtbench.executors.local as local
+from mtbench.cli import main
+from mtbench.plugins import Spec, get_registry, hookimpl
+from mtbench.results import ResultStore, write_json_atomic
+from mtbench.suite import expand, load_suite
+from tests.conftest import TINY_SUITE
+
+
+def _run(suite, results, *extra):
+    return main(["--no-entrypoints", "run", str(suite), "--results", str(results), "--no-progress", *extra])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    suite = tmp / "suite.yaml"
+    suite.write_text(TINY_SUITE)
+    return suite, tmp / "results", _run(suite, tmp / "results")
+
+
+def test_tiny_run_end_to_end(tiny_run, capsys):
+    suite, results, code = tiny_run
+    assert code == 0
+    cells = sorted((results / "tiny" / "cells").glob("*.json"))
+    assert len(cells) == 2
+    for p in cells:
+        rec = json.loads(p.read_text())
+        assert rec["status"] == "ok", rec.get("reason")
+        m, prof = rec["metrics"], rec["profile"]
+        for key in ("det/mAP", "det/AP50", "seg/mIoU", "cls/Top-1"):
+            assert 0.0 <= m[key] <= 1.0
+        assert prof["params"] > 0 and prof["latency_ms"] > 0 and prof["fps"] > 0 and prof["peak_mem_mib"] > 0
+        assert rec["history"] and rec["env"]["torch"] == torch.__version__
+        if rec["axes"]["strategy"] == "sequential":
+            assert [s["task"] for s in rec["stages"]] == ["seg", "det", "cls"]
+            assert "forgetting" in m and "BWT" in m
+    table = (results / "tiny" / "results.csv").read_text().splitlines()[0]
+    for col in ("det mAP@[.5:.95]", "det AP50", "seg mIoU", "cls Top-1", "forgetting", "params (M)",
+                "latency p50 (ms)", "FPS", "peak mem (MiB)", "train (s)", "status"):
+        assert col in table
+
+
+def test_resume_recomputes_nothing(tiny_run, monkeypatch, capsys):
+    suite, results, _ = tiny_run
+    monkeypatch.setattr(local, "run_cell", lambda *a, **k: pytest.fail("a finished cell was recomputed"))
+    assert _run(suite, results) == 0
+    assert capsys.readouterr().out.count("stored result (ok), skipped") == 2
+
+
+def test_interrupted_run_keeps_finished_cells(write_suite, tmp_path, monkeypatch):
+    suite, results = write_suite(), tmp_path / "res"
+    real, calls = local.run_cell, []
+
+    def flaky(cell, registry, show_progress=True):
+        calls.append(cell.hash)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(cell, registry, show_progress)
+
+    monkeypatch.setattr(local, "run_cell", flaky)
+    assert _run(suite, results) == 130
+    stored = list((results / "tiny" / "cells").glob("*.json"))
+    assert len(stored) == 1 and json.loads(stored[0].read_text())["status"] == "ok"
+    assert not list((results / "tiny" / "cells").glob("*.tmp"))
+    calls.clear()
+    assert _run(suite, results) == 0
+    assert len(calls) == 1  # only the unfinished cell ran
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "cells" / "abc.json"
+    write_json_atomic(target, {"v": 1})
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(json, "dump", boom)
+    with pytest.raises(OSError):
+        write_json_atomic(target, {"v": 2})
+    assert json.loads(target.read_text()) == {"v": 1}
+    assert [p.name for p in target.parent.iterdir()] == ["abc.json"]
+
+
+class _NanStrategy:
+    def fit(self, ctx):
+        ctx.record(0, "joint", {"cls": {"total": torch.tensor(float("nan"))}},
+                   torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
+
+
+class _Plugin:
+    @hookimpl
+    def mtbench_register_strategies(self):
+        return [Spec("strategy", "nan-loss", _NanStrategy, "test: produces a NaN loss")]
+
+
+def test_failing_cell_is_recorded_and_run_goes_on(write_suite, tmp_path):
+    text = TINY_SUITE.replace("strategy: [equal, sequential]", "strategy: [nan-loss, equal]")
+    registry = get_registry(load_entrypoints=False, extra_plugins=[_Plugin()])
+    cells = expand(load_suite(write_suite(text)), registry)
+    store = ResultStore(tmp_path, "tiny")
+    records = local.run_local(cells, registry, store, show_progress=False, echo=lambda s: None)
+    assert [r["status"] for r in records] == ["failed", "ok"]
+    assert "non-finite cls loss (nan) at joint step 0, lr 0.1" in records[0]["reason"]
+    assert json.loads(store.path(cells[0].hash).read_text())["status"] == "failed"
+
+
+def test_failed_gate_gives_nonzero_exit(tiny_run, capsys):
+    suite, results, _ = tiny_run
+    gated = suite.with_name("gated.yaml")
+    gated.write_text(TINY_SUITE + "gates: ['params < 1000', 'latency_ms < 100000']\n")
+    assert _run(gated, results) == 1  # same cells (gates are not in the hash): only re-judged
+    out = capsys.readouterr().out
+    assert "FAIL: params < 1000" in out and "stored result (ok), skipped" in out
+
+
+def test_dry_run_and_validate(write_suite, capsys):
+    suite = write_suite()
+    assert main(["--no-entrypoints", "run", str(suite), "--dry-run"]) == 0
+    assert "2 cells (dry run" in capsys.readouterr().out
+    assert main(["--no-entrypoints", "validate", str(suite)]) == 0
+    bad = write_suite(TINY_SUITE.replace("batch_size", "bach_size"), "bad.yaml")
+    assert main(["--no-entrypoints", "validate", str(bad)]) == 2
+    assert "fixed.bach_size: unknown field" in capsys.readouterr().err

@@ -1,0 +1,94 @@
+"""Suite validation (field + line in every error) and matrix expansion."""
+
+from __future__ import annotations
+
+import pytest
+
+from mtbench.errors import SuiteError
+from mtbench.suite import expand, load_suite
+from tests.conftest import TINY_SUITE
+
+
+def test_valid_suite_expands_to_cells(write_suite, registry):
+    cells = expand(load_suite(write_suite()), registry)
+    assert [c.axes["strategy"] for c in cells] == ["equal", "sequential"]
+    assert all(len(c.hash) == 12 for c in cells)
+    assert cells[0].config["losses"] == {"det": "det/fcos", "seg": "seg/ce", "cls": "cls/ce"}
+
+
+def test_hash_is_stable_and_config_sensitive(write_suite, registry):
+    a = expand(load_suite(write_suite()), registry)
+    b = expand(load_suite(write_suite()), registry)
+    assert [c.hash for c in a] == [c.hash for c in b]
+    c = expand(load_suite(write_suite(TINY_SUITE.replace("steps: 2", "steps: 3"))), registry)
+    assert not {x.hash for x in a} & {x.hash for x in c}
+
+
+def test_typo_field_names_key_and_line(write_suite):
+    path = write_suite(TINY_SUITE.replace("batch_size: 4", "bach_size: 4"))
+    with pytest.raises(SuiteError) as exc:
+        load_suite(path)
+    msg = str(exc.value)
+    line = TINY_SUITE.splitlines().index("  batch_size: 4") + 1
+    assert f"{path}:{line}: fixed.bach_size: unknown field" in msg
+    assert "fixed.batch_size" in msg and "Field required" in msg
+
+
+def test_bad_level_and_image_size(write_suite):
+    text = TINY_SUITE.replace("level: [P4]", "level: [P7]").replace("image_size: 64", "image_size: 100")
+    with pytest.raises(SuiteError) as exc:
+        load_suite(write_suite(text))
+    assert "matrix.level.0: level 'P7' is not one of P2, P3, P4, P5" in str(exc.value)
+    assert "multiple of 32" in str(exc.value)
+
+
+def test_unknown_plugin_lists_known(write_suite, registry):
+    loaded = load_suite(write_suite(TINY_SUITE.replace("strategy: [equal, sequential]", "strategy: [equl]")))
+    with pytest.raises(SuiteError) as exc:
+        expand(loaded, registry)
+    msg = str(exc.value)
+    assert "unknown strategy 'equl'" in msg and "Did you mean 'equal'?" in msg
+    assert "Known strategies: equal, sequential" in msg
+    assert "suite.yaml:" in msg
+
+
+def test_unknown_model_parameter(write_suite, registry):
+    loaded = load_suite(write_suite(TINY_SUITE.replace("neck_channels: 16", "neck_chanels: 16")))
+    with pytest.raises(SuiteError, match="unknown parameter 'neck_chanels' for model 'unified-onehead'"):
+        expand(loaded, registry)
+
+
+def test_bad_gate(write_suite):
+    with pytest.raises(SuiteError, match="gates.0: gate 'params lt 5'"):
+        load_suite(write_suite(TINY_SUITE + "gates: ['params lt 5']\n"))
+
+
+def test_invalid_yaml_names_file(write_suite):
+    with pytest.raises(SuiteError, match="invalid YAML"):
+        load_suite(write_suite("name: [unclosed\n"))
+
+
+def test_include_and_exclude(write_suite, registry):
+    text = TINY_SUITE.replace("level: [P4]", "level: [P3, P4]").replace(
+        "  strategy: [equal, sequential]\n",
+        "  strategy: [equal, sequential]\n  include:\n    - {level: P5, strategy: equal}\n"
+        "  exclude:\n    - {level: P3, strategy: sequential}\n")
+    loaded = load_suite(write_suite(text))
+    labels = sorted((c.axes["level"], c.axes["strategy"]) for c in expand(loaded, registry))
+    assert labels == [("P3", "equal"), ("P4", "equal"), ("P4", "sequential"), ("P5", "equal")]
+
+
+def test_loss_axis_by_name_and_task(write_suite, registry):
+    text = TINY_SUITE.replace("  level: [P4]", "  loss: [fcos, {seg: ce}]\n  level: [P4]")
+    cells = expand(load_suite(write_suite(text)), registry)
+    # {seg: ce} resolves to the same losses as the defaults: one cell per strategy, not two
+    assert len(cells) == 2 and {c.axes["loss"] for c in cells} == {"det/fcos"}
+    bad = TINY_SUITE.replace("  level: [P4]", "  loss: [ce]\n  level: [P4]")
+    with pytest.raises(SuiteError, match="ambiguous"):
+        expand(load_suite(write_suite(bad)), registry)
+
+
+def test_data_root_from_env(write_suite, registry, monkeypatch, tmp_path):
+    monkeypatch.setenv("MTBENCH_DATA", str(tmp_path))
+    cells = expand(load_suite(write_suite()), registry)
+    assert cells[0].config["data_root"] == str(tmp_path.resolve())
