@@ -41,8 +41,14 @@ def cmd_run(args) -> int:
         print(f"{len(cells)} cells (dry run: nothing trained)")
         return 0
     store = ResultStore(args.results, loaded.suite.name)
-    print(f"suite {loaded.suite.name}: {len(cells)} cells -> {store.dir}")
-    records = run_local(cells, registry, store, force=args.force, show_progress=not args.no_progress)
+    print(f"suite {loaded.suite.name}: {len(cells)} cells -> {store.dir} ({args.executor} executor)")
+    force = args.force or not args.resume
+    if args.executor == "ray":
+        from mtbench.executors.ray import run_ray
+        records = run_ray(cells, store, force=force, address=args.address, cpus_per_cell=args.cpus_per_cell,
+                          gpus_per_cell=args.gpus_per_cell, load_entrypoints=not args.no_entrypoints)
+    else:
+        records = run_local(cells, registry, store, force=force, show_progress=not args.no_progress)
     frame = build_frame(records, loaded.suite.gates)
     print()
     print(render(frame))
@@ -54,6 +60,42 @@ def cmd_run(args) -> int:
     if any_gate_failed(frame):
         print("a gate failed", file=sys.stderr)
     return 1 if failed or any_gate_failed(frame) else 0
+
+
+def _records(path: str) -> list[dict]:
+    from mtbench.report import load_records
+    p = Path(path)
+    if not p.exists():
+        raise MtbenchError(f"results not found: {p}")
+    records = load_records(p)
+    if not records:
+        raise MtbenchError(f"no cell results in {p}")
+    return records
+
+
+def cmd_compare(args) -> int:
+    from tabulate import tabulate
+
+    from mtbench.compare import compare, parse_rules
+    rules = parse_rules(args.fail_on)
+    frame, failures = compare(_records(args.new), _records(args.baseline), rules)
+    if len(frame) and not args.all:
+        frame = frame[(frame["change"].fillna(1) != 0) | (frame["verdict"] != "")]
+    print(tabulate(frame, headers="keys", tablefmt="github", showindex=False, floatfmt=".6g", missingval="-")
+          if len(frame) else "no differences")
+    for f in failures:
+        print(f"FAIL {f}")
+    print(f"{len(failures)} failure(s) under rules: {', '.join(map(str, rules)) or '(none)'}")
+    return 1 if failures else 0
+
+
+def cmd_report(args) -> int:
+    from mtbench.report import write_report
+    run = Path(args.run)
+    out = Path(args.out) if args.out else (run if run.is_dir() else run.parent)
+    path = write_report(_records(args.run), out, title=run.resolve().name)
+    print(f"wrote {path}")
+    return 0
 
 
 def cmd_plugins(args) -> int:
@@ -87,10 +129,29 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run (or resume) every cell of a suite and print the table")
     r.add_argument("suite")
     r.add_argument("--dry-run", action="store_true", help="print the expanded cells and stop")
-    r.add_argument("--force", action="store_true", help="re-run cells that already have a result")
+    r.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="skip cells whose config hash already has a stored result (default: on)")
+    r.add_argument("--force", action="store_true", help="re-run every cell (same as --no-resume)")
     r.add_argument("--results", default="results", help="results folder (default: ./results)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: in this process, one cell after another; ray: one Ray task per cell")
+    r.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
+    r.add_argument("--cpus-per-cell", type=int, default=None, help="Ray CPUs per cell (default: fixed.threads or 1)")
+    r.add_argument("--gpus-per-cell", type=float, default=0.0, help="Ray GPUs per cell")
     r.set_defaults(fn=cmd_run)
+
+    cmp_ = sub.add_parser("compare", help="compare a run with a baseline; non-zero exit when a rule fails")
+    cmp_.add_argument("new", help="run folder (results/<suite>) or its results.json")
+    cmp_.add_argument("baseline", help="baseline run folder or results.json")
+    cmp_.add_argument("--fail-on", default="", help="rules, e.g. 'seg/mIoU<-0.02,latency_ms>+10%%'")
+    cmp_.add_argument("--all", action="store_true", help="print unchanged metrics too")
+    cmp_.set_defaults(fn=cmd_compare)
+
+    rep = sub.add_parser("report", help="write a Markdown report with plots for a run")
+    rep.add_argument("run", help="run folder (results/<suite>) or its results.json")
+    rep.add_argument("--out", default=None, help="output folder (default: the run folder)")
+    rep.set_defaults(fn=cmd_report)
 
     v = sub.add_parser("validate", help="validate a suite (schema and plugin names) without running")
     v.add_argument("suite")

@@ -27,15 +27,25 @@ COLUMNS = [
     ("GFLOPs", ("profile", "flops_g"), 2),
     ("latency p50 (ms)", ("profile", "latency_ms"), 1),
     ("FPS", ("profile", "fps"), 1),
+    ("ONNX latency p50 (ms)", ("profile", "runtimes", "onnx", "latency_ms"), 1),
+    ("ONNX parity", ("profile", "runtimes", "onnx", "parity_max_abs"), 7),
     ("peak mem (MiB)", ("profile", "peak_mem_mib"), 0),
     ("train (s)", ("profile", "train_s"), 0),
 ]
 
 
+def _dig(rec: dict, path: tuple):
+    for key in path:
+        if not isinstance(rec, dict):
+            return None
+        rec = rec.get(key)
+    return rec
+
+
 def gate_values(rec: dict) -> dict:
     """The values gates may name: every metric and profile figure of a record."""
     values = dict(rec.get("metrics") or {})
-    values.update(rec.get("profile") or {})
+    values.update({k: v for k, v in (rec.get("profile") or {}).items() if not isinstance(v, dict)})
     return values
 
 
@@ -44,9 +54,9 @@ def build_frame(records: list[dict], gates: list[str]) -> pd.DataFrame:
     rows = []
     for rec in records:
         row = {"cell": rec["label"], "hash": rec["hash"]}
-        for col, (section, key), digits in COLUMNS:
-            v = (rec.get(section) or {}).get(key)
-            row[col] = round(v, digits) if isinstance(v, (int, float)) else None
+        for col, path, digits in COLUMNS:
+            v = _dig(rec, path)
+            row[col] = round(v, digits) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
         gate_res = check_gates(gates, gate_values(rec)) if rec["status"] == "ok" else {}
         fails = [g for g, r in gate_res.items() if r == "FAIL"]
         row["gates"] = ("FAIL: " + "; ".join(fails)) if fails else ("pass" if gate_res else "-")
@@ -79,6 +89,26 @@ def write_outputs(frame: pd.DataFrame, records: list[dict], out_dir: Path, suite
                                       tablefmt="github", showindex=False, missingval="-") + "\n"
     paths["md"].write_text(md)
     return paths
+
+
+def write_report(records: list[dict], out_dir: Path, title: str, gates: list[str] | None = None) -> Path:
+    """``report.md`` in ``out_dir``: the table, failure reasons, and the plots (PNG beside it)."""
+    from mtbench.plots import plot_all
+
+    frame = build_frame(records, gates or [])
+    plots = plot_all(records, out_dir)
+    lines = [f"# {title}", "", tabulate(_with_none(frame.drop(columns=["hash"])), headers="keys",
+                                         tablefmt="github", showindex=False, missingval="-"), ""]
+    failed = [r for r in records if r.get("status") != "ok"]
+    if failed:
+        lines += ["## Failed cells", ""] + [f"- `{r['label']}`: {r.get('reason')}" for r in failed] + [""]
+    captions = {"pareto": "Accuracy vs latency (Pareto front)", "loss_curves": "Loss curves",
+                "task_weights": "Task-weight trajectories", "stages": "Per-stage scores (sequential)"}
+    for name, path in plots.items():
+        lines += [f"## {captions[name]}", "", f"![{name}]({path.name})", ""]
+    out = out_dir / "report.md"
+    out.write_text("\n".join(lines))
+    return out
 
 
 def any_gate_failed(frame: pd.DataFrame) -> bool:

@@ -34,6 +34,7 @@ def write_json_atomic(path: Path, data) -> None:
             json.dump(_clean(data), f, indent=1)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are ordinary readable files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

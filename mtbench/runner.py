@@ -28,6 +28,7 @@ from mtbench.plugins import Registry
 from mtbench.profiling.complexity import count_flops, count_params
 from mtbench.profiling.latency import measure_fps, measure_latency
 from mtbench.profiling.memory import peak_memory_mib
+from mtbench.profiling.runtimes import measure_runtimes
 from mtbench.strategies.base import TrainContext
 from mtbench.suite import Cell
 
@@ -136,7 +137,8 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
 
 
 def profile(model, image_size: int, batch_size: int, device: torch.device, cfg: dict) -> dict:
-    """Params, GFLOPs, batch-1 latency (p50/p90/CV), FPS at ``batch_size`` and peak memory."""
+    """Params, GFLOPs, batch-1 latency (p50/p90/CV), FPS at ``batch_size``, peak memory
+    (PyTorch eager: top-level keys), and the same figures per extra runtime in ``runtimes``."""
     out: dict = count_params(model)
     out["params_m"] = out["params"] / 1e6
     out["flops_g"] = count_flops(model, image_size)
@@ -146,4 +148,6 @@ def profile(model, image_size: int, batch_size: int, device: torch.device, cfg: 
                                                          repeats=cfg["fps_repeats"])), device)
     out.update(fps)
     out.update(mem)
+    out["runtimes"] = measure_runtimes(cfg["runtimes"], model, image_size, batch_size, device,
+                                       cfg["latency_warmup"], cfg["latency_repeats"], cfg["fps_repeats"])
     return out

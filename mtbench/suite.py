@@ -146,6 +146,9 @@ class Fixed(_Strict):
 
 
 class Profile(_Strict):
+    """How cells are measured; ``runtimes`` beyond PyTorch eager: ``onnx``, ``compile``."""
+
+    runtimes: list[Literal["onnx", "compile"]] = Field(default_factory=lambda: ["onnx"])
     latency_warmup: int = Field(5, ge=0)
     latency_repeats: int = Field(30, gt=0)
     fps_repeats: int = Field(5, gt=0)

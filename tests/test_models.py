@@ -68,3 +68,16 @@ def test_lite0_imagenet_weights_top1(data_root):
     assert n == 60
     assert 0.65 <= top1 / n <= 0.80  # about 0.73 expected (0.717 measured)
     assert top1_10 / n > 0.95
+
+
+def test_freeze_at_freezes_early_stages_and_their_batchnorm(registry):
+    model = registry.create_model("unified-onehead", tasks=TASKS, level="P3", backbone="mobilenetv3_small_100",
+                                  neck_channels=8, freeze_at=8).train()
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and all(n.startswith("backbone.body.") for n in frozen)
+    assert any(n.startswith("backbone.body.conv_stem") for n in frozen)
+    assert any(p.requires_grad for n, p in model.backbone.named_parameters())
+    bns = [m for f in model.backbone.frozen for m in f.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns)
+    with pytest.raises(PluginError, match="freeze_at=3"):
+        registry.create_model("unified-onehead", tasks=TASKS, level="P3", backbone="mobilenetv3_small_100", freeze_at=3)

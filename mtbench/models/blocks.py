@@ -62,10 +62,14 @@ class Backbone(nn.Module):
     :param min_stride: smallest stride needed by the neck (4 for P2 ... 32 for P5).
     :param weights: ``None``/``"none"`` (random init) or ``"imagenet"`` (see
         ``PRETRAINED_LOADERS``; weights cannot be downloaded at run time).
-    :raises PluginError: unknown timm name or weights not available offline.
+    :param freeze_at: freeze every backbone layer up to and including the stage of this
+        stride in pixels (0 = train all; 4 = stem and stride-2/4 stages), as Detectron2's
+        ``FREEZE_AT``: no gradients, BatchNorm kept in eval mode.
+    :raises PluginError: unknown timm name, weights not available offline, or a
+        ``freeze_at`` stride the backbone does not have.
     """
 
-    def __init__(self, name: str, min_stride: int, weights: str | None = None):
+    def __init__(self, name: str, min_stride: int, weights: str | None = None, freeze_at: int = 0):
         super().__init__()
         try:
             probe = timm.create_model(name, pretrained=False, features_only=True)
@@ -86,6 +90,33 @@ class Backbone(nn.Module):
             loader(self.body)
             if name == "tf_efficientnet_lite0":
                 self.mean, self.std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+        self.frozen: list[nn.Module] = []
+        if freeze_at:
+            if freeze_at not in strides:
+                raise PluginError(f"freeze_at={freeze_at}: backbone {name!r} has strides {strides}")
+            self._freeze(probe.feature_info.module_name()[strides.index(freeze_at)])
+
+    def _freeze(self, last: str) -> None:
+        """Freeze top-level modules of the body up to and including the one named ``last``."""
+        top = last.split(".")[0]
+        for child_name, child in self.body.named_children():
+            if child_name == top and "." in last:
+                for sub_name, sub in child.named_children():
+                    self.frozen.append(sub)
+                    if f"{top}.{sub_name}" == last:
+                        break
+                break
+            self.frozen.append(child)
+            if child_name == last:
+                break
+        for m in self.frozen:
+            m.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for m in self.frozen:
+            m.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.body(x)

@@ -34,19 +34,21 @@ class UnifiedOneHead(MultiTaskModel):
     :param level: ``P2``..``P5``: stride of the neck output feeding the head.
     :param backbone: timm model name, e.g. ``tf_efficientnet_lite0``, ``mobilenetv3_small_100``.
     :param backbone_weights: ``none`` or ``imagenet`` (offline weights only).
+    :param freeze_at: freeze the backbone up to this stride (see :class:`Backbone`).
     :param neck_channels: channels of the neck output.
     :param head_layers: 3x3 conv-BN-ReLU layers before the final 1x1 conv (2 or 3 total layers).
     :return (forward): ``det (B, C+5, S/s, S/s)``, ``seg (B, C, S/s, S/s)``, ``cls (B, C)``.
     """
 
     def __init__(self, tasks: dict[str, TaskInfo], level: str = "P3", backbone: str = "tf_efficientnet_lite0",
-                 backbone_weights: str | None = None, neck_channels: int = 96, head_layers: int = 2):
+                 backbone_weights: str | None = None, neck_channels: int = 96, head_layers: int = 2,
+                 freeze_at: int = 0):
         super().__init__()
         stride = level_stride(level)
         self.tasks = tuple(tasks)
         self.infos = dict(tasks)
         self.level = level
-        self.backbone = Backbone(backbone, stride, backbone_weights)
+        self.backbone = Backbone(backbone, stride, backbone_weights, freeze_at)
         if self.backbone.strides[0] != stride:
             raise ValueError(f"backbone {backbone} has no stride-{stride} output for level {level}; "
                              f"its strides are {self.backbone.strides}")

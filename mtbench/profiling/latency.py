@@ -1,55 +1,78 @@
-"""Latency and throughput of a model's forward pass (PyTorch eager).
+"""Latency and throughput of a forward pass, for any runtime.
 
 Method: ``warmup`` untimed runs, then ``repeats`` timed runs with ``time.perf_counter``;
-on CUDA every run is bracketed by ``torch.cuda.synchronize()`` so kernel time is counted.
-Latency is at batch 1 (median = p50, p90, coefficient of variation); FPS = images per
-second at the suite's batch size (batch size / median batch time). Inputs are random
-``float32 (B, 3, S, S)``; the model is in eval mode under ``torch.inference_mode``.
+on CUDA every run is bracketed by ``torch.cuda.synchronize()`` so kernel time is counted,
+not just the launch. Python's garbage collector is paused while timing. Latency is at
+batch 1: median (p50), p90 and coefficient of variation (population std / mean).
+FPS = images per second at the suite's batch size (batch size / median batch time).
+The thread count used (``torch.get_num_threads()`` or the ONNX Runtime session's) is
+reported with the figures.
 """
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
+from typing import Callable
 
 import torch
 from torch import nn
 
 
-def _timings(model: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> list[float]:
-    cuda = x.is_cuda
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model(x)
-        if cuda:
-            torch.cuda.synchronize()
-        times = []
+def time_calls(fn: Callable[[], object], warmup: int, repeats: int, sync: bool = False) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    if sync:
+        torch.cuda.synchronize()
+    times = []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
         for _ in range(repeats):
             t0 = time.perf_counter()
-            model(x)
-            if cuda:
+            fn()
+            if sync:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return times
+
+
+def summarise(times: list[float]) -> dict[str, float]:
+    """``latency_ms`` (p50), ``latency_p90_ms``, ``latency_cv`` of per-call seconds."""
+    t = sorted(times)
+    p90 = t[min(len(t) - 1, int(round(0.9 * (len(t) - 1))))]
+    mean = statistics.fmean(t)
+    return {"latency_ms": statistics.median(t) * 1e3, "latency_p90_ms": p90 * 1e3,
+            "latency_cv": statistics.pstdev(t) / mean if mean > 0 else 0.0, "latency_repeats": float(len(t))}
+
+
+def torch_runner(model: nn.Module, batch: int, image_size: int, device: torch.device) -> Callable[[], object]:
+    """A no-grad forward of ``model`` on random ``float32 (batch, 3, S, S)`` (eval mode)."""
+    model.eval()
+    x = torch.rand(batch, 3, image_size, image_size, device=device)
+
+    def run():
+        with torch.inference_mode():
+            return model(x)
+
+    return run
 
 
 def measure_latency(model: nn.Module, image_size: int, device: torch.device, warmup: int = 5,
                     repeats: int = 30) -> dict[str, float]:
-    """Batch-1 latency: ``latency_ms`` (p50), ``latency_p90_ms``, ``latency_cv`` (std/mean)."""
-    model.eval()
-    x = torch.rand(1, 3, image_size, image_size, device=device)
-    t = sorted(_timings(model, x, warmup, repeats))
-    p90 = t[min(len(t) - 1, int(round(0.9 * (len(t) - 1))))]
-    mean = statistics.fmean(t)
-    return {"latency_ms": statistics.median(t) * 1e3, "latency_p90_ms": p90 * 1e3,
-            "latency_cv": statistics.pstdev(t) / mean if mean > 0 else 0.0,
-            "latency_repeats": float(repeats), "threads": float(torch.get_num_threads())}
+    """Batch-1 latency of PyTorch eager: p50, p90 (ms), CV and the torch thread count."""
+    times = time_calls(torch_runner(model, 1, image_size, device), warmup, repeats, device.type == "cuda")
+    return summarise(times) | {"threads": float(torch.get_num_threads())}
 
 
 def measure_fps(model: nn.Module, image_size: int, batch_size: int, device: torch.device,
                 warmup: int = 2, repeats: int = 5) -> dict[str, float]:
-    """Throughput ``fps`` (images/s) at ``batch_size``."""
-    model.eval()
-    x = torch.rand(batch_size, 3, image_size, image_size, device=device)
-    med = statistics.median(_timings(model, x, warmup, repeats))
+    """Throughput ``fps`` (images/s) of PyTorch eager at ``batch_size``."""
+    times = time_calls(torch_runner(model, batch_size, image_size, device), warmup, repeats, device.type == "cuda")
+    med = statistics.median(times)
     return {"fps": batch_size / med if med > 0 else float("nan"), "fps_batch": float(batch_size)}

@@ -1,0 +1,64 @@
+"""The Ray executor: one Ray task per cell, results written by the same store as ``local``.
+
+``mtbench run SUITE --executor ray [--address ADDR]``. Each task asks Ray for
+``cpus_per_cell`` CPUs (default: the suite's ``fixed.threads``, else 1) and
+``gpus_per_cell`` GPUs; inside the task torch's thread count is set to the CPUs given.
+Workers build their own plugin registry (plugins must be installed where the workers
+run). The driver stores every record as it arrives (atomic write), so resume,
+interruption and aggregation behave exactly as with the local executor.
+
+Ray is an optional extra: ``pip install mtbench[ray]``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from mtbench.errors import MtbenchError
+from mtbench.results import ResultStore
+from mtbench.suite import Cell
+
+
+def _run_remote(cell: Cell, threads: int, load_entrypoints: bool) -> dict:
+    import torch
+
+    from mtbench.plugins import get_registry
+    from mtbench.runner import run_cell
+
+    torch.set_num_threads(threads)
+    cell.config["fixed"] = {**cell.config["fixed"], "threads": threads}
+    return run_cell(cell, get_registry(load_entrypoints=load_entrypoints), show_progress=False)
+
+
+def run_ray(cells: list[Cell], store: ResultStore, force: bool = False, address: str | None = None,
+            cpus_per_cell: int | None = None, gpus_per_cell: float = 0.0, load_entrypoints: bool = True,
+            echo: Callable[[str], None] = print) -> list[dict]:
+    """Run (or resume) ``cells`` as Ray tasks; return their records in cell order.
+
+    :raises MtbenchError: Ray is not installed.
+    """
+    try:
+        import ray
+    except ImportError as exc:
+        raise MtbenchError("the Ray executor needs Ray: pip install 'mtbench[ray]'") from exc
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    records: dict[str, dict] = {}
+    pending = {}
+    for cell in cells:
+        stored = None if force else store.load(cell.hash)
+        if stored is not None:
+            echo(f"{cell.label}: stored result ({stored['status']}), skipped")
+            records[cell.hash] = stored
+            continue
+        cpus = cpus_per_cell or cell.config["fixed"].get("threads") or 1
+        task = ray.remote(num_cpus=cpus, num_gpus=gpus_per_cell)(_run_remote)
+        pending[task.remote(cell, cpus, load_entrypoints)] = cell
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        cell = pending.pop(done[0])
+        rec = ray.get(done[0])
+        store.write(rec)
+        echo(f"{cell.label}: {rec['status']}" + ("" if rec["status"] == "ok" else f" ({rec['reason']})"))
+        records[cell.hash] = rec
+    return [records[c.hash] for c in cells]

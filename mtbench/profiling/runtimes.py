@@ -1,0 +1,134 @@
+"""Latency, throughput and export parity per deployment runtime.
+
+Runtimes:
+
+- ``eager``: PyTorch eager (always measured; its figures are the table's headline).
+- ``compile``: ``torch.compile(model)`` (Inductor); measured after compilation (the first
+  warm-up call compiles). Where it cannot compile, the reason is recorded.
+- ``onnx``: export with ``torch.onnx.export`` (TorchScript exporter, opset 17, static
+  shapes per batch size), run with ONNX Runtime: CUDA provider on a GPU cell when
+  available, else CPU provider; intra-op threads = torch's thread count. Parity = max
+  absolute difference between ONNX and PyTorch outputs (all task outputs) on the same
+  random input; ``parity_ok`` when below ``parity_tol`` (1e-4).
+
+A runtime that fails (export error, unsupported op, divergent outputs) is recorded as
+``{"error": reason}`` for that runtime; the cell itself does not fail.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from mtbench.profiling.latency import summarise, time_calls, torch_runner
+
+PARITY_TOL = 1e-4
+
+
+class _Flat(nn.Module):
+    """Wrap a model returning ``dict[task, Tensor]`` into one returning a tuple (sorted by task)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        out = self.model(x)
+        return tuple(out[k] for k in sorted(out))
+
+
+def _flat_outputs(model: nn.Module, x: torch.Tensor) -> list[np.ndarray]:
+    with torch.inference_mode():
+        out = model(x)
+    return [out[k].detach().cpu().numpy() for k in sorted(out)]
+
+
+def export_onnx(model: nn.Module, image_size: int, batch: int, path: Path) -> Path:
+    """Export ``model`` in eval mode for input ``float32 (batch, 3, S, S)``; the model stays in eval.
+
+    The wrapper is put in eval mode first: the exporter restores the wrapper's training flag
+    afterwards, which would otherwise switch the whole model (BatchNorm) back to training.
+    """
+    wrapper = _Flat(model).eval()
+    x = torch.rand(batch, 3, image_size, image_size, device=next(model.parameters()).device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, (x,), str(path), input_names=["images"], opset_version=17,
+                          dynamo=False, do_constant_folding=True)
+    model.eval()
+    return path
+
+
+def onnx_session(path: Path, device: torch.device, threads: int):
+    """An ONNX Runtime session: CUDA provider for CUDA devices when present, else CPU."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+
+
+def measure_onnx(model: nn.Module, image_size: int, batch_size: int, device: torch.device, warmup: int,
+                 repeats: int, fps_repeats: int) -> dict:
+    """ONNX Runtime batch-1 latency, FPS at ``batch_size`` and parity with PyTorch."""
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory(prefix="mtbench-onnx-") as tmp:
+        p1 = export_onnx(model, image_size, 1, Path(tmp) / "b1.onnx")
+        sess = onnx_session(p1, device, threads)
+        x = np.random.default_rng(0).random((1, 3, image_size, image_size), dtype=np.float32)
+        ref = _flat_outputs(model, torch.from_numpy(x).to(device))
+        got = sess.run(None, {"images": x})
+        parity = max(float(np.abs(a - b).max()) for a, b in zip(ref, got))
+        out = summarise(time_calls(lambda: sess.run(None, {"images": x}), warmup, repeats))
+        pb = export_onnx(model, image_size, batch_size, Path(tmp) / "bn.onnx") if batch_size > 1 else p1
+        sess_b = onnx_session(pb, device, threads) if batch_size > 1 else sess
+        xb = np.random.default_rng(1).random((batch_size, 3, image_size, image_size), dtype=np.float32)
+        med = statistics.median(time_calls(lambda: sess_b.run(None, {"images": xb}), 2, fps_repeats))
+    return out | {"fps": batch_size / med, "parity_max_abs": parity, "parity_ok": parity < PARITY_TOL,
+                  "provider": sess.get_providers()[0], "threads": float(threads)}
+
+
+def measure_compile(model: nn.Module, image_size: int, batch_size: int, device: torch.device, warmup: int,
+                    repeats: int, fps_repeats: int) -> dict:
+    """``torch.compile`` latency and FPS (compilation happens in the warm-up; its time is reported)."""
+    import time
+
+    compiled = torch.compile(model)
+    run1 = torch_runner(compiled, 1, image_size, device)
+    t0 = time.perf_counter()
+    run1()
+    compile_s = time.perf_counter() - t0
+    sync = device.type == "cuda"
+    out = summarise(time_calls(run1, warmup, repeats, sync))
+    runb = torch_runner(compiled, batch_size, image_size, device)
+    med = statistics.median(time_calls(runb, 2, fps_repeats, sync))
+    x = torch.rand(1, 3, image_size, image_size, device=device)
+    parity = max(float(np.abs(a - b).max()) for a, b in zip(_flat_outputs(model, x), _flat_outputs(compiled, x)))
+    return out | {"fps": batch_size / med, "compile_s": compile_s, "parity_max_abs": parity,
+                  "threads": float(torch.get_num_threads())}
+
+
+RUNTIMES = {"onnx": measure_onnx, "compile": measure_compile}
+
+
+def measure_runtimes(names: list[str], model: nn.Module, image_size: int, batch_size: int, device: torch.device,
+                     warmup: int, repeats: int, fps_repeats: int) -> dict[str, dict]:
+    """Figures per runtime in ``names`` (besides eager); a failing runtime gives ``{"error": reason}``."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = RUNTIMES[name](model, image_size, batch_size, device, warmup, repeats, fps_repeats)
+        except Exception as exc:  # recorded per runtime; the cell goes on
+            out[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    return out

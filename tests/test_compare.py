@@ -1,0 +1,55 @@
+"""Regression tracking: `mtbench compare` rules and exit codes."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from mtbench.cli import main
+from mtbench.compare import compare, parse_rules
+from mtbench.errors import MtbenchError
+
+
+def _rec(label="a", miou=0.5, lat=10.0, status="ok"):
+    return {"label": label, "hash": f"h-{label}", "status": status, "reason": None if status == "ok" else "boom",
+            "metrics": {"seg/mIoU": miou, "cls/Top-1": 0.9}, "profile": {"latency_ms": lat, "params": 100}}
+
+
+def _write(tmp_path, name, records):
+    p = tmp_path / f"{name}.json"
+    p.write_text(json.dumps({"suite": "s", "cells": records}))
+    return p
+
+
+def test_rules_parse():
+    r = parse_rules("seg/mIoU<-0.02, latency_ms>+10%")
+    assert (r[0].metric, r[0].op, r[0].threshold, r[0].relative) == ("seg/mIoU", "<", -0.02, False)
+    assert (r[1].metric, r[1].threshold, r[1].relative) == ("latency_ms", pytest.approx(0.10), True)
+    with pytest.raises(MtbenchError, match="'mIoU drops'"):
+        parse_rules("mIoU drops")
+
+
+def test_degraded_fails_equal_passes():
+    rules = parse_rules("seg/mIoU<-0.02,latency_ms>+10%")
+    base = [_rec()]
+    assert compare(copy.deepcopy(base), base, rules)[1] == []
+    _, fails = compare([_rec(miou=0.45, lat=12.0)], base, rules)
+    assert len(fails) == 2 and "a: seg/mIoU 0.5 -> 0.45 violates seg/mIoU<-0.02" in fails
+    assert compare([_rec(miou=0.49, lat=10.5)], base, rules)[1] == []  # within tolerance
+
+
+def test_missing_or_failed_cell_fails():
+    assert "missing" in compare([], [_rec()], [])[1][0]
+    assert "failed in the new run" in compare([_rec(status="failed")], [_rec()], [])[1][0]
+
+
+def test_cli_exit_codes(tmp_path, capsys):
+    base = _write(tmp_path, "base", [_rec()])
+    same = _write(tmp_path, "same", [_rec()])
+    worse = _write(tmp_path, "worse", [_rec(miou=0.40)])
+    assert main(["compare", str(same), str(base), "--fail-on", "seg/mIoU<-0.02"]) == 0
+    assert main(["compare", str(worse), str(base), "--fail-on", "seg/mIoU<-0.02"]) == 1
+    assert "FAIL a: seg/mIoU 0.5 -> 0.4" in capsys.readouterr().out
+    assert main(["compare", str(tmp_path / "nope"), str(base)]) == 2

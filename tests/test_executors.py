@@ -1,0 +1,46 @@
+"""Determinism on CPU, and the Ray executor giving the local executor's results."""
+
+from __future__ import annotations
+
+import pytest
+
+from mtbench.executors.local import run_local
+from mtbench.results import ResultStore
+from mtbench.runner import run_cell
+from mtbench.suite import expand, load_suite
+from tests.conftest import TINY_SUITE
+
+ONE_CELL = TINY_SUITE.replace("strategy: [equal, sequential]", "strategy: [equal]")
+
+
+def _comparable(rec: dict) -> dict:
+    return {"metrics": rec["metrics"], "losses": [{k: v for k, v in r.items()} for r in rec["history"]],
+            "params": rec["profile"]["params"], "flops_g": rec["profile"]["flops_g"]}
+
+
+def test_same_suite_and_seed_give_same_metrics(write_suite, registry):
+    cell = expand(load_suite(write_suite(ONE_CELL)), registry)[0]
+    a, b = run_cell(cell, registry, False), run_cell(cell, registry, False)
+    assert a["status"] == b["status"] == "ok"
+    assert _comparable(a) == _comparable(b)
+
+
+def test_ray_executor_matches_local(write_suite, registry, tmp_path):
+    ray = pytest.importorskip("ray")
+    from mtbench.executors.ray import run_ray
+
+    cells = expand(load_suite(write_suite(ONE_CELL)), registry)
+    local = run_local(cells, registry, ResultStore(tmp_path / "local", "tiny"), show_progress=False,
+                      echo=lambda s: None)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        store = ResultStore(tmp_path / "ray", "tiny")
+        remote = run_ray(cells, store, cpus_per_cell=2, load_entrypoints=False, echo=lambda s: None)
+        assert store.has(cells[0].hash)  # written by the same store: resume works the same
+        again = run_ray(cells, store, load_entrypoints=False, echo=lambda s: None)
+    finally:
+        ray.shutdown()
+    assert remote[0]["status"] == "ok", remote[0].get("reason")
+    assert _comparable(remote[0]) == _comparable(local[0])
+    assert again[0]["wall_s"] == remote[0]["wall_s"]  # the stored record, not a re-run
+    assert remote[0]["env"]["threads"] == 2
