@@ -42,6 +42,10 @@ class MultiTaskModel(nn.Module):
         """
         raise NotImplementedError
 
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Named parameter groups (``shared`` and per task), for strategies that need them."""
-        return {"all": list(self.parameters())}
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters every task's loss depends on (PCGrad projects gradients on these)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        """The last layer shared by all tasks (GradNorm measures gradient norms here)."""
+        raise NotImplementedError(f"{type(self).__name__} does not name its last shared layer")

@@ -84,9 +84,15 @@ class UnifiedOneHead(MultiTaskModel):
             return upsample_logits(raw, (image_size, image_size)).argmax(1)
         return raw
 
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        shared = [p for n, p in self.named_parameters()]
-        return {"shared": shared}
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Everything except the final 1x1 conv, whose output channels belong to single tasks."""
+        final = set(map(id, self.head[-1].parameters()))
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in final]
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        """The last 3x3 conv of the head (or the neck's when the head has one layer)."""
+        layer = self.head[-2] if len(self.head) > 1 else self.neck.smooth
+        return [p for p in layer.parameters() if p.requires_grad]
 
 
 @hookimpl

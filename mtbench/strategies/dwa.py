@@ -1,0 +1,56 @@
+"""``dwa``: Dynamic Weight Average (Liu, Johns & Davison, CVPR 2019, "MTAN").
+
+``w_i(e) = T * exp(r_i(e-1) / temp) / sum_j exp(r_j(e-1) / temp)`` with
+``r_i(e-1) = Lbar_i(e-1) / Lbar_i(e-2)``, the ratio of the task's mean loss over the two
+previous epochs; ``w_i = 1`` for the first two epochs. An epoch is the number of steps
+that covers the largest task's train split once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from mtbench.plugins import Spec, hookimpl
+from mtbench.strategies.joint import JointStrategy
+
+
+class DWA(JointStrategy):
+    """Dynamic Weight Average.
+
+    :param temperature: softmax temperature (paper: 2).
+    """
+
+    def __init__(self, temperature: float = 2.0):
+        self.temperature = temperature
+        self.trajectory: list[dict[str, float]] = []
+
+    def setup(self, ctx):
+        self.tasks = list(ctx.tasks)
+        self.epoch_len = max(len(ctx.loaders[t]) for t in self.tasks)
+        self.epoch_means: list[list[float]] = []
+        self.running = [0.0] * len(self.tasks)
+        self.weights = [1.0] * len(self.tasks)
+
+    def backward(self, ctx, losses, step):
+        L = [losses[t] for t in self.tasks]
+        sum(w * li for w, li in zip(self.weights, L)).backward()
+        self.running = [r + float(li.detach()) for r, li in zip(self.running, L)]
+        self.trajectory.append(dict(zip(self.tasks, self.weights)))
+        if (step + 1) % self.epoch_len == 0:
+            self.epoch_means.append([r / self.epoch_len for r in self.running])
+            self.running = [0.0] * len(self.tasks)
+            if len(self.epoch_means) >= 2:
+                prev, prev2 = self.epoch_means[-1], self.epoch_means[-2]
+                ratios = [a / b if b > 0 else 1.0 for a, b in zip(prev, prev2)]
+                exps = [math.exp(r / self.temperature) for r in ratios]
+                self.weights = [len(self.tasks) * e / sum(exps) for e in exps]
+
+    def extra(self):
+        return {"task_weights": self.trajectory}
+
+
+@hookimpl
+def mtbench_register_strategies():
+    return [Spec("strategy", "dwa", DWA, "Dynamic Weight Average (Liu et al., CVPR 2019)")]
