@@ -7,6 +7,7 @@ file); 130 interrupted (stored results stay valid; re-run to resume).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -98,6 +99,28 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from mtbench.diagnostics import diagnose
+    records = _records(args.result) if Path(args.result).is_dir() or args.result.endswith("results.json") \
+        else [json.loads(Path(args.result).read_text())]
+    total = 0
+    for rec in records:
+        findings = diagnose(rec)  # re-run on the stored record: older results get current checks
+        print(f"{rec['label']} ({rec['hash']}): {rec['status']}" + ("" if rec["status"] == "ok" else f" - {rec.get('reason')}"))
+        for f in findings:
+            ev = ", ".join(f"{k}={_fmt(v)}" for k, v in f["evidence"].items())
+            print(f"  [{f['severity']}] {f['check']}: {f['message']}\n      evidence: {ev}")
+        if not findings:
+            print("  no findings")
+        total += len(findings)
+    print(f"{total} finding(s) in {len(records)} cell(s)")
+    return 0
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def cmd_plugins(args) -> int:
     from tabulate import tabulate
     reg = _registry(args)
@@ -147,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--fail-on", default="", help="rules, e.g. 'seg/mIoU<-0.02,latency_ms>+10%%'")
     cmp_.add_argument("--all", action="store_true", help="print unchanged metrics too")
     cmp_.set_defaults(fn=cmd_compare)
+
+    doc = sub.add_parser("doctor", help="print every diagnostic finding of a result with its evidence")
+    doc.add_argument("result", help="a cell JSON, a run folder (results/<suite>) or its results.json")
+    doc.set_defaults(fn=cmd_doctor)
 
     rep = sub.add_parser("report", help="write a Markdown report with plots for a run")
     rep.add_argument("run", help="run folder (results/<suite>) or its results.json")

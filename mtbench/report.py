@@ -57,9 +57,18 @@ def build_frame(records: list[dict], gates: list[str]) -> pd.DataFrame:
         for col, path, digits in COLUMNS:
             v = _dig(rec, path)
             row[col] = round(v, digits) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-        gate_res = check_gates(gates, gate_values(rec)) if rec["status"] == "ok" else {}
+        findings = rec.get("diagnostics") or []
+        not_meaningful = {f["evidence"]["not_meaningful"] for f in findings if "not_meaningful" in f.get("evidence", {})}
+        gate_res = check_gates(gates, gate_values(rec), not_meaningful) if rec["status"] == "ok" else {}
         fails = [g for g, r in gate_res.items() if r == "FAIL"]
-        row["gates"] = ("FAIL: " + "; ".join(fails)) if fails else ("pass" if gate_res else "-")
+        moot = [g for g, r in gate_res.items() if r == "not meaningful"]
+        if fails:
+            row["gates"] = "FAIL: " + "; ".join(fails)
+        elif moot:
+            row["gates"] = "not meaningful: " + "; ".join(moot)
+        else:
+            row["gates"] = "pass" if gate_res else "-"
+        row["diagnostics"] = "; ".join(dict.fromkeys(f["check"] for f in findings)) or "-"
         row["status"] = rec["status"] if rec["status"] == "ok" else f"failed: {rec.get('reason')}"[:120]
         rows.append(row)
     return pd.DataFrame(rows)

@@ -21,11 +21,13 @@ from tqdm import tqdm
 
 from mtbench import __version__
 from mtbench.data.base import collate
+from mtbench.diagnostics import diagnose
 from mtbench.evaluation import evaluate
 from mtbench.metrics import PRIMARY
+from mtbench.metrics.chance import chance_levels
 from mtbench.metrics.forgetting import forgetting
 from mtbench.plugins import Registry
-from mtbench.profiling.complexity import count_flops, count_params
+from mtbench.profiling.complexity import count_flops, count_params, matmul_peak_gflops
 from mtbench.profiling.latency import measure_fps, measure_latency
 from mtbench.profiling.memory import peak_memory_mib
 from mtbench.profiling.runtimes import measure_runtimes
@@ -98,6 +100,7 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
                                              image_size=size, **td["params"])
         tasks = list(cfg["tasks"])
         infos = {t: train_sets[t].info for t in tasks}
+        result["chance"] = chance_levels(val_sets)
         model = registry.create_model(cfg["architecture"]["name"], tasks=infos, level=cfg["level"],
                                       **cfg["architecture"]["params"]).to(device)
         losses = {t: registry.create("loss", cfg["losses"][t], num_classes=infos[t].num_classes) for t in tasks}
@@ -131,6 +134,7 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
         result["status"] = "failed"
         result["reason"] = f"{type(exc).__name__}: {exc}"
         result["traceback"] = traceback.format_exc(limit=8)
+    result["diagnostics"] = diagnose(result)
     result["wall_s"] = time.time() - started
     result.setdefault("env", {})
     return result
@@ -142,7 +146,10 @@ def profile(model, image_size: int, batch_size: int, device: torch.device, cfg: 
     out: dict = count_params(model)
     out["params_m"] = out["params"] / 1e6
     out["flops_g"] = count_flops(model, image_size)
+    out["device_peak_gflops"] = matmul_peak_gflops(device)
     out.update(measure_latency(model, image_size, device, cfg["latency_warmup"], cfg["latency_repeats"]))
+    out["latency_warmup"] = float(cfg["latency_warmup"])
+    out["latency_synchronised"] = True  # CPU ops are synchronous; CUDA runs are bracketed by synchronize()
     fps: dict = {}
     mem = peak_memory_mib(lambda: fps.update(measure_fps(model, image_size, batch_size, device,
                                                          repeats=cfg["fps_repeats"])), device)

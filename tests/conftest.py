@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config):
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("MTBENCH_TEST_THREADS", "2")))
 
 
 @pytest.fixture(scope="session")

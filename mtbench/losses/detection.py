@@ -10,7 +10,8 @@ boxes needed that is reported as ``forced_pos``.
 Components: ``cls`` sigmoid focal loss (alpha 0.25, gamma 2; Lin et al., ICCV 2017) summed
 over all locations / num_pos; ``box`` GIoU loss (Rezatofighi et al., CVPR 2019) weighted by
 the centre-ness target; ``ctr`` BCE on centre-ness. Counters: ``num_pos`` (positives per
-batch) and ``num_pos/P<k>`` for the level, so a loss of 0 because nothing was assigned is visible.
+batch), ``num_pos/P<k>`` and ``num_loc/P<k>`` (locations) for the level, so a loss of 0
+because nothing was assigned, or a 1:4000 imbalance at P2, is visible.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class FcosLoss(nn.Module):
         total = sum(self.w[k] * v for k, v in parts.items())
         level = f"P{int(math.log2(stride))}"
         counts = {"num_pos": torch.tensor(float(num_pos)), f"num_pos/{level}": torch.tensor(float(num_pos)),
+                  f"num_loc/{level}": torch.tensor(float(raw.shape[0] * h * w)),
                   "forced_pos": torch.tensor(float(forced))}
         return {**parts, "total": total, **counts}
 

@@ -29,3 +29,25 @@ def count_flops(model: nn.Module, image_size: int) -> float:
         model(x)
     model.train(was_training)
     return counter.get_total_flops() / 1e9
+
+
+@torch.no_grad()
+def matmul_peak_gflops(device: torch.device, n: int = 1024, repeats: int = 10) -> float:
+    """Achievable dense float32 GFLOP/s of ``device``: best of ``repeats`` ``n x n`` matmuls.
+
+    The reference the ``implausible-speed`` diagnostic compares a model's FLOPs x FPS with.
+    """
+    import time
+
+    a = torch.rand(n, n, device=device)
+    b = torch.rand(n, n, device=device)
+    best = float("inf")
+    for _ in range(repeats + 2):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9

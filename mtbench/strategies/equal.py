@@ -7,6 +7,8 @@ task, which gives the same update as back-propagating the sum with a third of th
 
 from __future__ import annotations
 
+import torch
+
 from mtbench.plugins import Spec, hookimpl
 from mtbench.strategies.joint import JointStrategy
 
@@ -21,11 +23,19 @@ class Equal(JointStrategy):
         self.weights = weights or {}
 
     def train_step(self, ctx, batches, step):
-        parts = {}
+        measure = step % self.conflict_every == 0 and len(batches) > 1
+        shared = ctx.model.shared_parameters() if measure else []
+        parts, grads, before = {}, [], None
         for t, batch in batches.items():
             comps = ctx.task_loss(t, batch)
             (self.weights.get(t, 1.0) * comps["total"]).backward()
             parts[t] = comps
+            if measure:  # this task's gradient = accumulated gradient now - before its backward
+                now = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in shared])
+                grads.append(now - before if before is not None else now.clone())
+                before = now
+        if measure:
+            self._log_cosine(grads)
         return parts
 
 

@@ -27,9 +27,16 @@ def mean_pairwise_cosine(grads: list[torch.Tensor]) -> float | None:
 
 
 class JointStrategy:
-    """Base class: subclasses implement :meth:`backward` (and may keep state in :meth:`setup`)."""
+    """Base class: subclasses implement :meth:`backward` (and may keep state in :meth:`setup`).
+
+    Every ``conflict_every`` steps the cosine between task gradients on the shared
+    parameters is recorded (``extra.grad_cosine``) for the gradient-conflict diagnostic;
+    strategies that compute per-task gradients anyway (``needs_per_task_grads``) record it
+    themselves at every step.
+    """
 
     needs_per_task_grads = False
+    conflict_every = 10
 
     def setup(self, ctx: TrainContext) -> None:
         """Called once before the first step."""
@@ -44,8 +51,22 @@ class JointStrategy:
 
     def train_step(self, ctx: TrainContext, batches: dict, step: int) -> dict[str, dict[str, torch.Tensor]]:
         parts = {t: ctx.task_loss(t, batch) for t, batch in batches.items()}
+        if not self.needs_per_task_grads and step % self.conflict_every == 0 and len(parts) > 1:
+            shared = ctx.model.shared_parameters()
+            self._log_cosine([flat_grad(p["total"], shared) for p in parts.values()])
         self.backward(ctx, {t: p["total"] for t, p in parts.items()}, step)
         return parts
+
+    def _log_cosine(self, grads: list[torch.Tensor]) -> None:
+        cos = mean_pairwise_cosine(grads)
+        if cos is not None:
+            self.__dict__.setdefault("grad_cosine", []).append(cos)
+
+    def report_extra(self) -> dict:
+        out = self.extra()
+        if "grad_cosine" not in out and getattr(self, "grad_cosine", None):
+            out["grad_cosine"] = self.grad_cosine
+        return out
 
     def fit(self, ctx: TrainContext) -> StrategyReport:
         self.setup(ctx)
@@ -58,4 +79,4 @@ class JointStrategy:
             parts = self.train_step(ctx, {t: next(streams[t]) for t in ctx.tasks}, step)
             ctx.record(step, "joint", parts, opt)
             ctx.step(opt, sched)
-        return StrategyReport(extra=self.extra())
+        return StrategyReport(extra=self.report_extra())
