@@ -95,3 +95,21 @@ def test_joint_strategies_train(write_suite, registry, strategy):
         assert len(traj) == 6 and set(traj[0]) == {"det", "seg", "cls"}
     if strategy in ("gradnorm", "pcgrad"):
         assert all(-1 <= c <= 1 for c in rec["extra"]["grad_cosine"])
+
+
+@pytest.mark.parametrize("option,params", [("lwf", "{temperature: 2, weight: 1}"), ("ewc", "{weight: 100, batches: 2}"),
+                                           ("replay", "{batches: 2}"), ("freeze", "[backbone]")])
+def test_sequential_mitigations(write_suite, registry, option, params):
+    text = TINY_SUITE.replace("strategy: [equal, sequential]",
+                              f"strategy: [{{name: sequential, params: {{{option}: {params}}}}}]").replace(
+        "profile: {", "profile: {runtimes: [], ")
+    rec = run_cell(expand(load_suite(write_suite(text)), registry)[0], registry, False)
+    assert rec["status"] == "ok", rec.get("reason")
+    assert [s["task"] for s in rec["stages"]] == ["seg", "det", "cls"] and "BWT" in rec["metrics"]
+    if option != "freeze":
+        first = [r for r in rec["history"] if r["stage"] == "seg"]
+        later = [r for r in rec["history"] if r["stage"] != "seg"]
+        assert not any(f"seg/{option}" in r for r in first)
+        assert all(any(k.endswith(f"/{option}") for k in r) for r in later)
+        assert all(v >= 0 for r in later for k, v in r.items() if k.endswith(f"/{option}"))
+    assert rec["extra"]["mitigations"] == [option]

@@ -1,9 +1,10 @@
-"""``sequential``: tasks trained one after another (continual learning without mitigation).
+"""``sequential``: tasks trained one after another (continual learning), with optional
+forgetting mitigations (LwF, EWC, replay, freezing; see :mod:`mtbench.strategies.continual`).
 
 Stages follow ``order`` (default seg -> det -> cls, the Unified-OneHead challenge's order);
-each stage trains only its task, with a fresh optimiser, under the budget. After every
-stage all tasks learned so far are evaluated on their val splits; forgetting is computed
-from those per-stage scores (see :mod:`mtbench.metrics.forgetting`).
+each stage trains its task, with a fresh optimiser, under the budget. After every stage
+all tasks learned so far are evaluated on their val splits; forgetting and BWT are
+computed from those per-stage scores (see :mod:`mtbench.metrics.forgetting`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from mtbench.errors import SuiteError
 from mtbench.plugins import Spec, hookimpl
 from mtbench.strategies.base import StrategyReport, TrainContext
+from mtbench.strategies.continual import build_mitigations
 
 DEFAULT_ORDER = ("seg", "det", "cls")
 
@@ -19,17 +21,24 @@ class Sequential:
     """Task-after-task training.
 
     :param order: task order; must name every task of the suite exactly once.
+    :param lwf: ``{temperature, weight}`` to distil earlier tasks' outputs (LwF), or null.
+    :param ewc: ``{weight, batches}`` for Elastic Weight Consolidation, or null.
+    :param replay: ``{batches, weight}`` for a replay buffer of earlier tasks, or null.
+    :param freeze: parameter-name prefixes frozen after the first stage (e.g. ``[backbone]``).
     """
 
     needs_per_task_grads = False
 
-    def __init__(self, order: list[str] | None = None):
+    def __init__(self, order: list[str] | None = None, lwf: dict | None = None, ewc: dict | None = None,
+                 replay: dict | None = None, freeze: list[str] | None = None):
         self.order = list(order) if order else None
+        self.options = (lwf, ewc, replay, freeze)
 
     def fit(self, ctx: TrainContext) -> StrategyReport:
         order = self.order or [t for t in DEFAULT_ORDER if t in ctx.tasks]
         if sorted(order) != sorted(ctx.tasks):
             raise SuiteError(f"sequential order {order} must list each of the suite's tasks {ctx.tasks} once")
+        mitigations = build_mitigations(*self.options)
         stages = []
         for k, task in enumerate(order):
             total = ctx.steps([task])
@@ -38,14 +47,25 @@ class Sequential:
             ctx.model.train()
             for step in ctx.progress(total, f"stage {k + 1}/{len(order)} {task}"):
                 opt.zero_grad(set_to_none=True)
-                comps = ctx.task_loss(task, next(stream))
+                images, targets = next(stream)
+                outputs = ctx.model(images)
+                comps = dict(ctx.task_loss(task, (images, targets), outputs))
+                for name, m in mitigations.items():
+                    extra = m.loss(ctx, images, outputs)
+                    if extra is not None:
+                        comps[name] = extra
+                        comps["total"] = comps["total"] + extra
                 comps["total"].backward()
                 ctx.record(step, task, {task: comps}, opt)
                 ctx.step(opt, sched)
             stages.append({"task": task, "metrics": ctx.evaluate(order[: k + 1])})
-        return StrategyReport(stages=stages)
+            if k < len(order) - 1:
+                for m in mitigations.values():
+                    m.after_stage(ctx, task)
+        return StrategyReport(stages=stages, extra={"mitigations": sorted(mitigations)})
 
 
 @hookimpl
 def mtbench_register_strategies():
-    return [Spec("strategy", "sequential", Sequential, "one task after another; per-stage eval gives forgetting")]
+    return [Spec("strategy", "sequential", Sequential,
+                 "one task after another (+ LwF/EWC/replay/freeze); per-stage eval gives forgetting and BWT")]
