@@ -45,3 +45,16 @@ def test_seg_and_cls_ce(registry):
     assert ignored["total"] == 0 and ignored["num_pos"] == 0
     cls = registry.create("loss", "cls/ce", num_classes=3, label_smoothing=0.1)
     assert torch.isfinite(cls(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), stride=32)["total"])
+
+
+def test_dice_perfect_and_wrong(registry):
+    target = torch.tensor([[[0, 1], [1, 255]]])
+    perfect = torch.zeros(1, 2, 2, 2)
+    perfect[0, 0][target[0] == 0] = 20.0
+    perfect[0, 1][target[0] == 1] = 20.0
+    dice = registry.create("loss", "seg/dice", num_classes=2)
+    assert dice(perfect, target, stride=1)["total"] < 1e-3
+    assert dice(-perfect, target, stride=1)["total"] > 0.5
+    both = registry.create("loss", "seg/ce+dice", num_classes=2)(torch.randn(2, 2, 4, 4), torch.randint(0, 2, (2, 8, 8)),
+                                                                  stride=2)
+    assert set(both) >= {"ce", "dice", "total"} and torch.isclose(both["total"], both["ce"] + both["dice"])
