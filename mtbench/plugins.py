@@ -42,6 +42,7 @@ BUILTIN_PLUGINS = (
     "mtbench.strategies.uncertainty",
     "mtbench.strategies.dwa",
     "mtbench.strategies.pcgrad",
+    "mtbench.strategies.single_task",
     "mtbench.data.synthetic",
     "mtbench.data.coco",
     "mtbench.data.voc",

@@ -13,6 +13,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from mtbench.gates import check_gates
+from mtbench.metrics.delta_m import attach_delta_m
 from mtbench.results import write_json_atomic
 
 #: (column, where in the record, digits)
@@ -23,6 +24,7 @@ COLUMNS = [
     ("cls Top-1", ("metrics", "cls/Top-1"), 4),
     ("forgetting", ("metrics", "forgetting"), 3),
     ("BWT", ("metrics", "BWT"), 4),
+    ("delta-m (%)", ("metrics", "delta_m"), 2),
     ("params (M)", ("profile", "params_m"), 3),
     ("GFLOPs", ("profile", "flops_g"), 2),
     ("latency p50 (ms)", ("profile", "latency_ms"), 1),
@@ -50,7 +52,8 @@ def gate_values(rec: dict) -> dict:
 
 
 def build_frame(records: list[dict], gates: list[str]) -> pd.DataFrame:
-    """One row per cell record, in the given order."""
+    """One row per cell record, in the given order (delta-m attached where baselines exist)."""
+    attach_delta_m(records)
     rows = []
     for rec in records:
         row = {"cell": rec["label"], "hash": rec["hash"]}

@@ -121,10 +121,11 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
         train_s = time.perf_counter() - t0
         result["history"] = ctx.history
         result["stages"] = report.stages
-        if report.stages and set(report.stages[-1]["metrics"]) >= {PRIMARY[t] for t in tasks}:
+        eval_tasks = report.eval_tasks or tasks
+        if report.stages and set(report.stages[-1]["metrics"]) >= {PRIMARY[t] for t in eval_tasks}:
             metrics = dict(report.stages[-1]["metrics"])
         else:
-            metrics = evaluate(model, val_sets, tasks, eval_bs, device, size)
+            metrics = evaluate(model, val_sets, eval_tasks, eval_bs, device, size)
         metrics.update(forgetting(report.stages, PRIMARY))
         result["metrics"] = metrics
         result["extra"] = report.extra

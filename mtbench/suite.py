@@ -254,7 +254,8 @@ def _check_params(loaded: LoadedSuite, registry: Registry, kind: str, key: str, 
     sig = inspect.signature(factory)
     if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
         return
-    reserved = {"tasks", "level", "task", "split", "root", "image_size", "num_classes"}
+    reserved = {"model": {"tasks", "level"}, "dataset": {"task", "split", "root", "image_size"},
+                "loss": {"num_classes"}}.get(kind, set())
     allowed = [n for n in sig.parameters if n not in reserved]
     for k in params:
         if k not in allowed:

@@ -113,3 +113,23 @@ def test_sequential_mitigations(write_suite, registry, option, params):
         assert all(any(k.endswith(f"/{option}") for k in r) for r in later)
         assert all(v >= 0 for r in later for k, v in r.items() if k.endswith(f"/{option}"))
     assert rec["extra"]["mitigations"] == [option]
+
+
+def test_single_task_and_delta_m(write_suite, registry, tmp_path):
+    from mtbench.executors.local import run_local
+    from mtbench.metrics.delta_m import delta_m
+    from mtbench.report import build_frame
+    from mtbench.results import ResultStore
+
+    assert delta_m({"seg/mIoU": 0.6, "cls/Top-1": 0.5}, {"seg": {"seg/mIoU": 0.5}, "cls": {"cls/Top-1": 0.5}}) == \
+        pytest.approx(10.0)
+    strategies = "[equal, {name: single-task, params: {task: det}}, {name: single-task, params: {task: seg}}, " \
+                 "{name: single-task, params: {task: cls}}]"
+    text = TINY_SUITE.replace("strategy: [equal, sequential]", f"strategy: {strategies}").replace(
+        "profile: {", "profile: {runtimes: [], ")
+    cells = expand(load_suite(write_suite(text)), registry)
+    recs = run_local(cells, registry, ResultStore(tmp_path, "tiny"), show_progress=False, echo=lambda s: None)
+    assert [r["status"] for r in recs] == ["ok"] * 4
+    assert set(recs[2]["metrics"]) == {"seg/mIoU"}  # a single-task cell is evaluated on its task only
+    frame = build_frame(recs, [])
+    assert frame["delta-m (%)"].notna().tolist() == [True, False, False, False]

@@ -22,10 +22,13 @@ from mtbench.errors import CellFailure
 
 @dataclass
 class StrategyReport:
-    """``stages``: per-stage metrics of sequential strategies (``[{"task", "metrics"}]``)."""
+    """``stages``: per-stage metrics of sequential strategies (``[{"task", "metrics"}]``);
+    ``eval_tasks``: the tasks to evaluate at the end (default: all; ``single-task``: its one);
+    ``extra``: strategy-specific records (task-weight trajectories, gradient cosines)."""
 
     stages: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    eval_tasks: list[str] | None = None
 
 
 @dataclass

@@ -1,0 +1,45 @@
+"""``single-task``: the reference every multi-task cell is compared with.
+
+Trains one task alone (``task``) under the same budget, data and optimiser as the joint
+strategies, and evaluates only that task. A suite lists one ``single-task`` entry per
+task; the report then gives every multi-task cell its delta-m against the single-task
+cells with the same architecture, loss, level and seed (see :mod:`mtbench.metrics.delta_m`).
+"""
+
+from __future__ import annotations
+
+from mtbench.errors import SuiteError
+from mtbench.plugins import Spec, hookimpl
+from mtbench.strategies.base import StrategyReport, TrainContext
+
+
+class SingleTask:
+    """Train only ``task``.
+
+    :param task: ``det``, ``seg`` or ``cls`` (one of the suite's tasks).
+    """
+
+    needs_per_task_grads = False
+
+    def __init__(self, task: str):
+        self.task = task
+
+    def fit(self, ctx: TrainContext) -> StrategyReport:
+        if self.task not in ctx.tasks:
+            raise SuiteError(f"single-task: task {self.task!r} is not one of the suite's tasks {ctx.tasks}")
+        total = ctx.steps([self.task])
+        opt, sched = ctx.make_optimizer(total)
+        stream = ctx.batches(self.task)
+        ctx.model.train()
+        for step in ctx.progress(total, f"single {self.task}"):
+            opt.zero_grad(set_to_none=True)
+            comps = ctx.task_loss(self.task, next(stream))
+            comps["total"].backward()
+            ctx.record(step, self.task, {self.task: comps}, opt)
+            ctx.step(opt, sched)
+        return StrategyReport(eval_tasks=[self.task])
+
+
+@hookimpl
+def mtbench_register_strategies():
+    return [Spec("strategy", "single-task", SingleTask, "one task alone under the same budget (delta-m reference)")]
