@@ -20,7 +20,9 @@ from mtbench.profiling.runtimes import measure_runtimes
 
 TASKS = {"det": TaskInfo("det", 76, ()), "seg": TaskInfo("seg", 21, ()), "cls": TaskInfo("cls", 10, ())}
 CONFIGS = [("unified-onehead", {"backbone": "tf_efficientnet_lite0"}),
-           ("unified-onehead", {"backbone": "mobilenetv3_small_100"})]
+           ("unified-onehead", {"backbone": "mobilenetv3_small_100"}),
+           ("dual-backbone", {"backbone": "tf_efficientnet_lite0"}),
+           ("dual-backbone", {"backbone": "mobilenetv3_small_100"})]
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ _HOOK_OF_KIND = {
 #: Built-in plugin modules, registered through the same hooks as third-party ones.
 BUILTIN_PLUGINS = (
     "mtbench.models.unified_onehead",
+    "mtbench.models.dual_backbone",
     "mtbench.losses.detection",
     "mtbench.losses.segmentation",
     "mtbench.losses.classification",

@@ -15,7 +15,7 @@ IMAGENETTE_TO_IMAGENET = {"n01440764": 0, "n02102040": 217, "n02979186": 482, "n
 
 
 @pytest.mark.parametrize("level", ["P2", "P3", "P4", "P5"])
-@pytest.mark.parametrize("name", ["unified-onehead"])
+@pytest.mark.parametrize("name", ["unified-onehead", "dual-backbone"])
 def test_forward_shapes_per_level(registry, name, level):
     model = registry.create_model(name, tasks=TASKS, level=level, backbone="mobilenetv3_small_100",
                                   neck_channels=16).eval()
@@ -81,3 +81,15 @@ def test_freeze_at_freezes_early_stages_and_their_batchnorm(registry):
     assert bns and not any(m.training for m in bns)
     with pytest.raises(PluginError, match="freeze_at=3"):
         registry.create_model("unified-onehead", tasks=TASKS, level="P3", backbone="mobilenetv3_small_100", freeze_at=3)
+
+
+def test_dual_backbone_shares_nothing(registry):
+    kw = dict(tasks=TASKS, level="P4", backbone="mobilenetv3_small_100", neck_channels=16)
+    one = registry.create_model("unified-onehead", **kw)
+    dual = registry.create_model("dual-backbone", **kw)
+    n1 = sum(p.numel() for p in one.parameters())
+    n2 = sum(p.numel() for p in dual.parameters())
+    assert n2 > 2.5 * n1 and dual.shared_parameters() == []
+    cls_only = dual(torch.rand(1, 3, 64, 64))["cls"].sum()
+    grads = torch.autograd.grad(cls_only, list(dual.branches["seg"].parameters()), allow_unused=True)
+    assert all(g is None for g in grads)  # the cls loss cannot reach the seg branch

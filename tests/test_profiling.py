@@ -35,7 +35,7 @@ def test_time_calls_warms_up_first():
     assert len(calls) == 7 and len(times) == 4
 
 
-@pytest.mark.parametrize("name", ["unified-onehead"])
+@pytest.mark.parametrize("name", ["unified-onehead", "dual-backbone"])
 def test_onnx_parity_for_builtin_architectures(registry, name):
     model = registry.create_model(name, tasks=TASKS, level="P4", backbone="mobilenetv3_small_100", neck_channels=16)
     out = measure_runtimes(["onnx"], model.eval(), 64, 2, torch.device("cpu"), 1, 3, 1)["onnx"]

@@ -12,6 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mtbench.data.transforms import upsample_logits
+from mtbench.models.dense import postprocess
+
 LEVEL_STRIDES = {"P2": 4, "P3": 8, "P4": 16, "P5": 32}
 
 
@@ -31,16 +34,21 @@ class MultiTaskModel(nn.Module):
 
     tasks: tuple[str, ...]
     strides: dict[str, int]
+    infos: dict  # task -> TaskInfo
 
     def decode(self, task: str, raw: torch.Tensor, image_size: int) -> list | torch.Tensor:
-        """Predictions for ``task`` from its raw output.
+        """Predictions for ``task`` from its raw output (dense FCOS encoding for det).
 
         - det: list (one per image) of ``{"boxes": float32 (K, 4) xyxy input pixels,
           "scores": float32 (K,), "labels": int64 (K,)}`` after NMS.
         - seg: ``int64 (B, S, S)`` class indices.
         - cls: ``float32 (B, C)`` logits.
         """
-        raise NotImplementedError
+        if task == "det":
+            return postprocess(raw, self.infos["det"].num_classes, self.strides["det"], image_size)
+        if task == "seg":
+            return upsample_logits(raw, (image_size, image_size)).argmax(1)
+        return raw
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters every task's loss depends on (PCGrad projects gradients on these)."""

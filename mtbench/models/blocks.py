@@ -6,6 +6,8 @@ channels and stride, so the levels a head uses are a fact of the backbone, not a
 
 from __future__ import annotations
 
+import math
+
 import timm
 import torch
 import torch.nn.functional as F
@@ -146,3 +148,18 @@ class SingleLevelFPN(nn.Module):
         for lat, f in zip(reversed(self.lateral[:-1]), reversed(feats[:-1])):
             out = lat(f) + F.interpolate(out, size=f.shape[-2:], mode="nearest")
         return self.smooth(out)
+
+
+#: channels a task occupies in a head's output: det = C classes + 4 box distances + 1 centre-ness
+TASK_WIDTH = {"det": lambda c: c + 5, "seg": lambda c: c, "cls": lambda c: c}
+
+
+def conv_head(channels: int, layers: int, out_channels: int) -> nn.Sequential:
+    """``layers - 1`` 3x3 conv-BN-ReLU blocks, then a 1x1 conv to ``out_channels``."""
+    return nn.Sequential(*[conv_bn_act(channels, channels) for _ in range(layers - 1)],
+                         nn.Conv2d(channels, out_channels, 1))
+
+
+def init_det_prior(conv: nn.Conv2d, offset: int, num_classes: int, prior: float = 0.01) -> None:
+    """Focal-loss prior (Lin et al., ICCV 2017): class logits start at probability ``prior``."""
+    nn.init.constant_(conv.bias[offset:offset + num_classes], -math.log((1 - prior) / prior))

@@ -12,19 +12,13 @@ carries, along channels:
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from mtbench.data.base import TaskInfo
-from mtbench.data.transforms import upsample_logits
 from mtbench.models.base import MultiTaskModel, level_stride
-from mtbench.models.blocks import Backbone, Normalize, SingleLevelFPN, conv_bn_act
-from mtbench.models.dense import postprocess
+from mtbench.models.blocks import TASK_WIDTH, Backbone, Normalize, SingleLevelFPN, conv_head, init_det_prior
 from mtbench.plugins import Spec, hookimpl
-
-_WIDTH = {"det": lambda c: c + 5, "seg": lambda c: c, "cls": lambda c: c}
 
 
 class UnifiedOneHead(MultiTaskModel):
@@ -55,19 +49,11 @@ class UnifiedOneHead(MultiTaskModel):
         self.strides = {t: stride for t in self.tasks}
         self.normalize = Normalize(self.backbone.mean, self.backbone.std)
         self.neck = SingleLevelFPN(self.backbone.channels, neck_channels)
-        self.splits = [_WIDTH[t](tasks[t].num_classes) for t in self.tasks]
-        layers = [conv_bn_act(neck_channels, neck_channels) for _ in range(head_layers - 1)]
-        self.head = nn.Sequential(*layers, nn.Conv2d(neck_channels, sum(self.splits), 1))
-        self._init_head_bias()
-
-    def _init_head_bias(self) -> None:
-        """Focal-loss prior (Lin et al., 2017): detection class logits start at p = 0.01."""
-        final = self.head[-1]
-        offset = 0
-        for t, width in zip(self.tasks, self.splits):
-            if t == "det":
-                nn.init.constant_(final.bias[offset:offset + self.infos[t].num_classes], -math.log(99.0))
-            offset += width
+        self.splits = [TASK_WIDTH[t](tasks[t].num_classes) for t in self.tasks]
+        self.head = conv_head(neck_channels, head_layers, sum(self.splits))
+        if "det" in self.tasks:
+            offset = sum(self.splits[: self.tasks.index("det")])
+            init_det_prior(self.head[-1], offset, tasks["det"].num_classes)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         feats = self.backbone(self.normalize(x))
@@ -75,13 +61,6 @@ class UnifiedOneHead(MultiTaskModel):
         raw = dict(zip(self.tasks, out.split(self.splits, dim=1)))
         if "cls" in raw:
             raw["cls"] = raw["cls"].mean(dim=(2, 3))
-        return raw
-
-    def decode(self, task: str, raw: torch.Tensor, image_size: int):
-        if task == "det":
-            return postprocess(raw, self.infos["det"].num_classes, self.strides["det"], image_size)
-        if task == "seg":
-            return upsample_logits(raw, (image_size, image_size)).argmax(1)
         return raw
 
     def shared_parameters(self) -> list[nn.Parameter]:
