@@ -128,9 +128,15 @@ def any_gate_failed(frame: pd.DataFrame) -> bool:
 
 
 def load_records(path: Path) -> list[dict]:
-    """Records from a ``results.json`` file or a ``cells/`` folder."""
+    """Records of a run: its ``cells/`` folder, else its ``results.json``, else loose cell JSONs.
+
+    ``path`` may be a run folder (``results/<suite>``), a ``results.json`` or a ``cells`` folder.
+    """
     path = Path(path)
     if path.is_dir():
-        cells = path / "cells" if (path / "cells").is_dir() else path
-        return [json.loads(p.read_text()) for p in sorted(cells.glob("*.json"))]
+        if (path / "cells").is_dir():
+            path = path / "cells"
+        elif (path / "results.json").is_file():
+            return json.loads((path / "results.json").read_text())["cells"]
+        return [json.loads(p.read_text()) for p in sorted(path.glob("*.json"))]
     return json.loads(path.read_text())["cells"]

@@ -53,3 +53,23 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert main(["compare", str(worse), str(base), "--fail-on", "seg/mIoU<-0.02"]) == 1
     assert "FAIL a: seg/mIoU 0.5 -> 0.4" in capsys.readouterr().out
     assert main(["compare", str(tmp_path / "nope"), str(base)]) == 2
+
+
+def test_run_folder_forms(tmp_path):
+    from mtbench.report import load_records
+    only_json = tmp_path / "baseline"
+    only_json.mkdir()
+    _write(only_json, "results", [_rec()])
+    assert [r["label"] for r in load_records(only_json)] == ["a"]
+    run = tmp_path / "run"
+    (run / "cells").mkdir(parents=True)
+    (run / "cells" / "h-b.json").write_text(json.dumps(_rec("b")))
+    _write(run, "results", [_rec("stale")])
+    assert [r["label"] for r in load_records(run)] == ["b"]  # cells/ wins over the summary
+
+
+def test_committed_regression_baseline_compares_with_itself():
+    from mtbench.report import load_records
+    base = load_records("results/baselines/regression")
+    assert len(base) == 2 and all(r["status"] == "ok" for r in base)
+    assert compare(base, base, parse_rules("det/mAP<-0.05,seg/mIoU<-0.05"))[1] == []
