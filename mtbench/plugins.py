@@ -48,6 +48,7 @@ BUILTIN_PLUGINS = (
     "mtbench.data.coco",
     "mtbench.data.voc",
     "mtbench.data.imagefolder",
+    "mtbench.data.sirst",
 )
 
 

@@ -28,7 +28,7 @@ def test_builtins_registered(registry):
     assert registry.names("loss") == ["cls/ce", "det/fcos", "seg/ce", "seg/ce+dice", "seg/dice"]
     assert registry.names("strategy") == ["dwa", "equal", "gradnorm", "pcgrad", "sequential", "single-task",
                                          "uncertainty"]
-    assert set(registry.names("dataset")) == {"coco", "voc", "imagefolder", "synthetic"}
+    assert set(registry.names("dataset")) == {"coco", "voc", "imagefolder", "synthetic", "sirst"}
     entry = registry.entries["model"]["unified-onehead"]
     assert entry.distribution == "mtbench"
 
