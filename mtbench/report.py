@@ -82,6 +82,11 @@ def _with_none(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(object).where(frame.notna(), None)
 
 
+def _markdown(frame: pd.DataFrame) -> str:
+    return tabulate(_with_none(frame.drop(columns=["hash"])), headers="keys", tablefmt="github",
+                    showindex=False, missingval="-")
+
+
 def render(frame: pd.DataFrame) -> str:
     """The console table: empty columns (a task the suite does not have) are dropped."""
     shown = _with_none(frame.drop(columns=["hash"]).dropna(axis=1, how="all"))
@@ -97,8 +102,7 @@ def write_outputs(frame: pd.DataFrame, records: list[dict], out_dir: Path, suite
     tmp.replace(paths["csv"])
     slim = [{k: v for k, v in r.items() if k != "history"} for r in records]
     write_json_atomic(paths["json"], {"suite": suite, "cells": slim})
-    md = f"# {suite}\n\n" + tabulate(_with_none(frame.drop(columns=["hash"])), headers="keys",
-                                      tablefmt="github", showindex=False, missingval="-") + "\n"
+    md = f"# {suite}\n\n" + _markdown(frame) + "\n"
     paths["md"].write_text(md)
     return paths
 
@@ -109,8 +113,7 @@ def write_report(records: list[dict], out_dir: Path, title: str, gates: list[str
 
     frame = build_frame(records, gates or [])
     plots = plot_all(records, out_dir)
-    lines = [f"# {title}", "", tabulate(_with_none(frame.drop(columns=["hash"])), headers="keys",
-                                         tablefmt="github", showindex=False, missingval="-"), ""]
+    lines = [f"# {title}", "", _markdown(frame), ""]
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         lines += ["## Failed cells", ""] + [f"- `{r['label']}`: {r.get('reason')}" for r in failed] + [""]

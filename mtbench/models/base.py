@@ -36,6 +36,16 @@ class MultiTaskModel(nn.Module):
     strides: dict[str, int]
     infos: dict  # task -> TaskInfo
 
+    def _set_tasks(self, tasks: dict, level: str) -> int:
+        """Record ``tasks`` (name -> TaskInfo) and ``level``; every head at that level's stride.
+
+        :return: the stride in pixels.
+        """
+        stride = level_stride(level)
+        self.tasks, self.infos, self.level = tuple(tasks), dict(tasks), level
+        self.strides = {t: stride for t in self.tasks}
+        return stride
+
     def decode(self, task: str, raw: torch.Tensor, image_size: int) -> list | torch.Tensor:
         """Predictions for ``task`` from its raw output (dense FCOS encoding for det).
 

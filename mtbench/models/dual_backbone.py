@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mtbench.data.base import TaskInfo
-from mtbench.models.base import MultiTaskModel, level_stride
+from mtbench.models.base import MultiTaskModel
 from mtbench.models.blocks import TASK_WIDTH, Backbone, Normalize, SingleLevelFPN, conv_head, init_det_prior
 from mtbench.plugins import Spec, hookimpl
 
@@ -47,9 +47,7 @@ class DualBackbone(MultiTaskModel):
                  backbone_weights: str | None = None, neck_channels: int = 96, head_layers: int = 2,
                  freeze_at: int = 0):
         super().__init__()
-        stride = level_stride(level)
-        self.tasks, self.infos, self.level = tuple(tasks), dict(tasks), level
-        self.strides = {t: stride for t in self.tasks}
+        stride = self._set_tasks(tasks, level)
         self.branches = nn.ModuleDict({t: _Branch(info, stride, backbone, backbone_weights, freeze_at,
                                                   neck_channels, head_layers) for t, info in tasks.items()})
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mtbench.data.base import TaskInfo
-from mtbench.models.base import MultiTaskModel, level_stride
+from mtbench.models.base import MultiTaskModel
 from mtbench.models.blocks import TASK_WIDTH, Backbone, Normalize, SingleLevelFPN, conv_head, init_det_prior
 from mtbench.plugins import Spec, hookimpl
 
@@ -38,15 +38,11 @@ class UnifiedOneHead(MultiTaskModel):
                  backbone_weights: str | None = None, neck_channels: int = 96, head_layers: int = 2,
                  freeze_at: int = 0):
         super().__init__()
-        stride = level_stride(level)
-        self.tasks = tuple(tasks)
-        self.infos = dict(tasks)
-        self.level = level
+        stride = self._set_tasks(tasks, level)
         self.backbone = Backbone(backbone, stride, backbone_weights, freeze_at)
         if self.backbone.strides[0] != stride:
             raise ValueError(f"backbone {backbone} has no stride-{stride} output for level {level}; "
                              f"its strides are {self.backbone.strides}")
-        self.strides = {t: stride for t in self.tasks}
         self.normalize = Normalize(self.backbone.mean, self.backbone.std)
         self.neck = SingleLevelFPN(self.backbone.channels, neck_channels)
         self.splits = [TASK_WIDTH[t](tasks[t].num_classes) for t in self.tasks]
