@@ -25,8 +25,12 @@ def _metric_for(task: str, ds: TaskDataset):
 
 @torch.no_grad()
 def evaluate(model, val_sets: dict[str, TaskDataset], tasks: list[str], batch_size: int,
-             device: torch.device, image_size: int) -> dict[str, float]:
-    """Metrics of ``tasks`` on their val splits, e.g. ``{"det/mAP": .., "det/AP50": .., "seg/mIoU": ..}``."""
+             device: torch.device, image_size: int, decode_kwargs: dict[str, dict] | None = None) -> dict[str, float]:
+    """Metrics of ``tasks`` on their val splits, e.g. ``{"det/mAP": .., "det/AP50": .., "seg/mIoU": ..}``.
+
+    ``decode_kwargs[task]`` is passed to ``model.decode`` (from the task's loss).
+    """
+    decode_kwargs = decode_kwargs or {}
     was_training = model.training
     model.eval()
     out: dict[str, float] = {}
@@ -35,7 +39,7 @@ def evaluate(model, val_sets: dict[str, TaskDataset], tasks: list[str], batch_si
         metric = _metric_for(task, ds)
         for images, targets in DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate):
             raw = model(images.to(device))[task]
-            metric.update(model.decode(task, raw, image_size), targets)
+            metric.update(model.decode(task, raw, image_size, **decode_kwargs.get(task, {})), targets)
         out.update(metric.compute())
     model.train(was_training)
     return out

@@ -34,6 +34,7 @@ _HOOK_OF_KIND = {
 BUILTIN_PLUGINS = (
     "mtbench.models.unified_onehead",
     "mtbench.models.dual_backbone",
+    "mtbench.models.yolo_mtl",
     "mtbench.losses.detection",
     "mtbench.losses.segmentation",
     "mtbench.losses.classification",

@@ -108,13 +108,14 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
         loaders = {t: DataLoader(train_sets[t], batch_size=bs, shuffle=True, collate_fn=collate, generator=gen,
                                  drop_last=len(train_sets[t]) >= bs) for t in tasks}
         eval_bs = fixed["eval_batch_size"] or bs
+        dkw = {t: getattr(losses[t], "decode_kwargs", {}) for t in tasks}
 
         def progress(total: int, desc: str):
             return tqdm(range(total), desc=f"{cell.label} {desc}", leave=False, disable=not show_progress,
                         dynamic_ncols=True, mininterval=1.0)
 
         ctx = TrainContext(model=model, tasks=tasks, loaders=loaders, losses=losses, fixed=fixed, device=device,
-                           evaluate=lambda ts: evaluate(model, val_sets, ts, eval_bs, device, size),
+                           evaluate=lambda ts: evaluate(model, val_sets, ts, eval_bs, device, size, dkw),
                            progress=progress)
         t0 = time.perf_counter()
         report = strategy.fit(ctx)
@@ -125,7 +126,7 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
         if report.stages and set(report.stages[-1]["metrics"]) >= {PRIMARY[t] for t in eval_tasks}:
             metrics = dict(report.stages[-1]["metrics"])
         else:
-            metrics = evaluate(model, val_sets, eval_tasks, eval_bs, device, size)
+            metrics = evaluate(model, val_sets, eval_tasks, eval_bs, device, size, dkw)
         metrics.update(forgetting(report.stages, PRIMARY))
         result["metrics"] = metrics
         result["extra"] = report.extra

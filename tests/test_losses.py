@@ -4,37 +4,85 @@ from __future__ import annotations
 
 import torch
 
-from mtbench.losses.detection import assign_centre_sampling
+import pytest
+
+from mtbench.losses.assigners import atss, centre_sampling, task_aligned
+from mtbench.models.dense import flatten_levels, grid_points
+
+DET_LOSSES = ["det/fcos", "det/focal", "det/yolo", "det/varifocal"]
 
 
-def _det_inputs(boxes, labels, C=3, h=8, w=8):
-    raw = torch.randn(1, C + 5, h, w, requires_grad=True)
-    return raw, [{"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                  "labels": torch.tensor(labels, dtype=torch.int64)}]
+def _det_inputs(boxes, labels, C=3, sizes=(8,), nb=1, b=1):
+    raw = [torch.randn(b, C + 4 * nb + 1, s, s, requires_grad=True) for s in sizes]
+    tgt = [{"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor(labels, dtype=torch.int64)} for _ in range(b)]
+    return raw, tgt
 
 
-def test_fcos_positives_on_known_target(registry):
-    loss = registry.create("loss", "det/fcos", num_classes=3)
-    raw, tgt = _det_inputs([[16, 16, 48, 48]], [1])
-    out = loss(raw, tgt, stride=8)
-    assert out["num_pos"] > 0 and out["num_pos/P3"] == out["num_pos"]
+@pytest.mark.parametrize("name", DET_LOSSES)
+@pytest.mark.parametrize("levels,nb", [((8,), 1), ((8, 4, 2), 1), ((8, 4, 2), 17)])
+def test_det_loss_positives_on_known_target(registry, name, levels, nb):
+    """64 px image, one 32 px box: every assigner finds positives; components finite with gradients."""
+    loss = registry.create("loss", name, num_classes=3)
+    strides = [64 // s for s in levels]
+    raw, tgt = _det_inputs([[16, 16, 48, 48]], [1], sizes=levels, nb=nb, b=2)
+    out = loss(raw if len(raw) > 1 else raw[0], tgt, stride=strides if len(raw) > 1 else strides[0])
+    assert out["num_pos"] > 0
+    assert sum(float(out[f"num_pos/P{s.bit_length() - 1}"]) for s in strides) == out["num_pos"]
     assert all(torch.isfinite(v) for v in out.values())
+    assert ("dfl" in out) == (name == "det/varifocal" and nb > 1)
     out["total"].backward()
-    assert torch.isfinite(raw.grad).all() and raw.grad.abs().sum() > 0
+    assert all(torch.isfinite(r.grad).all() for r in raw) and sum(r.grad.abs().sum() for r in raw) > 0
 
 
-def test_fcos_no_targets_is_finite(registry):
-    loss = registry.create("loss", "det/fcos", num_classes=3)
-    raw, tgt = _det_inputs([], [])
-    out = loss(raw, tgt, stride=8)
+@pytest.mark.parametrize("name", DET_LOSSES)
+def test_det_loss_no_targets_is_finite(registry, name):
+    loss = registry.create("loss", name, num_classes=3)
+    raw, tgt = _det_inputs([], [], sizes=(8, 4))
+    out = loss(raw, tgt, stride=[8, 16])
     assert out["num_pos"] == 0 and out["box"] == 0 and torch.isfinite(out["total"])
     out["total"].backward()
 
 
 def test_tiny_box_gets_forced_positive():
-    pts = torch.tensor([[8.0, 8.0], [24.0, 8.0], [8.0, 24.0], [24.0, 24.0]])  # stride 16 centres
-    gi, forced = assign_centre_sampling(pts, torch.tensor([[20.0, 20.0, 22.0, 22.0]]), stride=16, radius=0.01)
+    d = flatten_levels(torch.zeros(1, 3 + 5, 2, 2), 16, 3)  # stride-16 centres (8, 8) .. (24, 24)
+    gi, forced = centre_sampling(d.points, d.strides, d.level, torch.tensor([[20.0, 20.0, 22.0, 22.0]]), radius=0.01)
     assert forced == 1 and gi.tolist() == [-1, -1, -1, 0]
+
+
+def test_fcos_level_ranges_send_big_boxes_to_coarse_levels():
+    d = flatten_levels([torch.zeros(1, 8, 16, 16), torch.zeros(1, 8, 4, 4)], [8, 32], 3)
+    small, big = torch.tensor([[60.0, 60.0, 76.0, 76.0]]), torch.tensor([[0.0, 0.0, 128.0, 128.0]])
+    gi_small, _ = centre_sampling(d.points, d.strides, d.level, small)
+    gi_big, _ = centre_sampling(d.points, d.strides, d.level, big)
+    assert set(d.level[gi_small >= 0].tolist()) == {0} and set(d.level[gi_big >= 0].tolist()) == {1}
+
+
+def test_atss_and_tal_pick_locations_inside_the_box():
+    d = flatten_levels([torch.zeros(1, 8, 8, 8), torch.zeros(1, 8, 4, 4)], [8, 16], 3)
+    box = torch.tensor([[16.0, 16.0, 48.0, 40.0]])
+    gi = atss(d.points, d.strides, d.level, box)
+    inside = (d.points[:, 0] > 16) & (d.points[:, 0] < 48) & (d.points[:, 1] > 16) & (d.points[:, 1] < 40)
+    assert (gi >= 0).sum() > 0 and bool(inside[gi >= 0].all())
+    pred = torch.cat([d.points - 12, d.points + 12], 1)
+    scores = torch.full((d.points.shape[0], 3), 0.5)
+    gi_t, w = task_aligned(scores, pred, d.points, box, torch.tensor([2]), topk=5)
+    assert 0 < (gi_t >= 0).sum() <= 5 and bool(inside[gi_t >= 0].all())
+    assert float(w.max()) <= 1.0 and bool((w[gi_t < 0] == 0).all())
+
+
+def test_varifocal_switches_from_atss_to_tal(registry):
+    loss = registry.create("loss", "det/varifocal", num_classes=3, atss_warmup_epochs=1)
+    raw, tgt = _det_inputs([[16, 16, 48, 48]], [1], sizes=(8, 4))
+    loss.set_epoch(0)
+    a = loss(raw, tgt, stride=[8, 16])
+    loss.set_epoch(1)
+    b = loss(raw, tgt, stride=[8, 16])
+    assert a["num_pos"] > 0 and b["num_pos"] > 0 and torch.isfinite(b["total"])
+
+
+def test_grid_points_are_cell_centres():
+    assert grid_points(1, 2, 8).tolist() == [[4.0, 4.0], [12.0, 4.0]]
 
 
 def test_seg_and_cls_ce(registry):

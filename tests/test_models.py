@@ -31,6 +31,28 @@ def test_forward_shapes_per_level(registry, name, level):
     assert model.decode("seg", out["seg"], 64).shape == (2, 64, 64)
 
 
+@pytest.mark.parametrize("level", ["P2", "P3", "P4"])
+@pytest.mark.parametrize("backbone", ["csp", "mobilenetv3_small_100"])
+def test_yolo_mtl_shapes_per_level(registry, level, backbone):
+    """Det heads on level..P5 (dense DFL encoding, reg_max 4), cls/seg on level."""
+    model = registry.create_model("yolo-mtl", tasks=TASKS, level=level, backbone=backbone, reg_max=4,
+                                  cls_hidden=32).eval()
+    s = LEVEL_STRIDES[level]
+    levels = [t for t in (4, 8, 16, 32) if t >= s]
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 64, 64))
+    assert model.strides == {"det": levels, "seg": s, "cls": s}
+    assert [tuple(t.shape) for t in out["det"]] == [(2, 5 + 4 * 5 + 1, 64 // t, 64 // t) for t in levels]
+    assert out["seg"].shape == (2, 4, 64 // s, 64 // s) and out["cls"].shape == (2, 3)
+    dets = model.decode("det", out["det"], 64, use_quality=False)
+    assert len(dets) == 2 and dets[0]["boxes"].shape[1] == 4
+
+
+def test_yolo_mtl_needs_two_levels(registry):
+    with pytest.raises(ValueError, match="two levels"):
+        registry.create_model("yolo-mtl", tasks=TASKS, level="P5")
+
+
 def test_task_subset(registry):
     model = registry.create_model("unified-onehead", tasks={"cls": TASKS["cls"]}, level="P5",
                                   backbone="mobilenetv3_small_100", neck_channels=8)

@@ -33,7 +33,7 @@ class MultiTaskModel(nn.Module):
     """Base class: subclasses set ``tasks``, ``strides`` and implement ``forward``/``decode``."""
 
     tasks: tuple[str, ...]
-    strides: dict[str, int]
+    strides: dict[str, int | list[int]]  # a list for multi-level heads (finest first)
     infos: dict  # task -> TaskInfo
 
     def _set_tasks(self, tasks: dict, level: str) -> int:
@@ -46,8 +46,12 @@ class MultiTaskModel(nn.Module):
         self.strides = {t: stride for t in self.tasks}
         return stride
 
-    def decode(self, task: str, raw: torch.Tensor, image_size: int) -> list | torch.Tensor:
-        """Predictions for ``task`` from its raw output (dense FCOS encoding for det).
+    def decode(self, task: str, raw, image_size: int, **options) -> list | torch.Tensor:
+        """Predictions for ``task`` from its raw output (dense encoding of
+        :mod:`mtbench.models.dense` for det, one map or a list per level).
+
+        ``options`` come from the task's loss (``loss.decode_kwargs``), e.g. whether the
+        quality logit of a dense head was trained.
 
         - det: list (one per image) of ``{"boxes": float32 (K, 4) xyxy input pixels,
           "scores": float32 (K,), "labels": int64 (K,)}`` after NMS.
@@ -55,7 +59,7 @@ class MultiTaskModel(nn.Module):
         - cls: ``float32 (B, C)`` logits.
         """
         if task == "det":
-            return postprocess(raw, self.infos["det"].num_classes, self.strides["det"], image_size)
+            return postprocess(raw, self.infos["det"].num_classes, self.strides["det"], image_size, **options)
         if task == "seg":
             return upsample_logits(raw, (image_size, image_size)).argmax(1)
         return raw

@@ -31,22 +31,29 @@ from mtbench.profiling.latency import summarise, time_calls, torch_runner
 PARITY_TOL = 1e-4
 
 
+def flat_tensors(out: dict) -> tuple[torch.Tensor, ...]:
+    """The tensors of a ``dict[task, Tensor | list[Tensor]]`` output, tasks sorted, levels in order."""
+    flat: list[torch.Tensor] = []
+    for k in sorted(out):
+        flat.extend(out[k] if isinstance(out[k], (list, tuple)) else [out[k]])
+    return tuple(flat)
+
+
 class _Flat(nn.Module):
-    """Wrap a model returning ``dict[task, Tensor]`` into one returning a tuple (sorted by task)."""
+    """Wrap a model returning ``dict[task, Tensor | list[Tensor]]`` into one returning a flat tuple."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, x):
-        out = self.model(x)
-        return tuple(out[k] for k in sorted(out))
+        return flat_tensors(self.model(x))
 
 
 def _flat_outputs(model: nn.Module, x: torch.Tensor) -> list[np.ndarray]:
     with torch.inference_mode():
         out = model(x)
-    return [out[k].detach().cpu().numpy() for k in sorted(out)]
+    return [t.detach().cpu().numpy() for t in flat_tensors(out)]
 
 
 def export_onnx(model: nn.Module, image_size: int, batch: int, path: Path) -> Path:

@@ -53,6 +53,7 @@ class TrainContext:
     evaluate: Callable[[list[str]], dict]
     progress: Callable[[int, str], Iterator[int]]
     history: list[dict] = field(default_factory=list)
+    epochs: dict[str, int] = field(default_factory=dict)
     _first_loss: dict = field(default_factory=dict)
 
     # -- budget -------------------------------------------------------------------------
@@ -66,17 +67,27 @@ class TrainContext:
 
     # -- data ---------------------------------------------------------------------------
     def batches(self, task: str) -> Iterator:
-        """Endless stream of ``(images, targets)`` batches of ``task`` on the device."""
+        """Endless stream of ``(images, targets)`` batches of ``task`` on the device;
+        ``epochs[task]`` counts the completed passes over its loader."""
+        self.epochs.setdefault(task, 0)
         while True:
             for images, targets in self.loaders[task]:
                 yield images.to(self.device), _to(targets, self.device)
+            self.epochs[task] += 1
 
     # -- loss ---------------------------------------------------------------------------
     def task_loss(self, task: str, batch, outputs: dict | None = None) -> dict[str, torch.Tensor]:
-        """Forward ``batch`` (unless ``outputs`` are given) and return ``task``'s loss components."""
+        """Forward ``batch`` (unless ``outputs`` are given) and return ``task``'s loss components.
+
+        A loss with ``set_epoch`` (epoch-scheduled assigners, shrinking targets) is told the
+        task's current epoch first.
+        """
         images, targets = batch
         out = self.model(images) if outputs is None else outputs
-        return self.losses[task](out[task], targets, stride=self.model.strides[task])
+        loss = self.losses[task]
+        if hasattr(loss, "set_epoch"):
+            loss.set_epoch(self.epochs.get(task, 0))
+        return loss(out[task], targets, stride=self.model.strides[task])
 
     # -- optimisation -------------------------------------------------------------------
     def make_optimizer(self, total_steps: int, params=None):

@@ -47,8 +47,9 @@ class LwF:
             if task in ("cls", "seg"):
                 kl = F.kl_div(F.log_softmax(s / self.t, dim=1), F.softmax(t / self.t, dim=1), reduction="none")
                 total = total + kl.sum(1).mean() * self.t**2
-            else:
-                total = total + F.mse_loss(s, t)
+            else:  # dense maps: one tensor or one per level
+                pairs = zip(s, t) if isinstance(s, (list, tuple)) else [(s, t)]
+                total = total + sum(F.mse_loss(a, b) for a, b in pairs)
         return self.weight * total
 
 
