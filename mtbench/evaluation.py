@@ -1,7 +1,8 @@
 """Evaluate a model on the val splits of a set of tasks.
 
 Every task is scored on its whole val split (no sub-sampling): det mAP@[.5:.95]/AP50 via
-COCO evaluation in original image pixels, seg mIoU from one confusion matrix, cls Top-1.
+COCO evaluation in original image pixels, seg mIoU from one confusion matrix, cls Top-1,
+points Pd/Fa/F1/IoU (DNANet definitions, input pixels).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from torch.utils.data import DataLoader
 from mtbench.data.base import TaskDataset, collate
 from mtbench.metrics.classification import Top1
 from mtbench.metrics.detection import DetectionMAP
+from mtbench.metrics.points import PointTargetMetrics
 from mtbench.metrics.segmentation import SegmentationMIoU
 
 
@@ -20,6 +22,8 @@ def _metric_for(task: str, ds: TaskDataset):
         return DetectionMAP(ds.coco_gt())
     if task == "seg":
         return SegmentationMIoU(ds.info.num_classes)
+    if task == "points":
+        return PointTargetMetrics()
     return Top1(ds.info.num_classes)
 
 

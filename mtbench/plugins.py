@@ -38,6 +38,7 @@ BUILTIN_PLUGINS = (
     "mtbench.losses.detection",
     "mtbench.losses.segmentation",
     "mtbench.losses.classification",
+    "mtbench.losses.points",
     "mtbench.strategies.equal",
     "mtbench.strategies.sequential",
     "mtbench.strategies.gradnorm",

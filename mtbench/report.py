@@ -22,6 +22,10 @@ COLUMNS = [
     ("det AP50", ("metrics", "det/AP50"), 4),
     ("seg mIoU", ("metrics", "seg/mIoU"), 4),
     ("cls Top-1", ("metrics", "cls/Top-1"), 4),
+    ("points Pd", ("metrics", "points/Pd"), 4),
+    ("points Fa (x1e-6)", ("metrics", "points/Fa"), 2, 1e6),
+    ("points F1", ("metrics", "points/F1"), 4),
+    ("points IoU", ("metrics", "points/IoU"), 4),
     ("forgetting", ("metrics", "forgetting"), 3),
     ("BWT", ("metrics", "BWT"), 4),
     ("delta-m (%)", ("metrics", "delta_m"), 2),
@@ -57,9 +61,10 @@ def build_frame(records: list[dict], gates: list[str]) -> pd.DataFrame:
     rows = []
     for rec in records:
         row = {"cell": rec["label"], "hash": rec["hash"]}
-        for col, path, digits in COLUMNS:
+        for col, path, digits, *scale in COLUMNS:
             v = _dig(rec, path)
-            row[col] = round(v, digits) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+            num = isinstance(v, (int, float)) and not isinstance(v, bool)
+            row[col] = round(v * (scale[0] if scale else 1), digits) if num else None
         findings = rec.get("diagnostics") or []
         not_meaningful = {f["evidence"]["not_meaningful"] for f in findings if "not_meaningful" in f.get("evidence", {})}
         gate_res = check_gates(gates, gate_values(rec), not_meaningful) if rec["status"] == "ok" else {}

@@ -7,6 +7,7 @@ makes the cell ``failed`` with its reason; the caller stores it and goes on.
 
 from __future__ import annotations
 
+import copy
 import platform
 import random
 import subprocess
@@ -103,7 +104,9 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
         result["chance"] = chance_levels(val_sets)
         model = registry.create_model(cfg["architecture"]["name"], tasks=infos, level=cfg["level"],
                                       **cfg["architecture"]["params"]).to(device)
-        losses = {t: registry.create("loss", cfg["losses"][t], num_classes=infos[t].num_classes) for t in tasks}
+        loss_params = cfg.get("loss_params", {})
+        losses = {t: registry.create("loss", cfg["losses"][t], num_classes=infos[t].num_classes,
+                                     **loss_params.get(t, {})) for t in tasks}
         strategy = registry.create("strategy", cfg["strategy"]["name"], **cfg["strategy"]["params"])
         loaders = {t: DataLoader(train_sets[t], batch_size=bs, shuffle=True, collate_fn=collate, generator=gen,
                                  drop_last=len(train_sets[t]) >= bs) for t in tasks}
@@ -144,8 +147,16 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
 
 def profile(model, image_size: int, batch_size: int, device: torch.device, cfg: dict) -> dict:
     """Params, GFLOPs, batch-1 latency (p50/p90/CV), FPS at ``batch_size``, peak memory
-    (PyTorch eager: top-level keys), and the same figures per extra runtime in ``runtimes``."""
-    out: dict = count_params(model)
+    (PyTorch eager: top-level keys), and the same figures per extra runtime in ``runtimes``.
+
+    A model with ``fuse()`` (re-parameterisable blocks such as RepVGG) is profiled as
+    deployed: a fused copy is measured (``reparameterised: true``), as its papers report.
+    """
+    out: dict = {}
+    if hasattr(model, "fuse"):
+        model = copy.deepcopy(model).fuse()
+        out["reparameterised"] = True
+    out.update(count_params(model))
     out["params_m"] = out["params"] / 1e6
     out["flops_g"] = count_flops(model, image_size)
     out["device_peak_gflops"] = matmul_peak_gflops(device)

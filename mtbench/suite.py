@@ -26,11 +26,11 @@ from mtbench.errors import PluginError, SuiteError
 from mtbench.metrics import HIGHER_IS_BETTER
 from mtbench.plugins import Registry
 
-TaskName = Literal["det", "seg", "cls"]
+TaskName = Literal["det", "seg", "cls", "points"]
 LEVELS = ("P2", "P3", "P4", "P5", "multi")
 AXES = ("architecture", "loss", "level", "strategy", "seed")
 GATE_RE = re.compile(r"^\s*(?P<metric>[\w/\-@\[\].:]+)\s*(?P<op><=|>=|<|>|==)\s*(?P<value>[-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
-DEFAULT_LOSSES = {"det": "fcos", "seg": "ce", "cls": "ce"}
+DEFAULT_LOSSES = {"det": "fcos", "seg": "ce", "cls": "ce", "points": "focal-heatmap"}
 
 
 def _check_level(v: str) -> str:
@@ -81,7 +81,7 @@ class Matrix(_Strict):
     """The axes crossed into cells, plus ``include`` (extra sub-matrices) and ``exclude``."""
 
     architecture: list[Union[str, Named]] = Field(min_length=1)
-    loss: list[Union[str, dict[TaskName, str]]] = Field(default_factory=lambda: [{}], min_length=1)
+    loss: list[Union[str, dict[TaskName, Union[str, Named]]]] = Field(default_factory=lambda: [{}], min_length=1)
     level: list[Level] = Field(min_length=1)
     strategy: list[Union[str, Named]] = Field(min_length=1)
     seed: list[int] = Field(default_factory=lambda: [0], min_length=1)
@@ -161,7 +161,7 @@ class Suite(_Strict):
     description: str = ""
     data_root: str | None = None
     tasks: dict[TaskName, TaskData] = Field(min_length=1)
-    losses: dict[TaskName, str] = Field(default_factory=dict)
+    losses: dict[TaskName, Union[str, Named]] = Field(default_factory=dict)
     matrix: Matrix
     fixed: Fixed
     profile: Profile = Field(default_factory=Profile)
@@ -263,18 +263,28 @@ def _check_params(loaded: LoadedSuite, registry: Registry, kind: str, key: str, 
                              f"its parameters: {', '.join(allowed) or '(none)'}")
 
 
-def _loss_entry(registry: Registry, tasks: list[str], entry: str | dict, loaded: LoadedSuite, i: int) -> dict[str, str]:
+def _loss_entry(registry: Registry, tasks: list[str], entry: str | dict, loaded: LoadedSuite, i: int
+                ) -> dict[str, Named]:
+    """Task -> loss choice (``name`` = registry key ``task/name``) of one ``matrix.loss`` entry."""
     if isinstance(entry, dict):
-        return {t: registry.loss_key(t, n) for t, n in entry.items()}
+        out = {}
+        for t, n in entry.items():
+            n = _named(n)
+            out[t] = Named(name=registry.loss_key(t, n.name), label=n.label, params=n.params)
+        return out
     if "/" in entry:
         task = entry.split("/", 1)[0]
-        return {task: registry.loss_key(task, entry)}
+        return {task: Named(name=registry.loss_key(task, entry))}
     owners = [t for t in tasks if f"{t}/{entry}" in registry.entries["loss"]]
     if len(owners) != 1:
         known = registry.names("loss")
         what = "is ambiguous (write task/name)" if owners else "is not a loss of this suite's tasks"
         raise SuiteError(f"{loaded.where('matrix', 'loss', i)}: loss {entry!r} {what}; known losses: {', '.join(known)}")
-    return {owners[0]: f"{owners[0]}/{entry}"}
+    return {owners[0]: Named(name=f"{owners[0]}/{entry}")}
+
+
+def _loss_label(chosen: dict[str, Named]) -> str:
+    return "+".join(sorted(n.label or n.name for n in chosen.values())) if chosen else "default"
 
 
 def check_registry(loaded: LoadedSuite, registry: Registry) -> None:
@@ -296,8 +306,10 @@ def check_registry(loaded: LoadedSuite, registry: Registry) -> None:
             raise SuiteError(f"{loaded.where('tasks', task, 'dataset')}: dataset {td.dataset!r} serves "
                              f"task {spec.task!r}, not {task!r}")
         _check_params(loaded, registry, "dataset", td.dataset, td.params, ("tasks", task, "params"))
-    for task, name in s.losses.items():
-        guard(("losses", task), lambda: registry.loss_key(task, name))
+    for task, choice in s.losses.items():
+        choice = _named(choice)
+        key = guard(("losses", task), lambda: registry.loss_key(task, choice.name))
+        _check_params(loaded, registry, "loss", key, choice.params, ("losses", task, "params"))
     for i, a in enumerate(s.matrix.architecture):
         a = _named(a)
         guard(("matrix", "architecture", i), lambda: registry.get("model", a.name))
@@ -307,7 +319,10 @@ def check_registry(loaded: LoadedSuite, registry: Registry) -> None:
         guard(("matrix", "strategy", i), lambda: registry.get("strategy", st.name))
         _check_params(loaded, registry, "strategy", st.name, st.params, ("matrix", "strategy", i, "params"))
     for i, entry in enumerate(s.matrix.loss):
-        guard(("matrix", "loss", i), lambda: _loss_entry(registry, list(s.tasks), entry, loaded, i))
+        chosen = guard(("matrix", "loss", i), lambda: _loss_entry(registry, list(s.tasks), entry, loaded, i))
+        for task, n in chosen.items():
+            loc = ("matrix", "loss", i, task, "params") if isinstance(entry, dict) else ("matrix", "loss", i)
+            _check_params(loaded, registry, "loss", n.name, n.params, loc)
 
 
 @dataclass
@@ -362,8 +377,7 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
     }
     for i, entry in enumerate(s.matrix.loss):
         chosen = _loss_entry(registry, tasks, entry, loaded, i)
-        label = "+".join(sorted(chosen.values())) if chosen else "default"
-        axis_values["loss"].append((label, chosen))
+        axis_values["loss"].append((_loss_label(chosen), chosen))
 
     def normalise(entry: dict, where: str) -> dict[str, list]:
         out = {}
@@ -376,7 +390,7 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
             if not hits and where == "include":
                 if ax == "loss":
                     chosen = _loss_entry(registry, tasks, v, loaded, 0)
-                    hits = [("+".join(sorted(chosen.values())), chosen)]
+                    hits = [(_loss_label(chosen), chosen)]
                 elif ax in ("architecture", "strategy"):
                     nv = Named.model_validate(v) if isinstance(v, dict) else Named(name=v)
                     kind = "model" if ax == "architecture" else "strategy"
@@ -402,13 +416,17 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
     cells, seen = [], set()
     for c in combos:
         arch, strat = c["architecture"][1], c["strategy"][1]
-        losses = {t: registry.loss_key(t, s.losses.get(t, DEFAULT_LOSSES[t])) for t in tasks}
-        losses.update({t: k for t, k in c["loss"][1].items() if t in tasks})
+        choice = {t: _named(s.losses.get(t, DEFAULT_LOSSES[t])) for t in tasks}
+        choice = {t: Named(name=registry.loss_key(t, n.name), params=n.params) for t, n in choice.items()}
+        choice.update({t: n for t, n in c["loss"][1].items() if t in tasks})
+        losses = {t: n.name for t, n in choice.items()}
+        loss_params = {t: n.params for t, n in choice.items() if n.params}
         config = {
             "tasks": {t: td.model_dump() for t, td in s.tasks.items()},
             "data_root": data_root,
             "architecture": {"name": arch.name, "params": arch.params},
             "losses": losses,
+            **({"loss_params": loss_params} if loss_params else {}),  # absent when empty: hashes stay
             "level": c["level"][1],
             "strategy": {"name": strat.name, "params": strat.params},
             "seed": c["seed"][1],

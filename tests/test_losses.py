@@ -106,3 +106,44 @@ def test_dice_perfect_and_wrong(registry):
     both = registry.create("loss", "seg/ce+dice", num_classes=2)(torch.randn(2, 2, 4, 4), torch.randint(0, 2, (2, 8, 8)),
                                                                   stride=2)
     assert set(both) >= {"ce", "dice", "total"} and torch.isclose(both["total"], both["ce"] + both["dice"])
+
+
+POINT_LOSSES = ["points/bce-hard", "points/focal-heatmap", "points/gaussian-soft"]
+
+
+@pytest.mark.parametrize("name", POINT_LOSSES)
+def test_point_loss_positives_and_gradients(registry, name):
+    loss = registry.create("loss", name, num_classes=1)
+    raw = torch.randn(2, 3, 16, 16, requires_grad=True)
+    tgt = [{"points": torch.tensor([[10.0, 21.0]])}, {"points": torch.tensor([[3.0, 3.0], [50.0, 40.0]])}]
+    out = loss(raw, tgt, stride=4)
+    assert out["num_pos"] == 3 and out["num_pos/P2"] == 3 and out["num_loc/P2"] == 2 * 16 * 16
+    assert all(torch.isfinite(v) for v in out.values())
+    out["total"].backward()
+    assert raw.grad[:, 0].abs().sum() > 0 and raw.grad[:, 1:].abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", POINT_LOSSES)
+def test_point_loss_no_targets_is_finite(registry, name):
+    out = registry.create("loss", name, num_classes=1)(torch.randn(1, 3, 8, 8), [{"points": torch.zeros(0, 2)}],
+                                                       stride=8)
+    assert out["num_pos"] == 0 and out["offset"] == 0 and torch.isfinite(out["total"])
+
+
+def test_gaussian_soft_schedule_shrinks(registry):
+    loss = registry.create("loss", "points/gaussian-soft", num_classes=1, sigma=1.2, window=5, final_sigma=0.8,
+                           final_window=3, schedule_epochs=4)
+    assert loss.current() == (1.2, 5)
+    loss.set_epoch(4)
+    assert loss.current() == (pytest.approx(0.8), 3)
+    heat = loss.heat_target(torch.tensor([[18.0, 18.0]]), 4, 9, 9)
+    assert heat[4, 4] == 1 and (heat > 0).sum() == 9  # 3x3 window
+
+
+def test_bce_hard_small_loss_hides_background_everywhere(registry):
+    """All-background logits at P2 give a tiny BCE: the imbalance the counters expose."""
+    loss = registry.create("loss", "points/bce-hard", num_classes=1)
+    raw = torch.zeros(1, 3, 64, 64)
+    raw[:, 0] = -8.0
+    out = loss(raw, [{"points": torch.tensor([[100.0, 100.0]])}], stride=4)
+    assert out["heat"] < 0.01 and out["num_pos/P2"] / out["num_loc/P2"] < 1 / 4000

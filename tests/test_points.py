@@ -29,8 +29,8 @@ def test_pd_fa_hand_computed():
     counts = match_image(pred, gt)
     assert counts == {"targets": 2, "detected": 1, "pred": 2, "matched_pred": 1, "fa_pixels": 6, "pixels": 400}
     m = PointTargetMetrics()
-    m.update(pred, gt)
-    m.update(np.zeros((20, 20), bool), np.zeros((20, 20), bool))  # empty image: 400 more pixels, no target
+    m.add_image(pred, gt)
+    m.add_image(np.zeros((20, 20), bool), np.zeros((20, 20), bool))  # empty image: 400 more pixels, no target
     r = m.compute()
     assert r["points/Pd"] == pytest.approx(0.5)
     assert r["points/Fa"] == pytest.approx(6 / 800)
@@ -62,3 +62,25 @@ def test_sirst_loader(registry, data_root):
     boxes = t["boxes"]
     inside = ((t["points"][:, None, 0] >= boxes[None, :, 0] - 1) & (t["points"][:, None, 0] <= boxes[None, :, 2] + 1))
     assert inside.any(1).all()  # every centroid falls in some XML box
+
+
+def test_decode_heatmap_peak_with_subpixel_offset():
+    import torch
+
+    from mtbench.models.heatmap import decode_heatmap
+
+    raw = torch.full((1, 3, 8, 8), -10.0)
+    raw[0, 0, 2, 5] = 5.0  # cell (col 5, row 2) at stride 4
+    raw[0, 1, 2, 5] = 0.0  # offset 0.5 cell
+    raw[0, 2, 2, 5] = -10.0  # offset ~0
+    pred = decode_heatmap(raw, 4, 32)[0]
+    assert pred["points"].shape == (1, 2)
+    assert torch.allclose(pred["points"][0], torch.tensor([22.0, 8.0]), atol=1e-3)
+    assert pred["mask"].shape == (32, 32) and pred["mask"].any()
+
+
+def test_refined_components_use_the_decoded_point():
+    blob = np.zeros((20, 20), bool)
+    blob[4:12, 4:12] = True  # centroid (7.5, 7.5)
+    assert components(blob, refine=np.array([[5.0, 5.0]]))[0][0].tolist() == [5.0, 5.0]
+    assert components(blob)[0][0].tolist() == [7.5, 7.5]

@@ -12,7 +12,7 @@ from mtbench.metrics import PRIMARY
 DEAD_WINDOW = 20          # K: logged steps looked at by dead-loss
 MIN_POS_RATIO = 1 / 1000  # positive-ratio threshold (positives / negatives)
 SPEED_SLACK = 1.5         # implausible when achieved FLOP/s > 1.5 x matmul peak
-_COUNTER = re.compile(r"/(num_pos|num_loc|forced_pos)(/|$)")
+_COUNTER = re.compile(r"/(num_pos|num_loc|forced_pos|sigma|window)(/|$)")  # counters and schedules, not losses
 
 
 @dataclass

@@ -4,6 +4,8 @@
 - seg/mIoU: mIoU of predicting the most frequent (non-ignored) class everywhere: that class's
   IoU is its pixel share, every other present class scores 0, mean over present classes.
 - det/mAP, det/AP50: 0 (random boxes score ~0).
+- points/Pd, points/F1: 0 (an empty prediction; a full-image one is a single blob far from
+  almost every target).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ def chance_levels(val_sets: dict[str, TaskDataset]) -> dict[str, float]:
     for task, ds in val_sets.items():
         if task == "det":
             out["det/mAP"] = out["det/AP50"] = 0.0
+        elif task == "points":
+            out["points/Pd"] = out["points/F1"] = 0.0
         elif task == "cls":
             counts = Counter(int(ds[i][1]) for i in range(len(ds)))
             out["cls/Top-1"] = max(max(counts.values()) / len(ds), 1.0 / ds.info.num_classes)

@@ -20,20 +20,38 @@ from scipy import ndimage
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
-def components(mask: np.ndarray) -> list[tuple[np.ndarray, int]]:
-    """8-connected components of a binary ``(H, W)`` mask: ``[(centroid (row, col), area)]``."""
+def components(mask: np.ndarray, refine: np.ndarray | None = None) -> list[tuple[np.ndarray, int]]:
+    """8-connected components of a binary ``(H, W)`` mask: ``[(centroid (row, col), area)]``.
+
+    ``refine``: optional ``(K, 2)`` xy points in descending score order (a point detector's
+    decoded local maxima with sub-pixel offsets); a component containing one takes the
+    first such point as its position instead of its centroid.
+    """
     labels, n = ndimage.label(mask.astype(bool), structure=_EIGHT)
     if n == 0:
         return []
     idx = np.arange(1, n + 1)
-    centroids = ndimage.center_of_mass(np.ones_like(labels), labels, idx)
+    centroids = [np.asarray(c, dtype=np.float64) for c in ndimage.center_of_mass(np.ones_like(labels), labels, idx)]
     areas = ndimage.sum_labels(np.ones_like(labels), labels, idx)
-    return [(np.asarray(c, dtype=np.float64), int(a)) for c, a in zip(centroids, areas)]
+    if refine is not None:
+        done = set()
+        for x, y in np.asarray(refine, dtype=np.float64).reshape(-1, 2):
+            r = min(max(int(y), 0), labels.shape[0] - 1)
+            c = min(max(int(x), 0), labels.shape[1] - 1)
+            lab = int(labels[r, c])
+            if lab and lab not in done:
+                centroids[lab - 1] = np.array([y, x])
+                done.add(lab)
+    return [(c, int(a)) for c, a in zip(centroids, areas)]
 
 
-def match_image(pred: np.ndarray, gt: np.ndarray, dist: float = 3.0) -> dict[str, float]:
-    """Counts of one image: targets, detected, predicted components, false-alarm pixels, pixels."""
-    targets, preds = components(gt), components(pred)
+def match_image(pred: np.ndarray, gt: np.ndarray, dist: float = 3.0, pred_points: np.ndarray | None = None
+                ) -> dict[str, float]:
+    """Counts of one image: targets, detected, predicted components, false-alarm pixels, pixels.
+
+    ``pred_points`` refine the predicted components' positions (see :func:`components`).
+    """
+    targets, preds = components(gt), components(pred, pred_points)
     free = list(range(len(preds)))
     detected = 0
     for centre, _ in targets:
@@ -48,7 +66,9 @@ def match_image(pred: np.ndarray, gt: np.ndarray, dist: float = 3.0) -> dict[str
 
 
 class PointTargetMetrics:
-    """Accumulates ``update(pred (H, W) bool, gt (H, W) bool)`` per image; ``compute()`` over the split."""
+    """Accumulates images with ``add_image(pred (H, W) bool, gt (H, W) bool, pred_points=None)``
+    or batches with ``update(preds, targets)`` (``preds`` from ``model.decode("points", ...)``,
+    ``targets`` with ``mask``); ``compute()`` over the split. Pixels are input pixels."""
 
     def __init__(self, dist: float = 3.0):
         self.dist = dist
@@ -56,9 +76,13 @@ class PointTargetMetrics:
         self.inter = self.union = 0
         self.per_image_iou: list[float] = []
 
-    def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
+    def update(self, preds: list[dict], targets: list[dict]) -> None:
+        for p, t in zip(preds, targets):
+            self.add_image(p["mask"].cpu().numpy(), t["mask"].cpu().numpy(), p["points"].cpu().numpy())
+
+    def add_image(self, pred: np.ndarray, gt: np.ndarray, pred_points: np.ndarray | None = None) -> None:
         pred, gt = np.asarray(pred).astype(bool), np.asarray(gt).astype(bool)
-        for k, v in match_image(pred, gt, self.dist).items():
+        for k, v in match_image(pred, gt, self.dist, pred_points).items():
             self.counts[k] += v
         inter, union = int((pred & gt).sum()), int((pred | gt).sum())
         self.inter += inter

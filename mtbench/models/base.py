@@ -14,6 +14,7 @@ from torch import nn
 
 from mtbench.data.transforms import upsample_logits
 from mtbench.models.dense import postprocess
+from mtbench.models.heatmap import decode_heatmap
 
 LEVEL_STRIDES = {"P2": 4, "P3": 8, "P4": 16, "P5": 32}
 
@@ -57,9 +58,13 @@ class MultiTaskModel(nn.Module):
           "scores": float32 (K,), "labels": int64 (K,)}`` after NMS.
         - seg: ``int64 (B, S, S)`` class indices.
         - cls: ``float32 (B, C)`` logits.
+        - points: list of ``{"points": float32 (K, 2), "scores": (K,), "mask": bool (S, S)}``
+          (heatmap encoding of :mod:`mtbench.models.heatmap`).
         """
         if task == "det":
             return postprocess(raw, self.infos["det"].num_classes, self.strides["det"], image_size, **options)
+        if task == "points":
+            return decode_heatmap(raw, self.strides["points"], image_size, **options)
         if task == "seg":
             return upsample_logits(raw, (image_size, image_size)).argmax(1)
         return raw

@@ -58,10 +58,12 @@ PRETRAINED_LOADERS = {("tf_efficientnet_lite0", "imagenet"): _load_lite0_imagene
 
 
 class Backbone(nn.Module):
-    """A timm backbone returning the feature maps of strides ``>= min_stride`` up to 32.
+    """A timm backbone returning the feature maps of strides ``min_stride`` to ``max_stride``.
 
     :param name: any timm model name with ``features_only`` support.
     :param min_stride: smallest stride needed by the neck (4 for P2 ... 32 for P5).
+    :param max_stride: largest stride kept (32; less truncates the network, whose deeper
+        stages are then not built).
     :param weights: ``None``/``"none"`` (random init) or ``"imagenet"`` (see
         ``PRETRAINED_LOADERS``; weights cannot be downloaded at run time).
     :param freeze_at: freeze every backbone layer up to and including the stage of this
@@ -71,14 +73,15 @@ class Backbone(nn.Module):
         ``freeze_at`` stride the backbone does not have.
     """
 
-    def __init__(self, name: str, min_stride: int, weights: str | None = None, freeze_at: int = 0):
+    def __init__(self, name: str, min_stride: int, weights: str | None = None, freeze_at: int = 0,
+                 max_stride: int = 32):
         super().__init__()
         try:
             probe = timm.create_model(name, pretrained=False, features_only=True)
         except RuntimeError as exc:
             raise PluginError(f"unknown timm backbone {name!r}: {exc}") from exc
         strides = probe.feature_info.reduction()
-        keep = [i for i, s in enumerate(strides) if min_stride <= s <= 32]
+        keep = [i for i, s in enumerate(strides) if min_stride <= s <= max_stride]
         self.body = timm.create_model(name, pretrained=False, features_only=True, out_indices=keep)
         self.channels = self.body.feature_info.channels()
         self.strides = self.body.feature_info.reduction()
