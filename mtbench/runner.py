@@ -23,6 +23,7 @@ from tqdm import tqdm
 from mtbench import __version__
 from mtbench.data.base import collate
 from mtbench.diagnostics import diagnose
+from mtbench.diagnostics.overfit import overfit_one_batch
 from mtbench.evaluation import evaluate
 from mtbench.metrics import PRIMARY
 from mtbench.metrics.chance import chance_levels
@@ -36,6 +37,7 @@ from mtbench.strategies.base import TrainContext
 from mtbench.suite import Cell
 
 SCHEMA_VERSION = 1
+AUTO_OVERFIT_MAX_STEPS = 300  # checks.overfit_one_batch "auto": on up to this many steps
 METRICS_DOC = (
     "det/mAP = COCO mAP@[.5:.95], det/AP50 = AP at IoU 0.5 (faster-coco-eval, val split); "
     "seg/mIoU = mean IoU from one confusion matrix over the val split, 255 ignored; "
@@ -120,6 +122,11 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
         ctx = TrainContext(model=model, tasks=tasks, loaders=loaders, losses=losses, fixed=fixed, device=device,
                            evaluate=lambda ts: evaluate(model, val_sets, ts, eval_bs, device, size, dkw),
                            progress=progress)
+        checks = cfg.get("checks") or {}
+        mode = checks.get("overfit_one_batch", "auto")
+        if mode == "on" or (mode == "auto" and ctx.steps(tasks) <= AUTO_OVERFIT_MAX_STEPS):
+            result["overfit"] = overfit_one_batch(model, losses, train_sets, device, checks.get("overfit_lr", 0.01),
+                                                  checks.get("overfit_steps", 40))
         t0 = time.perf_counter()
         report = strategy.fit(ctx)
         train_s = time.perf_counter() - t0

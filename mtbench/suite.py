@@ -29,6 +29,7 @@ from mtbench.plugins import Registry
 TaskName = Literal["det", "seg", "cls", "points"]
 LEVELS = ("P2", "P3", "P4", "P5", "multi")
 AXES = ("architecture", "loss", "level", "strategy", "seed")
+UNHASHED = ("checks",)  # config sections that do not change results
 GATE_RE = re.compile(r"^\s*(?P<metric>[\w/\-@\[\].:]+)\s*(?P<op><=|>=|<|>|==)\s*(?P<value>[-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
 DEFAULT_LOSSES = {"det": "fcos", "seg": "ce", "cls": "ce", "points": "focal-heatmap"}
 
@@ -145,6 +146,17 @@ class Fixed(_Strict):
         return v
 
 
+class Checks(_Strict):
+    """Diagnostics that need work before the run. ``overfit_one_batch``: ``auto`` runs it when
+    the cell's budget is at most ``AUTO_OVERFIT_MAX_STEPS`` optimiser steps (tiny budgets,
+    where it costs little and a broken setting is likeliest to go unseen), ``on``, ``off``.
+    Not part of the cell hash: checks do not change what is trained."""
+
+    overfit_one_batch: Literal["auto", "on", "off"] = "auto"
+    overfit_steps: int = Field(40, gt=0)
+    overfit_lr: float = Field(0.01, gt=0)  # AdamW, constant; a memorisation test, not the suite's schedule
+
+
 class Profile(_Strict):
     """How cells are measured; ``runtimes`` beyond PyTorch eager: ``onnx``, ``compile``."""
 
@@ -165,6 +177,7 @@ class Suite(_Strict):
     matrix: Matrix
     fixed: Fixed
     profile: Profile = Field(default_factory=Profile)
+    checks: Checks = Field(default_factory=Checks)
     gates: list[Gate] = Field(default_factory=list)
 
 
@@ -336,7 +349,8 @@ class Cell:
     hash: str = field(init=False)
 
     def __post_init__(self) -> None:
-        blob = json.dumps(self.config, sort_keys=True, default=str).encode()
+        hashed = {k: v for k, v in self.config.items() if k not in UNHASHED}
+        blob = json.dumps(hashed, sort_keys=True, default=str).encode()
         self.hash = hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -432,6 +446,7 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
             "seed": c["seed"][1],
             "fixed": fixed,
             "profile": s.profile.model_dump(),
+            "checks": s.checks.model_dump(),
         }
         axes = {ax: c[ax][0] for ax in AXES}
         label = "|".join(axes[ax] for ax in AXES[:-1]) + f"|s{axes['seed']}"

@@ -99,3 +99,54 @@ def test_healthy_tiny_run_and_doctor(write_suite, registry, tmp_path, capsys):
     assert main(["doctor", str(p)]) == 0
     out = capsys.readouterr().out
     assert rec["label"] in out and "finding(s) in 1 cell(s)" in out
+
+
+def _overfit_setup(registry, task="cls"):
+    from mtbench.data.base import TaskInfo  # noqa: F401  (infos come from the data set)
+
+    ds = registry.create("dataset", "synthetic", task=task, split="train", root=None, image_size=64,
+                         num_images={"train": 8, "val": 4})
+    model = registry.create_model("unified-onehead", tasks={task: ds.info}, level="P4",
+                                  backbone="mobilenetv3_small_100", neck_channels=16)
+    loss = registry.create("loss", {"cls": "cls/ce", "det": "det/fcos"}[task], num_classes=ds.info.num_classes)
+    return model, {task: loss}, {task: ds}
+
+
+@pytest.mark.parametrize("task", ["cls", "det"])
+def test_overfit_one_batch_healthy_passes(registry, task):
+    """A healthy model fits 4 images (det: FCOS, whose centre-ness BCE has a soft-target floor)."""
+    from mtbench.diagnostics.checks import overfit
+    from mtbench.diagnostics.overfit import overfit_one_batch
+
+    model, losses, sets = _overfit_setup(registry, task)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = torch.random.get_rng_state()
+    run = overfit_one_batch(model, losses, sets, torch.device("cpu"))  # defaults: 40 steps, lr 0.01
+    assert run["tasks"][task]["fraction_left"] < 0.1, run
+    assert overfit({"overfit": run}) == []
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the real model is untouched
+    assert torch.equal(state, torch.random.get_rng_state())  # and so is the random state
+
+
+def test_overfit_one_batch_flags_a_model_that_cannot_learn(registry):
+    """lr = 0: nothing moves; the finding names the task and the numbers."""
+    from mtbench.diagnostics.checks import overfit
+    from mtbench.diagnostics.overfit import overfit_one_batch
+
+    model, losses, sets = _overfit_setup(registry, "cls")
+    run = overfit_one_batch(model, losses, sets, torch.device("cpu"), lr=0.0, steps=5)
+    findings = overfit({"overfit": run})
+    assert len(findings) == 1 and "cannot fit one batch" in findings[0].message
+    assert findings[0].evidence["task"] == "cls" and findings[0].evidence["fraction_left"] > 0.9
+
+
+def test_soft_target_floors(registry):
+    """Losses with soft targets report the entropy floor; hard-target losses report none."""
+    fcos = registry.create("loss", "det/fcos", num_classes=3)
+    tgt = [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]), "labels": torch.tensor([1])}]
+    out = fcos(torch.randn(1, 8, 8, 8), tgt, stride=8)
+    assert 0 < out["floor"] < out["total"]
+    assert "floor" not in registry.create("loss", "det/focal", num_classes=3)(torch.randn(1, 8, 8, 8), tgt, stride=8)
+    smooth = registry.create("loss", "cls/ce", num_classes=4, label_smoothing=0.1)
+    perfect = torch.tensor([[100.0, 0.0, 0.0, 0.0]])
+    assert smooth(perfect, torch.tensor([0]), stride=1)["floor"] > 0

@@ -99,6 +99,13 @@ class TaskDataset(Dataset):
         raise NotImplementedError(f"{type(self).__name__} has no detection ground truth")
 
 
+def to_device(targets, device: torch.device):
+    """Move a batch's targets (a tensor, or a list of per-image dicts) to ``device``."""
+    if isinstance(targets, torch.Tensor):
+        return targets.to(device)
+    return [{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in t.items()} for t in targets]
+
+
 def collate(batch: list) -> tuple[torch.Tensor, object]:
     """Stack images to ``float32 (B, 3, S, S)``; stack seg/cls targets, keep det targets a list."""
     images = torch.stack([b[0] for b in batch])

@@ -7,6 +7,7 @@ it finishes; findings go into the record's ``diagnostics`` and the table's
 
 | check | flags |
 |---|---|
+| ``overfit-one-batch`` | before the run, a copy trained on one fixed batch did not cut its loss above the floor by 90% (:mod:`.overfit`) |
 | ``dead-loss`` | a loss component exactly 0 or constant over the last K logged steps (with the positives then) |
 | ``positive-ratio`` | dense-head positives : negatives per level below 1 : 1000 |
 | ``chance-level`` | a metric not above its chance level; forgetting from a chance-level score is "not meaningful" |

@@ -11,8 +11,9 @@ from mtbench.metrics import PRIMARY
 
 DEAD_WINDOW = 20          # K: logged steps looked at by dead-loss
 MIN_POS_RATIO = 1 / 1000  # positive-ratio threshold (positives / negatives)
+OVERFIT_DROP = 0.9       # overfit-one-batch: required fall of the loss above its floor
 SPEED_SLACK = 1.5         # implausible when achieved FLOP/s > 1.5 x matmul peak
-_COUNTER = re.compile(r"/(num_pos|num_loc|forced_pos|sigma|window)(/|$)")  # counters and schedules, not losses
+_COUNTER = re.compile(r"/(num_pos|num_loc|forced_pos|sigma|window|floor)(/|$)")  # counters and schedules, not losses
 
 
 @dataclass
@@ -51,6 +52,22 @@ def dead_loss(rec: dict) -> list[Finding]:
             elif max(vals) == min(vals):
                 out.append(Finding("dead-loss", "warning", f"{key} is constant ({vals[0]:.6g}) for the last "
                                    f"{len(vals)} steps", evidence))
+    return out
+
+
+def overfit(rec: dict) -> list[Finding]:
+    """``overfit-one-batch``: a task whose loss above its floor did not fall by 90% on one batch."""
+    run = rec.get("overfit")
+    if not run:
+        return []
+    out = []
+    for task, r in run["tasks"].items():
+        if r["fraction_left"] > 1 - OVERFIT_DROP:
+            out.append(Finding("overfit-one-batch", "error",
+                               f"cannot fit one batch: {task} loss above its floor fell only "
+                               f"{100 * (1 - r['fraction_left']):.0f}% in {run['steps']} steps "
+                               f"({r['initial']:.4g} -> {r['final']:.4g}; 90% needed)",
+                               {"task": task, **r, "steps": run["steps"], "images": run["images"], "lr": run["lr"]}))
     return out
 
 
@@ -139,7 +156,7 @@ def implausible_speed(rec: dict) -> list[Finding]:
 
 
 CHECKS: dict[str, Callable[[dict], list[Finding]]] = {
-    "dead-loss": dead_loss, "positive-ratio": positive_ratio, "chance-level": chance_level,
+    "overfit-one-batch": overfit, "dead-loss": dead_loss, "positive-ratio": positive_ratio, "chance-level": chance_level,
     "divergence": divergence, "gradient-conflict": gradient_conflict, "implausible-speed": implausible_speed,
 }
 

@@ -1,1 +1,18 @@
-"""Task losses. Each returns named scalar components plus ``total`` and ``num_pos`` counters."""
+"""Task losses. Each returns named scalar components plus ``total`` and counters (``num_pos``, ...).
+
+A loss whose targets are soft (centre-ness, IoU-aware scores, Gaussian heatmaps, label
+smoothing) cannot reach 0; it also reports ``floor``, the smallest ``total`` possible for
+the batch's targets (the entropy of the soft targets), so a check such as
+``overfit-one-batch`` can tell "not learning" from "at the floor".
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def binary_entropy(t: torch.Tensor) -> torch.Tensor:
+    """Elementwise ``-(t log t + (1-t) log(1-t))`` (nats), 0 at t = 0 or 1: the minimum of BCE
+    against soft target ``t``."""
+    t = t.detach().clamp(0, 1)
+    return -(torch.xlogy(t, t) + torch.xlogy(1 - t, 1 - t))

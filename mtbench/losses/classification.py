@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,7 +23,12 @@ class ClsCE(nn.Module):
 
     def forward(self, raw: torch.Tensor, target: torch.Tensor, stride: int) -> dict[str, torch.Tensor]:
         ce = F.cross_entropy(raw, target, label_smoothing=self.label_smoothing)
-        return {"ce": ce, "total": ce, "num_pos": torch.tensor(float(target.numel()))}
+        out = {"ce": ce, "total": ce, "num_pos": torch.tensor(float(target.numel()))}
+        if self.label_smoothing:  # entropy of the smoothed target distribution
+            c, eps = raw.shape[1], self.label_smoothing
+            hi, lo = 1 - eps + eps / c, eps / c
+            out["floor"] = torch.tensor(-(hi * math.log(hi) + (c - 1) * lo * math.log(lo)))
+        return out
 
 
 @hookimpl

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_iou, complete_box_iou_loss, generalized_box_iou_loss, sigmoid_focal_loss
 
+from mtbench.losses import binary_entropy
 from mtbench.losses.assigners import atss, centre_sampling, task_aligned
 from mtbench.models.dense import Dense, flatten_levels, level_name, xyxy_to_ltrb
 from mtbench.plugins import Spec, hookimpl
@@ -93,8 +94,10 @@ class DenseDetectionLoss(nn.Module):
             a.boxes[i, pos] = boxes[gi[pos]]
             a.weight[i] = weight
         parts = self.components(d, a, pred_boxes)
+        floor = parts.pop("floor", None)
         total = sum(self.w[k] * v for k, v in parts.items())
-        return {**parts, "total": total, **self.counts(d, a)}
+        extra = {"floor": floor.detach()} if floor is not None else {}
+        return {**parts, "total": total, **extra, **self.counts(d, a)}
 
     def counts(self, d: Dense, a: Assigned) -> dict[str, torch.Tensor]:
         out = {"num_pos": torch.tensor(float(a.pos.sum())), "forced_pos": torch.tensor(float(a.forced))}
@@ -153,7 +156,7 @@ class FcosLoss(CentreSampledLoss):
         giou = generalized_box_iou_loss(pred_boxes[a.pos], gt, reduction="none")
         box = (giou * ctr_t).sum() / ctr_t.sum().clamp(min=1e-6)
         ctr = F.binary_cross_entropy_with_logits(d.quality[a.pos], ctr_t)
-        return {"cls": cls, "box": box, "ctr": ctr}
+        return {"cls": cls, "box": box, "ctr": ctr, "floor": self.w["ctr"] * binary_entropy(ctr_t).mean()}
 
 
 class FocalLoss(CentreSampledLoss):
@@ -210,7 +213,9 @@ class YoloLoss(CentreSampledLoss):
         bal = self.BALANCE.get(len(d.level_strides), [1.0] * len(d.level_strides))
         obj_all = F.binary_cross_entropy_with_logits(d.quality, obj_t, reduction="none")
         obj = sum(bal[lv] * obj_all[:, d.level == lv].mean() for lv in range(len(d.level_strides)))
-        return {"box": box, "obj": obj, "cls": cls}
+        h = binary_entropy(obj_t)
+        floor = sum(bal[lv] * h[:, d.level == lv].mean() for lv in range(len(d.level_strides)))
+        return {"box": box, "obj": obj, "cls": cls, "floor": self.w["obj"] * floor}
 
 
 class VarifocalLoss(DenseDetectionLoss):
@@ -257,7 +262,7 @@ class VarifocalLoss(DenseDetectionLoss):
         label = (target > 0).float()
         vf_w = self.alpha * p.detach().pow(self.gamma) * (1 - label) + target * label
         cls = (F.binary_cross_entropy_with_logits(d.cls, target, reduction="none") * vf_w).sum() / norm
-        parts = {"cls": cls}
+        parts = {"cls": cls, "floor": self.w["cls"] * (binary_entropy(target) * target).sum() / norm}
         if a.pos.any():
             w = a.weight[a.pos]
             parts["box"] = (generalized_box_iou_loss(pred_boxes[a.pos], a.boxes[a.pos], reduction="none") * w).sum() / norm

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtbench.losses import binary_entropy
 from mtbench.models.dense import level_name
 from mtbench.models.heatmap import gaussian_heatmap, point_cells
 from mtbench.plugins import Spec, hookimpl
@@ -147,7 +148,10 @@ class GaussianSoft(PointHeatmapLoss):
     def forward(self, raw, targets, stride):
         out = super().forward(raw, targets, stride)
         sigma, window = self.current()
-        return out | {"sigma": torch.tensor(sigma), "window": torch.tensor(float(window))}
+        b, _, h, w = raw.shape
+        heat_t = torch.stack([self.heat_target(t["points"].to(raw.device), stride, h, w) for t in targets])
+        floor = binary_entropy(heat_t).sum() / max(int(out["num_pos"]), 1)
+        return out | {"sigma": torch.tensor(sigma), "window": torch.tensor(float(window)), "floor": floor}
 
 
 @hookimpl

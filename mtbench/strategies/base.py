@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from mtbench.data.base import to_device
 from mtbench.errors import CellFailure
 
 
@@ -72,7 +73,7 @@ class TrainContext:
         self.epochs.setdefault(task, 0)
         while True:
             for images, targets in self.loaders[task]:
-                yield images.to(self.device), _to(targets, self.device)
+                yield images.to(self.device), to_device(targets, self.device)
             self.epochs[task] += 1
 
     # -- loss ---------------------------------------------------------------------------
@@ -144,8 +145,3 @@ class TrainContext:
         opt.step()
         sched.step()
 
-
-def _to(targets, device: torch.device):
-    if isinstance(targets, torch.Tensor):
-        return targets.to(device)
-    return [{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in t.items()} for t in targets]
