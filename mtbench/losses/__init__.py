@@ -16,3 +16,13 @@ def binary_entropy(t: torch.Tensor) -> torch.Tensor:
     against soft target ``t``."""
     t = t.detach().clamp(0, 1)
     return -(torch.xlogy(t, t) + torch.xlogy(1 - t, 1 - t))
+
+
+class EpochAware:
+    """Mixin for losses with epoch schedules (assigner warm-up, shrinking targets): the
+    training loop calls ``set_epoch(epoch)`` (the task's 0-based epoch) before each call."""
+
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch

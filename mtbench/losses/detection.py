@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_iou, complete_box_iou_loss, generalized_box_iou_loss, sigmoid_focal_loss
 
-from mtbench.losses import binary_entropy
+from mtbench.losses import EpochAware, binary_entropy
 from mtbench.losses.assigners import atss, centre_sampling, task_aligned
 from mtbench.models.dense import Dense, flatten_levels, level_name, xyxy_to_ltrb
 from mtbench.plugins import Spec, hookimpl
@@ -55,7 +55,7 @@ def dfl_loss(reg: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(ll * wl + lr * (1 - wl)).mean(-1)
 
 
-class DenseDetectionLoss(nn.Module):
+class DenseDetectionLoss(EpochAware, nn.Module):
     """Shared skeleton: flatten levels, assign per image, compute components, count positives.
 
     Subclasses implement ``assign(d, i, boxes, labels, pred_boxes)`` and ``components(d, a, pred_boxes)``.
@@ -68,15 +68,10 @@ class DenseDetectionLoss(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.w = weights
-        self.epoch = 0
 
     @property
     def decode_kwargs(self) -> dict:
         return {"use_quality": self.uses_quality}
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by the training loop with the task's current epoch (0-based)."""
-        self.epoch = epoch
 
     def forward(self, raw, targets: list[dict], stride) -> dict[str, torch.Tensor]:
         d = flatten_levels(raw, stride, self.num_classes)

@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mtbench.losses import binary_entropy
+from mtbench.losses import EpochAware, binary_entropy
 from mtbench.models.dense import level_name
 from mtbench.models.heatmap import gaussian_heatmap, point_cells
 from mtbench.plugins import Spec, hookimpl
 
 
-class PointHeatmapLoss(nn.Module):
+class PointHeatmapLoss(EpochAware, nn.Module):
     """Skeleton: build per-image heat targets (``heat_target``), score them (``heat_loss``),
     add the offset L1 at the target cells.
 
@@ -35,14 +35,10 @@ class PointHeatmapLoss(nn.Module):
         super().__init__()
         self.offset_weight = offset_weight
         self.threshold = self.default_threshold if threshold is None else threshold
-        self.epoch = 0
 
     @property
     def decode_kwargs(self) -> dict:
         return {"threshold": self.threshold}
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def heat_target(self, points: torch.Tensor, stride: int, h: int, w: int) -> torch.Tensor:
         raise NotImplementedError
