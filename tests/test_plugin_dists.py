@@ -80,3 +80,12 @@ def test_point_heatmap_single_level_is_truncated(full_registry):
     multi = full_registry.create_model("point-heatmap", tasks=POINTS, level="multi")
     assert p2.backbone.strides == [4] and multi.backbone.strides == [4, 8, 16]
     assert count_params(p2)["params"] < count_params(multi)["params"]
+
+
+def test_gold_yolo_exports_to_onnx_with_parity(full_registry):
+    """The GD neck's pooling exports (adaptive pooling with traced sizes does not)."""
+    from mtbench.profiling.runtimes import measure_onnx
+
+    model = full_registry.create_model("gold-yolo", tasks={"det": TaskInfo("det", 5, ())}, level="P3").fuse()
+    out = measure_onnx(model, 128, 2, torch.device("cpu"), warmup=1, repeats=3, fps_repeats=1)
+    assert out["parity_max_abs"] < 1e-4, out

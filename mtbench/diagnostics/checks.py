@@ -65,7 +65,7 @@ def overfit(rec: dict) -> list[Finding]:
         if r["fraction_left"] > 1 - OVERFIT_DROP:
             out.append(Finding("overfit-one-batch", "error",
                                f"cannot fit one batch: {task} loss above its floor fell only "
-                               f"{100 * (1 - r['fraction_left']):.0f}% in {run['steps']} steps "
+                               f"{100 * (1 - r['fraction_left']):.1f}% in {run['steps']} steps "
                                f"({r['initial']:.4g} -> {r['final']:.4g}; 90% needed)",
                                {"task": task, **r, "steps": run["steps"], "images": run["images"], "lr": run["lr"]}))
     return out

@@ -20,9 +20,10 @@ Parameter counts are those of the re-parameterised (deployed) model, as the pape
 them: :meth:`GoldYOLO.fuse` folds every RepVGG block into one 3x3 conv. At 80 classes and
 640 px: see ``tests`` (``test_gold_yolo_matches_paper``) and the README.
 
-Two deliberate differences from the released code: the injection block applies its
-h-sigmoid gate also when the global map is pooled (the released code skips it there), and
-ONNX export uses PyTorch's adaptive pooling directly (the input size is fixed).
+One deliberate difference from the released code: the injection block applies its
+h-sigmoid gate also when the global map is pooled (the released code skips it there).
+Pooling uses fixed kernels and strides, as the release does for ONNX export (see
+``_pool_to``); inputs must be multiples of 64 px for the high-GD pooling to divide evenly.
 
 Outputs: ``det``: list of ``(B, C + 4*(reg_max+1) + 1, S/s, S/s)`` for s = 8, 16, 32.
 Task ``det`` only; ``level`` must be ``P3`` (the finest head level).
@@ -154,10 +155,19 @@ class EfficientRep(nn.Module):
         return out
 
 
+def _pool_to(x: torch.Tensor, size) -> torch.Tensor:
+    """Average-pool ``x`` down to ``size`` (h, w) with a fixed kernel and stride (the released
+    code's ``onnx_AdaptiveAvgPool2d``): equal to adaptive pooling when the sizes divide, and
+    exportable to ONNX, which adaptive pooling with traced sizes is not."""
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    sh, sw = h // int(size[0]), w // int(size[1])
+    return F.avg_pool2d(x, (h - (int(size[0]) - 1) * sh, w - (int(size[1]) - 1) * sw), (sh, sw))
+
+
 def _resize(x: torch.Tensor, size) -> torch.Tensor:
     """Average-pool down or bilinearly upsample ``x`` to ``size`` (h, w)."""
     if x.shape[-2] > size[0]:
-        return F.adaptive_avg_pool2d(x, size)
+        return _pool_to(x, size)
     if x.shape[-2] < size[0]:
         return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     return x
@@ -259,10 +269,10 @@ class RepGDNeck(nn.Module):
         p3 = self.rep_p3(self.inject_p3(self.laf_p3(c2, c3, p4_half), low3))
         h, w = c5.shape[-2:]
         top = ((h - 1) // 2 + 1, (w - 1) // 2 + 1)
-        high = self.conv_n(self.high_ifm(torch.cat([F.adaptive_avg_pool2d(t, top) for t in (p3, p4, c5)], 1)))
+        high = self.conv_n(self.high_ifm(torch.cat([_pool_to(t, top) for t in (p3, p4, c5)], 1)))
         high4, high5 = high.split(self.trans[2:], 1)
-        n4 = self.rep_n4(self.inject_n4(torch.cat([F.adaptive_avg_pool2d(p3, p4_half.shape[-2:]), p4_half], 1), high4))
-        n5 = self.rep_n5(self.inject_n5(torch.cat([F.adaptive_avg_pool2d(n4, c5_half.shape[-2:]), c5_half], 1), high5))
+        n4 = self.rep_n4(self.inject_n4(torch.cat([_pool_to(p3, p4_half.shape[-2:]), p4_half], 1), high4))
+        n5 = self.rep_n5(self.inject_n5(torch.cat([_pool_to(n4, c5_half.shape[-2:]), c5_half], 1), high5))
         return [p3, n4, n5]
 
 
