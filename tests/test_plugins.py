@@ -25,7 +25,8 @@ def test_every_hook_is_documented():
 
 def test_builtins_registered(registry):
     assert registry.list_models() == ["dual-backbone", "unified-onehead", "yolo-mtl"]
-    assert registry.names("loss") == ["cls/ce", "det/fcos", "det/focal", "det/varifocal", "det/yolo", "seg/ce",
+    assert registry.names("loss") == ["cls/ce", "det/fcos", "det/focal", "det/varifocal", "det/yolo",
+                                      "points/bce-hard", "points/focal-heatmap", "points/gaussian-soft", "seg/ce",
                                       "seg/ce+dice", "seg/dice"]
     assert registry.names("strategy") == ["dwa", "equal", "gradnorm", "pcgrad", "sequential", "single-task",
                                          "uncertainty"]
