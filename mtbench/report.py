@@ -88,8 +88,9 @@ def _with_none(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _markdown(frame: pd.DataFrame) -> str:
-    return tabulate(_with_none(frame.drop(columns=["hash"])), headers="keys", tablefmt="github",
-                    showindex=False, missingval="-")
+    """The Markdown table of ``results.md``/``report.md``: like the console, without empty columns."""
+    shown = _with_none(frame.drop(columns=["hash"]).dropna(axis=1, how="all"))
+    return tabulate(shown, headers="keys", tablefmt="github", showindex=False, missingval="-")
 
 
 def render(frame: pd.DataFrame) -> str:
