@@ -233,11 +233,6 @@ class VarifocalLoss(DenseDetectionLoss):
         super().__init__(num_classes, {"cls": cls_weight, "box": box_weight, "dfl": dfl_weight})
         self.atss_warmup_epochs, self.alpha, self.gamma = atss_warmup_epochs, alpha, gamma
         self.topk_atss, self.topk_tal = topk_atss, topk_tal
-        self._scores = None
-
-    def forward(self, raw, targets, stride):
-        self._scores = None
-        return super().forward(raw, targets, stride)
 
     def assign(self, d, i, boxes, labels, pred_boxes):
         if self.epoch < self.atss_warmup_epochs:

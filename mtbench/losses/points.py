@@ -46,6 +46,10 @@ class PointHeatmapLoss(EpochAware, nn.Module):
     def heat_loss(self, logits: torch.Tensor, target: torch.Tensor, num_pos: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def heat_floor(self, target: torch.Tensor, num_pos: int) -> torch.Tensor | None:
+        """Smallest ``heat`` possible for soft targets (None: hard targets, floor 0)."""
+        return None
+
     def forward(self, raw: torch.Tensor, targets: list[dict], stride: int) -> dict[str, torch.Tensor]:
         b, _, h, w = raw.shape
         heat_t = torch.stack([self.heat_target(t["points"].to(raw.device), stride, h, w) for t in targets])
@@ -59,7 +63,9 @@ class PointHeatmapLoss(EpochAware, nn.Module):
         offset = F.l1_loss(torch.cat(offsets), torch.cat(offset_t), reduction="sum") / max(num_pos, 1) \
             if num_pos else raw.sum() * 0.0
         lv = level_name(stride)
+        floor = self.heat_floor(heat_t, num_pos)
         return {"heat": heat, "offset": offset, "total": heat + self.offset_weight * offset,
+                **({"floor": floor} if floor is not None else {}),
                 "num_pos": torch.tensor(float(num_pos)), f"num_pos/{lv}": torch.tensor(float(num_pos)),
                 f"num_loc/{lv}": torch.tensor(float(b * h * w))}
 
@@ -141,13 +147,13 @@ class GaussianSoft(PointHeatmapLoss):
     def heat_loss(self, logits, target, num_pos):
         return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / max(num_pos, 1)
 
+    def heat_floor(self, target, num_pos):
+        return binary_entropy(target).sum() / max(num_pos, 1)
+
     def forward(self, raw, targets, stride):
-        out = super().forward(raw, targets, stride)
         sigma, window = self.current()
-        b, _, h, w = raw.shape
-        heat_t = torch.stack([self.heat_target(t["points"].to(raw.device), stride, h, w) for t in targets])
-        floor = binary_entropy(heat_t).sum() / max(int(out["num_pos"]), 1)
-        return out | {"sigma": torch.tensor(sigma), "window": torch.tensor(float(window)), "floor": floor}
+        return super().forward(raw, targets, stride) | {"sigma": torch.tensor(sigma),
+                                                        "window": torch.tensor(float(window))}
 
 
 @hookimpl
