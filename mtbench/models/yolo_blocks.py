@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mtbench.models.blocks import init_det_prior
+
 #: YOLOv5 model sizes: (depth_multiple, width_multiple)
 YOLO_SIZES = {"n": (0.33, 0.25), "s": (0.33, 0.50), "m": (0.67, 0.75), "l": (1.0, 1.0)}
 
@@ -163,7 +165,7 @@ class DecoupledHead(nn.Module):
         cc, cb = cls_width, box_width
         self.cls = nn.Sequential(Conv(cin, cc, 3), Conv(cc, cc, 3), nn.Conv2d(cc, num_classes, 1))
         self.box = nn.Sequential(Conv(cin, cb, 3), Conv(cb, cb, 3), nn.Conv2d(cb, 4 * (reg_max + 1) + 1, 1))
-        nn.init.constant_(self.cls[-1].bias, -math.log(99.0))  # prior probability 0.01 (Lin et al., 2017)
+        init_det_prior(self.cls[-1], 0, num_classes)
 
     def forward(self, x):
         return torch.cat([self.cls(x), self.box(x)], 1)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from mtbench.data.base import TaskInfo
-from mtbench.models.base import MultiTaskModel, level_stride
+from mtbench.models.base import MultiTaskModel
 from mtbench.models.blocks import Backbone, Normalize
 from mtbench.models.yolo_blocks import PAN, YOLO_SIZES, Conv, CSPDarknet, DecoupledHead, make_divisible
 from mtbench.plugins import Spec, hookimpl

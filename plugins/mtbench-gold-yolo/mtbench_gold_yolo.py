@@ -31,14 +31,12 @@ Task ``det`` only; ``level`` must be ``P3`` (the finest head level).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mtbench.models.base import MultiTaskModel
-from mtbench.models.blocks import Normalize
+from mtbench.models.blocks import Normalize, init_det_prior
 from mtbench.models.yolo_blocks import make_divisible
 from mtbench.plugins import Spec, hookimpl
 
@@ -284,7 +282,7 @@ class EffiDeHead(nn.Module):
         self.stem, self.cls_conv, self.reg_conv = silu_conv(c, c), silu_conv(c, c, 3), silu_conv(c, c, 3)
         self.cls_pred = nn.Conv2d(c, num_classes, 1)
         self.reg_pred = nn.Conv2d(c, 4 * (reg_max + 1) + 1, 1)
-        nn.init.constant_(self.cls_pred.bias, -math.log(99.0))  # prior 0.01, as YOLOv6
+        init_det_prior(self.cls_pred, 0, num_classes)  # prior 0.01, as YOLOv6
 
     def forward(self, x):
         x = self.stem(x)

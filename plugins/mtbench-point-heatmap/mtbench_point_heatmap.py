@@ -17,13 +17,11 @@ Outputs: ``points``: ``float32 (B, 3, S/s, S/s)``; ``strides["points"]`` = s.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from mtbench.models.base import MultiTaskModel, level_stride
-from mtbench.models.blocks import Backbone, Normalize, SingleLevelFPN, conv_head
+from mtbench.models.blocks import Backbone, Normalize, SingleLevelFPN, conv_head, init_det_prior
 from mtbench.plugins import Spec, hookimpl
 
 
@@ -55,7 +53,7 @@ class PointHeatmap(MultiTaskModel):
         self.normalize = Normalize(self.backbone.mean, self.backbone.std)
         self.neck = SingleLevelFPN(self.backbone.channels, neck_channels)
         self.head = conv_head(neck_channels, 2, 3)
-        nn.init.constant_(self.head[-1].bias[:1], -math.log((1 - prior) / prior))
+        init_det_prior(self.head[-1], 0, 1, prior)  # the heat channel; offsets keep their default init
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"points": self.head(self.neck(self.backbone(self.normalize(x))))}
