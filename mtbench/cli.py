@@ -41,7 +41,7 @@ def cmd_run(args) -> int:
             print(f"{c.hash}  {c.label}")
         print(f"{len(cells)} cells (dry run: nothing trained)")
         return 0
-    store = ResultStore(args.results, loaded.suite.name)
+    store = ResultStore(args.results, loaded.suite.name, retry_failed=args.retry_failed)
     print(f"suite {loaded.suite.name}: {len(cells)} cells -> {store.dir} ({args.executor} executor)")
     force = args.force or not args.resume
     if args.executor == "ray":
@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="skip cells whose config hash already has a stored result (default: on)")
     r.add_argument("--force", action="store_true", help="re-run every cell (same as --no-resume)")
+    r.add_argument("--retry-failed", action="store_true", help="on resume, re-run cells whose stored result failed")
     r.add_argument("--results", default="results", help="results folder (default: ./results)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument("--executor", choices=["local", "ray"], default="local",

@@ -42,11 +42,16 @@ def write_json_atomic(path: Path, data) -> None:
 
 
 class ResultStore:
-    """Cell results of one suite under ``root/<suite>``."""
+    """Cell results of one suite under ``root/<suite>``.
 
-    def __init__(self, root: str | Path, suite: str):
+    :param retry_failed: on resume, re-run cells whose stored result is ``failed`` (e.g. after
+        fixing the cause) instead of keeping the failure.
+    """
+
+    def __init__(self, root: str | Path, suite: str, retry_failed: bool = False):
         self.dir = Path(root) / suite
         self.cells_dir = self.dir / "cells"
+        self.retry_failed = retry_failed
 
     def path(self, cell_hash: str) -> Path:
         return self.cells_dir / f"{cell_hash}.json"
@@ -58,6 +63,13 @@ class ResultStore:
         p = self.path(result["hash"])
         write_json_atomic(p, result)
         return p
+
+    def reusable(self, cell_hash: str) -> dict | None:
+        """The stored record a resumed run keeps for this cell, or None when the cell must run."""
+        stored = self.load(cell_hash)
+        if stored is not None and self.retry_failed and stored.get("status") != "ok":
+            return None
+        return stored
 
     def load(self, cell_hash: str) -> dict | None:
         """The stored record, or None when absent or unreadable (then the cell re-runs)."""

@@ -9,7 +9,7 @@ import torch
 
 from mtbench.cli import main
 from mtbench.diagnostics.checks import (chance_level, dead_loss, divergence, gradient_conflict, implausible_speed,
-                                        positive_ratio)
+                                        positive_ratio, task_weight_collapse)
 from mtbench.report import build_frame
 from mtbench.runner import run_cell
 from mtbench.suite import expand, load_suite
@@ -150,3 +150,32 @@ def test_soft_target_floors(registry):
     smooth = registry.create("loss", "cls/ce", num_classes=4, label_smoothing=0.1)
     perfect = torch.tensor([[100.0, 0.0, 0.0, 0.0]])
     assert smooth(perfect, torch.tensor([0]), stride=1)["floor"] > 0
+
+
+def _gradnorm_toy_weights(sigmas, alpha, lr, steps=60):
+    """GradNorm task-weight trajectory on the paper's toy regression (see test_strategies)."""
+    from mtbench.strategies.gradnorm import GradNormBalancer
+    from tests.test_strategies import _Toy, _toy_data
+    gen = torch.Generator().manual_seed(0)
+    x, ys = _toy_data(sigmas, 400, gen)
+    torch.manual_seed(0)
+    model = _Toy()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    balancer = GradNormBalancer(2, alpha=alpha, lr=lr)
+    traj = []
+    for _ in range(steps):
+        idx = torch.randint(0, 400, (100,), generator=gen)
+        losses = [torch.nn.functional.mse_loss(p, y[idx]) for p, y in zip(model(x[idx]), ys)]
+        opt.zero_grad()
+        balancer.backward(losses, list(model.trunk[-2].parameters()))
+        opt.step()
+        traj.append(dict(zip(("small", "large"), balancer.w.detach().tolist())))
+    return {"extra": {"task_weights": traj}}
+
+
+def test_task_weight_collapse():
+    # broken: output scales 1:1000 and a fast weight learning rate drive the large task's weight to the clamp
+    found = task_weight_collapse(_gradnorm_toy_weights((1.0, 1000.0), alpha=1.5, lr=0.1))
+    assert [f.evidence["task"] for f in found] == ["large"] and found[0].evidence["min_weight"] < 1e-6
+    # healthy: tasks of equal scale keep both weights near 1
+    assert task_weight_collapse(_gradnorm_toy_weights((1.0, 1.0), alpha=0.12, lr=0.025)) == []

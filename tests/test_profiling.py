@@ -33,11 +33,17 @@ def test_time_calls_warms_up_first():
     calls = []
     times = time_calls(lambda: calls.append(1), warmup=3, repeats=4)
     assert len(calls) == 7 and len(times) == 4
+    calls.clear()
+    assert len(time_calls(lambda: calls.append(1), warmup=0, repeats=4, number=5)) == 4 and len(calls) == 20
 
 
-@pytest.mark.parametrize("name", ["unified-onehead", "dual-backbone"])
-def test_onnx_parity_for_builtin_architectures(registry, name):
-    model = registry.create_model(name, tasks=TASKS, level="P4", backbone="mobilenetv3_small_100", neck_channels=16)
+@pytest.mark.parametrize("name,params", [
+    ("unified-onehead", {"backbone": "mobilenetv3_small_100", "neck_channels": 16}),
+    ("dual-backbone", {"backbone": "mobilenetv3_small_100", "neck_channels": 16}),
+    ("yolo-mtl", {"backbone": "csp", "size": "n"}),
+])
+def test_onnx_parity_for_builtin_architectures(registry, name, params):
+    model = registry.create_model(name, tasks=TASKS, level="P4", **params)
     out = measure_runtimes(["onnx"], model.eval(), 64, 2, torch.device("cpu"), 1, 3, 1)["onnx"]
     assert "error" not in out, out.get("error")
     assert out["parity_max_abs"] < 1e-4 and out["parity_ok"]

@@ -111,6 +111,14 @@ def test_failing_cell_is_recorded_and_run_goes_on(write_suite, tmp_path):
     assert [r["status"] for r in records] == ["failed", "ok"]
     assert "non-finite cls loss (nan) at joint step 0, lr 0.1" in records[0]["reason"]
     assert json.loads(store.path(cells[0].hash).read_text())["status"] == "failed"
+    said = []
+    local.run_local(cells, registry, store, show_progress=False, echo=said.append)  # resume keeps the failure
+    assert said[0].endswith("stored result (failed), skipped")
+    said.clear()
+    retry = ResultStore(tmp_path, "tiny", retry_failed=True)
+    again = local.run_local(cells, registry, retry, show_progress=False, echo=said.append)
+    assert "skipped" not in said[0] and said[-1].endswith("stored result (ok), skipped")
+    assert again[0]["status"] == "failed"  # re-run (still NaN), recorded afresh
 
 
 def test_failed_gate_gives_nonzero_exit(tiny_run, capsys):

@@ -97,6 +97,16 @@ def test_joint_strategies_train(write_suite, registry, strategy):
         assert all(-1 <= c <= 1 for c in rec["extra"]["grad_cosine"])
 
 
+@pytest.mark.parametrize("strategy", ["equal", "uncertainty"])
+def test_joint_strategies_on_a_model_sharing_nothing(write_suite, registry, strategy):
+    text = TINY_SUITE.replace("name: unified-onehead", "name: dual-backbone").replace(
+        "strategy: [equal, sequential]", f"strategy: [{strategy}]").replace(
+        "steps: 2", "steps: 10").replace("profile: {", "profile: {runtimes: [], ")
+    rec = run_cell(expand(load_suite(write_suite(text)), registry)[0], registry, False)
+    assert rec["status"] == "ok", rec.get("reason")
+    assert not (rec.get("extra") or {}).get("grad_cosine")  # nothing shared: no conflict to measure
+
+
 @pytest.mark.parametrize("option,params", [("lwf", "{temperature: 2, weight: 1}"), ("ewc", "{weight: 100, batches: 2}"),
                                            ("replay", "{batches: 2}"), ("freeze", "[backbone]")])
 def test_sequential_mitigations(write_suite, registry, option, params):

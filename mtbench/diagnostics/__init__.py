@@ -13,6 +13,7 @@ it finishes; findings go into the record's ``diagnostics`` and the table's
 | ``chance-level`` | a metric not above its chance level; forgetting from a chance-level score is "not meaningful" |
 | ``divergence`` | NaN/inf or 100x loss growth (the cell failed; step and learning rate given) |
 | ``gradient-conflict`` | mean cosine between task gradients on shared parameters below 0 |
+| ``task-weight-collapse`` | a learned task weight (GradNorm, uncertainty, DWA) at ~0 (< 0.1% of the mean weight) at the end or for 10% of the steps |
 | ``implausible-speed`` | FLOPs x FPS above the device's measured matmul peak, or latency without warm-up/sync |
 """
 

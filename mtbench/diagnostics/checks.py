@@ -13,6 +13,8 @@ DEAD_WINDOW = 20          # K: logged steps looked at by dead-loss
 MIN_POS_RATIO = 1 / 1000  # positive-ratio threshold (positives / negatives)
 OVERFIT_DROP = 0.9       # overfit-one-batch: required fall of the loss above its floor
 SPEED_SLACK = 1.5         # implausible when achieved FLOP/s > 1.5 x matmul peak
+COLLAPSE_SHARE = 1e-3     # task-weight-collapse: a weight below 0.1% of the mean task weight ...
+COLLAPSE_STEPS = 0.1      # ... at the end, or for at least 10% of the steps
 _COUNTER = re.compile(r"/(num_pos|num_loc|forced_pos|sigma|window|floor)(/|$)")  # counters and schedules, not losses
 
 
@@ -138,6 +140,26 @@ def gradient_conflict(rec: dict) -> list[Finding]:
     return []
 
 
+def task_weight_collapse(rec: dict) -> list[Finding]:
+    """A learned task weight (GradNorm, uncertainty, DWA: ``extra.task_weights``) at ~0: below
+    ``COLLAPSE_SHARE`` of the mean task weight at the end, or for at least ``COLLAPSE_STEPS`` of
+    the steps. Such a task was switched off, not balanced, whatever its metric says."""
+    traj = (rec.get("extra") or {}).get("task_weights") or []
+    if not traj:
+        return []
+    out = []
+    for task in traj[0]:
+        shares = [w[task] / m if (m := fmean(w.values())) > 0 else 0.0 for w in traj]
+        low = [i for i, sh in enumerate(shares) if sh < COLLAPSE_SHARE]
+        if shares[-1] < COLLAPSE_SHARE or len(low) >= COLLAPSE_STEPS * len(traj):
+            out.append(Finding("task-weight-collapse", "warning",
+                               f"{task} weight at ~0 (< {COLLAPSE_SHARE:.1%} of the mean task weight) for "
+                               f"{len(low)} of {len(traj)} steps, from step {low[0]}; ends at {traj[-1][task]:.3g}",
+                               {"task": task, "steps_below": len(low), "steps": len(traj), "first_step": low[0],
+                                "min_weight": min(w[task] for w in traj), "final_weight": traj[-1][task]}))
+    return out
+
+
 def implausible_speed(rec: dict) -> list[Finding]:
     """FPS x FLOPs/image above the device's measured dense matmul peak, or unsound timing."""
     prof = rec.get("profile") or {}
@@ -157,7 +179,8 @@ def implausible_speed(rec: dict) -> list[Finding]:
 
 CHECKS: dict[str, Callable[[dict], list[Finding]]] = {
     "overfit-one-batch": overfit, "dead-loss": dead_loss, "positive-ratio": positive_ratio, "chance-level": chance_level,
-    "divergence": divergence, "gradient-conflict": gradient_conflict, "implausible-speed": implausible_speed,
+    "divergence": divergence, "gradient-conflict": gradient_conflict, "task-weight-collapse": task_weight_collapse,
+    "implausible-speed": implausible_speed,
 }
 
 

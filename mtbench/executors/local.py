@@ -1,6 +1,7 @@
 """The local executor: cells run in this process, sequentially, each result stored at once.
 
-Cells whose hash already has a stored result are skipped (resume) unless ``force``.
+Cells whose hash already has a stored result are skipped (resume) unless ``force``
+(failed ones are re-run when the store has ``retry_failed``).
 A Ctrl-C stops the run between or inside a cell; everything stored so far stays valid
 and the next run starts at the first cell without a result.
 """
@@ -21,7 +22,7 @@ def run_local(cells: list[Cell], registry: Registry, store: ResultStore, force: 
     records = []
     for i, cell in enumerate(cells, 1):
         if not force:
-            stored = store.load(cell.hash)
+            stored = store.reusable(cell.hash)
             if stored is not None:
                 echo(f"[{i}/{len(cells)}] {cell.label}: stored result ({stored['status']}), skipped")
                 records.append(stored)

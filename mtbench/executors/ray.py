@@ -46,7 +46,7 @@ def run_ray(cells: list[Cell], store: ResultStore, force: bool = False, address:
     records: dict[str, dict] = {}
     pending = {}
     for cell in cells:
-        stored = None if force else store.load(cell.hash)
+        stored = None if force else store.reusable(cell.hash)
         if stored is not None:
             echo(f"{cell.label}: stored result ({stored['status']}), skipped")
             records[cell.hash] = stored

@@ -20,8 +20,13 @@ import torch
 from torch import nn
 
 
-def time_calls(fn: Callable[[], object], warmup: int, repeats: int, sync: bool = False) -> list[float]:
-    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
+def time_calls(fn: Callable[[], object], warmup: int, repeats: int, sync: bool = False,
+               number: int = 1) -> list[float]:
+    """Seconds per call of ``fn``: ``repeats`` samples after ``warmup`` untimed calls.
+
+    Each sample times ``number`` consecutive calls and is their mean (timeit's ``number``,
+    pytest-benchmark's iterations); ``number = 1`` times every call on its own.
+    """
     for _ in range(warmup):
         fn()
     if sync:
@@ -32,10 +37,11 @@ def time_calls(fn: Callable[[], object], warmup: int, repeats: int, sync: bool =
     try:
         for _ in range(repeats):
             t0 = time.perf_counter()
-            fn()
+            for _ in range(number):
+                fn()
             if sync:
                 torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
+            times.append((time.perf_counter() - t0) / number)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -64,9 +70,12 @@ def torch_runner(model: nn.Module, batch: int, image_size: int, device: torch.de
 
 
 def measure_latency(model: nn.Module, image_size: int, device: torch.device, warmup: int = 5,
-                    repeats: int = 30) -> dict[str, float]:
-    """Batch-1 latency of PyTorch eager: p50, p90 (ms), CV and the torch thread count."""
-    times = time_calls(torch_runner(model, 1, image_size, device), warmup, repeats, device.type == "cuda")
+                    repeats: int = 30, number: int = 1) -> dict[str, float]:
+    """Batch-1 latency of PyTorch eager: p50, p90 (ms), CV and the torch thread count.
+
+    :param number: calls per timed sample (see :func:`time_calls`); the suites use 1.
+    """
+    times = time_calls(torch_runner(model, 1, image_size, device), warmup, repeats, device.type == "cuda", number)
     return summarise(times) | {"threads": float(torch.get_num_threads())}
 
 

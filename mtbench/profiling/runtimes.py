@@ -9,7 +9,9 @@ Runtimes:
   shapes per batch size), run with ONNX Runtime: CUDA provider on a GPU cell when
   available, else CPU provider; intra-op threads = torch's thread count. Parity = max
   absolute difference between ONNX and PyTorch outputs (all task outputs) on the same
-  random input; ``parity_ok`` when below ``parity_tol`` (1e-4).
+  random input; ``parity_ok`` when below ``parity_tol`` (1e-4). On CUDA both sides of the
+  parity check run in strict float32: the PyTorch reference with TF32 switched off for the
+  call, the CUDA provider with ``use_tf32=0`` (TF32 alone moves outputs by ~1e-3..1e-1).
 
 A runtime that fails (export error, unsupported op, divergent outputs) is recorded as
 ``{"error": reason}`` for that runtime; the cell itself does not fail.
@@ -17,6 +19,7 @@ A runtime that fails (export error, unsupported op, divergent outputs) is record
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import tempfile
 import warnings
@@ -50,8 +53,20 @@ class _Flat(nn.Module):
         return flat_tensors(self.model(x))
 
 
+@contextlib.contextmanager
+def strict_fp32():
+    """Switch TF32 off for CUDA matmuls and cuDNN convolutions inside the block (restored after)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 def _flat_outputs(model: nn.Module, x: torch.Tensor) -> list[np.ndarray]:
-    with torch.inference_mode():
+    """Outputs of ``model`` on ``x`` in strict float32, as numpy arrays (tasks sorted)."""
+    with torch.inference_mode(), strict_fp32():
         out = model(x)
     return [t.detach().cpu().numpy() for t in flat_tensors(out)]
 
@@ -73,7 +88,7 @@ def export_onnx(model: nn.Module, image_size: int, batch: int, path: Path) -> Pa
 
 
 def onnx_session(path: Path, device: torch.device, threads: int):
-    """An ONNX Runtime session: CUDA provider for CUDA devices when present, else CPU."""
+    """An ONNX Runtime session: CUDA provider (TF32 off) for CUDA devices when present, else CPU."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -82,7 +97,7 @@ def onnx_session(path: Path, device: torch.device, threads: int):
     opts.log_severity_level = 3
     providers = ["CPUExecutionProvider"]
     if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        providers = [("CUDAExecutionProvider", {"use_tf32": 0}), "CPUExecutionProvider"]
     return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
 
 

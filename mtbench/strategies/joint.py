@@ -30,7 +30,8 @@ class JointStrategy:
     """Base class: subclasses implement :meth:`backward` (and may keep state in :meth:`setup`).
 
     Every ``conflict_every`` steps the cosine between task gradients on the shared
-    parameters is recorded (``extra.grad_cosine``) for the gradient-conflict diagnostic;
+    parameters is recorded (``extra.grad_cosine``) for the gradient-conflict diagnostic
+    (not for a model without shared parameters, e.g. ``dual-backbone``);
     strategies that compute per-task gradients anyway (``needs_per_task_grads``) record it
     themselves at every step.
     """
@@ -53,7 +54,8 @@ class JointStrategy:
         parts = {t: ctx.task_loss(t, batch) for t, batch in batches.items()}
         if not self.needs_per_task_grads and step % self.conflict_every == 0 and len(parts) > 1:
             shared = ctx.model.shared_parameters()
-            self._log_cosine([flat_grad(p["total"], shared) for p in parts.values()])
+            if shared:  # a model that shares nothing (dual-backbone) has no conflict to measure
+                self._log_cosine([flat_grad(p["total"], shared) for p in parts.values()])
         self.backward(ctx, {t: p["total"] for t, p in parts.items()}, step)
         return parts
 

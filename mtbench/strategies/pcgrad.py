@@ -41,6 +41,8 @@ class PCGrad(JointStrategy):
     def setup(self, ctx):
         self.tasks = list(ctx.tasks)
         self.shared = ctx.model.shared_parameters()
+        if not self.shared:
+            raise ValueError(f"pcgrad needs shared parameters to project; {type(ctx.model).__name__} shares none")
         ids = set(map(id, self.shared))
         self.specific = [p for p in ctx.model.parameters() if p.requires_grad and id(p) not in ids]
 
