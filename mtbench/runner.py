@@ -125,8 +125,9 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
         checks = cfg.get("checks") or {}
         mode = checks.get("overfit_one_batch", "auto")
         if mode == "on" or (mode == "auto" and ctx.steps(tasks) <= AUTO_OVERFIT_MAX_STEPS):
-            result["overfit"] = overfit_one_batch(model, losses, train_sets, device, checks.get("overfit_lr", 0.01),
-                                                  checks.get("overfit_steps", 40))
+            trained = getattr(strategy, "trained_tasks", lambda ts: ts)(tasks)  # single-task: its one task
+            result["overfit"] = overfit_one_batch(model, losses, {t: train_sets[t] for t in trained}, device,
+                                                  checks.get("overfit_lr", 0.01), checks.get("overfit_steps", 40))
         t0 = time.perf_counter()
         report = strategy.fit(ctx)
         train_s = time.perf_counter() - t0

@@ -141,5 +141,7 @@ def test_single_task_and_delta_m(write_suite, registry, tmp_path):
     recs = run_local(cells, registry, ResultStore(tmp_path, "tiny"), show_progress=False, echo=lambda s: None)
     assert [r["status"] for r in recs] == ["ok"] * 4
     assert set(recs[2]["metrics"]) == {"seg/mIoU"}  # a single-task cell is evaluated on its task only
+    assert set(recs[2]["overfit"]["tasks"]) == {"seg"}  # ... and overfit-one-batch checks only that task
+    assert set(recs[0]["overfit"]["tasks"]) == {"det", "seg", "cls"}
     frame = build_frame(recs, [])
     assert frame["delta-m (%)"].notna().tolist() == [True, False, False, False]

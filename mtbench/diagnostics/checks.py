@@ -178,9 +178,9 @@ def implausible_speed(rec: dict) -> list[Finding]:
 
 
 CHECKS: dict[str, Callable[[dict], list[Finding]]] = {
-    "overfit-one-batch": overfit, "dead-loss": dead_loss, "positive-ratio": positive_ratio, "chance-level": chance_level,
-    "divergence": divergence, "gradient-conflict": gradient_conflict, "task-weight-collapse": task_weight_collapse,
-    "implausible-speed": implausible_speed,
+    "overfit-one-batch": overfit, "dead-loss": dead_loss, "positive-ratio": positive_ratio,
+    "chance-level": chance_level, "divergence": divergence, "gradient-conflict": gradient_conflict,
+    "task-weight-collapse": task_weight_collapse, "implausible-speed": implausible_speed,
 }
 
 

@@ -24,6 +24,10 @@ class SingleTask:
     def __init__(self, task: str):
         self.task = task
 
+    def trained_tasks(self, tasks: list[str]) -> list[str]:
+        """The tasks this strategy trains (the overfit-one-batch check looks only at those)."""
+        return [self.task]
+
     def fit(self, ctx: TrainContext) -> StrategyReport:
         if self.task not in ctx.tasks:
             raise SuiteError(f"single-task: task {self.task!r} is not one of the suite's tasks {ctx.tasks}")
