@@ -5,6 +5,10 @@ The context offers the pieces every loop needs: per-task batch streams, the per-
 call, an optimiser with its schedule, a checked backward/step (NaN/inf and divergence stop
 the cell as failed with the step and learning rate), evaluation of any set of tasks, and
 the loss history.
+
+A strategy is any object with ``fit(ctx) -> StrategyReport``; optionally
+``trained_tasks(tasks) -> list[str]`` when it trains fewer than all of the suite's tasks
+(``single-task``), so that pre-run checks such as overfit-one-batch look only at those.
 """
 
 from __future__ import annotations
