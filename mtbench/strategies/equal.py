@@ -23,8 +23,8 @@ class Equal(JointStrategy):
         self.weights = weights or {}
 
     def train_step(self, ctx, batches, step):
-        shared = ctx.model.shared_parameters() if step % self.conflict_every == 0 and len(batches) > 1 else []
-        measure = bool(shared)  # nothing shared (dual-backbone): no conflict to measure
+        shared = self.probe_parameters(ctx, step, len(batches))
+        measure = bool(shared)
         parts, grads, before = {}, [], None
         for t, batch in batches.items():
             comps = ctx.task_loss(t, batch)

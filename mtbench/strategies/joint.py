@@ -50,12 +50,18 @@ class JointStrategy:
         """Strategy-specific records stored with the result (e.g. ``task_weights`` per step)."""
         return {}
 
+    def probe_parameters(self, ctx: TrainContext, step: int, num_tasks: int) -> list[torch.nn.Parameter]:
+        """The shared parameters to measure gradient conflict on at ``step``; [] = no probe
+        (not a probe step, one task, or a model that shares nothing, e.g. dual-backbone)."""
+        if step % self.conflict_every or num_tasks < 2:
+            return []
+        return ctx.model.shared_parameters()
+
     def train_step(self, ctx: TrainContext, batches: dict, step: int) -> dict[str, dict[str, torch.Tensor]]:
         parts = {t: ctx.task_loss(t, batch) for t, batch in batches.items()}
-        if not self.needs_per_task_grads and step % self.conflict_every == 0 and len(parts) > 1:
-            shared = ctx.model.shared_parameters()
-            if shared:  # a model that shares nothing (dual-backbone) has no conflict to measure
-                self._log_cosine([flat_grad(p["total"], shared) for p in parts.values()])
+        shared = [] if self.needs_per_task_grads else self.probe_parameters(ctx, step, len(parts))
+        if shared:
+            self._log_cosine([flat_grad(p["total"], shared) for p in parts.values()])
         self.backward(ctx, {t: p["total"] for t, p in parts.items()}, step)
         return parts
 
