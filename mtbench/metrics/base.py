@@ -136,3 +136,28 @@ def paired_bootstrap_ci(reduce: Reducer, new: Samples, base: Samples, keys: list
     point = statistic(np.arange(n))
     return {k: ((float(low), float(high)) if np.isfinite(low) and np.isfinite(high) else (float(p), float(p)))
             for k, low, high, p in zip(keys, lo, hi, point) if np.isfinite(p)}
+
+
+def sample_entry(metric: object) -> dict:
+    """How a record stores a metric's samples: ``{"metric": "module:Class", "columns": samples}``.
+
+    The class path lets ``compare`` and ``doctor`` find ``reduce`` again, for plugin metrics too.
+    """
+    cls = type(metric)
+    return {"metric": f"{cls.__module__}:{cls.__qualname__}", "columns": metric.samples()}
+
+
+def reducer_of(entry: dict) -> Reducer:
+    """The ``reduce`` of a stored samples entry (see :func:`sample_entry`).
+
+    :raises ValueError: the class cannot be imported (plugin not installed) or has no ``reduce``.
+    """
+    import importlib
+    module, _, name = entry["metric"].partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        return obj.reduce
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot load metric {entry['metric']!r} to recompute it: {exc}") from None
