@@ -82,10 +82,17 @@ def cmd_compare(args) -> int:
     frame, failures = compare(_records(args.new), _records(args.baseline), rules)
     if len(frame) and not args.all:
         frame = frame[(frame["change"].fillna(1) != 0) | (frame["verdict"] != "")]
-    print(tabulate(frame, headers="keys", tablefmt="github", showindex=False, floatfmt=".6g", missingval="-")
+    show = frame.drop(columns=["ci"]) if len(frame) else frame
+    print(tabulate(show, headers="keys", tablefmt="github", showindex=False, floatfmt=".6g", missingval="-")
           if len(frame) else "no differences")
     for f in failures:
         print(f"FAIL {f}")
+    sig = frame[frame["significant"] == "yes"] if len(frame) else frame
+    if len(frame) and not len(sig):
+        print("no significant difference: every change's 95 % CI includes 0 (or has no CI)")
+    elif len(sig):
+        print(f"significant changes (95 % CI excludes 0): "
+              + "; ".join(f"{r.cell} {r.metric} {r.change:+.4g}" for r in sig.itertuples()))
     print(f"{len(failures)} failure(s) under rules: {', '.join(map(str, rules)) or '(none)'}")
     return 1 if failures else 0
 

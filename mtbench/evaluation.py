@@ -2,15 +2,22 @@
 
 Every task is scored on its whole val split (no sub-sampling): det mAP@[.5:.95]/AP50 via
 COCO evaluation in original image pixels, seg mIoU from one confusion matrix, cls Top-1,
-points Pd/Fa/F1/IoU (DNANet definitions, input pixels).
+points metrics (:mod:`mtbench.metrics.points`). :func:`evaluate_detailed` also keeps each
+metric's per-image records and the per-image predictions, from which :func:`verdict_inputs`
+derives bootstrap CIs and the measured chance level (:mod:`mtbench.metrics.chance`).
 """
 
 from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader
 
 from mtbench.data.base import TaskDataset, collate
+from mtbench.metrics.base import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_ci, sample_entry
+from mtbench.metrics.chance import chance_metric
 from mtbench.metrics.classification import Top1
 from mtbench.metrics.detection import DetectionMAP
 from mtbench.metrics.points import PointTargetMetrics
@@ -27,23 +34,85 @@ def _metric_for(task: str, ds: TaskDataset):
     return Top1(ds.info.num_classes)
 
 
+def _per_image(batch) -> list:
+    """Split a batch (tensor ``(B, ...)`` or list of B items) into per-image items (CPU)."""
+    if isinstance(batch, torch.Tensor):
+        return list(batch.detach().cpu().unbind(0))
+    return list(batch)
+
+
+@dataclass
+class TaskEvaluation:
+    """One task's evaluation: its metric (with per-image records), values, and per-image
+    predictions/targets in val order (kept for the chance predictor)."""
+
+    metric: object
+    values: dict[str, float]
+    preds: list = field(default_factory=list)
+    targets: list = field(default_factory=list)
+    make_metric: object = None
+
+
 @torch.no_grad()
-def evaluate(model, val_sets: dict[str, TaskDataset], tasks: list[str], batch_size: int,
-             device: torch.device, image_size: int, decode_kwargs: dict[str, dict] | None = None) -> dict[str, float]:
-    """Metrics of ``tasks`` on their val splits, e.g. ``{"det/mAP": .., "det/AP50": .., "seg/mIoU": ..}``.
+def evaluate_detailed(model, val_sets: dict[str, TaskDataset], tasks: list[str], batch_size: int,
+                      device: torch.device, image_size: int, decode_kwargs: dict[str, dict] | None = None
+                      ) -> dict[str, TaskEvaluation]:
+    """Per task: the metric with its per-image records, its values and the predictions.
 
     ``decode_kwargs[task]`` is passed to ``model.decode`` (from the task's loss).
     """
     decode_kwargs = decode_kwargs or {}
     was_training = model.training
     model.eval()
-    out: dict[str, float] = {}
+    out: dict[str, TaskEvaluation] = {}
     for task in tasks:
         ds = val_sets[task]
         metric = _metric_for(task, ds)
+        ev = TaskEvaluation(metric, {}, make_metric=lambda ds=ds, task=task: _metric_for(task, ds))
         for images, targets in DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate):
             raw = model(images.to(device))[task]
-            metric.update(model.decode(task, raw, image_size, **decode_kwargs.get(task, {})), targets)
-        out.update(metric.compute())
+            preds = model.decode(task, raw, image_size, **decode_kwargs.get(task, {}))
+            metric.update(preds, targets)
+            ev.preds += _per_image(preds)
+            ev.targets += _per_image(targets)
+        ev.values = metric.compute()
+        out[task] = ev
     model.train(was_training)
+    return out
+
+
+def evaluate(model, val_sets: dict[str, TaskDataset], tasks: list[str], batch_size: int,
+             device: torch.device, image_size: int, decode_kwargs: dict[str, dict] | None = None) -> dict[str, float]:
+    """Metrics of ``tasks`` on their val splits, e.g. ``{"det/mAP": .., "det/AP50": .., "seg/mIoU": ..}``."""
+    detail = evaluate_detailed(model, val_sets, tasks, batch_size, device, image_size, decode_kwargs)
+    return {k: v for ev in detail.values() for k, v in ev.values.items()}
+
+
+def verdict_inputs(detail: dict[str, TaskEvaluation], seed: int, resamples: int = DEFAULT_RESAMPLES,
+                   level: float = DEFAULT_LEVEL, method: str = "percentile") -> dict:
+    """Per-image records, bootstrap CIs and measured chance levels of an evaluation.
+
+    :return: ``{"samples": {task: sample entry}, "ci": {metric: [lo, hi]}, "chance": {metric:
+        value}, "chance_ci": {metric: [lo, hi]}, "uncertainty": {method, resamples, level,
+        seed, chance methods, seconds}}``; metric values in their own units (fractions).
+    """
+    t0 = time.perf_counter()
+    out = {"samples": {}, "ci": {}, "chance": {}, "chance_ci": {}}
+    chance_methods = {}
+    for task, ev in detail.items():
+        metric = ev.metric
+        if not hasattr(metric, "samples"):  # a metric without per-image records: no CI, no measured chance
+            chance_methods[task] = "none (metric keeps no per-image records)"
+            continue
+        out["samples"][task] = sample_entry(metric)
+        ci = bootstrap_ci(type(metric).reduce, metric.samples(), None, resamples, level, seed, method)
+        out["ci"].update({k: list(v) for k, v in ci.items() if k in ev.values})
+        cm, how = chance_metric(task, ev.make_metric, ev.preds, ev.targets, seed)
+        chance_methods[task] = how
+        values = cm.compute()
+        out["chance"].update({k: v for k, v in values.items() if k in ev.values and k in out["ci"]})
+        cci = bootstrap_ci(type(cm).reduce, cm.samples(), None, resamples, level, seed, method)
+        out["chance_ci"].update({k: list(v) for k, v in cci.items() if k in out["chance"]})
+    out["uncertainty"] = {"method": method, "resamples": resamples, "level": level, "seed": seed,
+                          "unit": "val images", "chance": chance_methods, "seconds": time.perf_counter() - t0}
     return out

@@ -13,9 +13,16 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 
 def _clean(obj):
-    """JSON-safe copy: non-finite floats become None (JSON has no NaN)."""
+    """JSON-safe copy: non-finite floats become None (JSON has no NaN); numpy scalars and
+    arrays become Python numbers and lists."""
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    elif isinstance(obj, np.ndarray):
+        obj = obj.tolist()
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):

@@ -24,9 +24,8 @@ from mtbench import __version__
 from mtbench.data.base import collate
 from mtbench.diagnostics import diagnose
 from mtbench.diagnostics.overfit import overfit_one_batch
-from mtbench.evaluation import evaluate
+from mtbench.evaluation import evaluate_detailed, verdict_inputs
 from mtbench.metrics import PRIMARY
-from mtbench.metrics.chance import chance_levels
 from mtbench.metrics.forgetting import forgetting
 from mtbench.plugins import Registry
 from mtbench.profiling.complexity import count_flops, count_params, matmul_peak_gflops
@@ -103,7 +102,6 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
                                              image_size=size, **td["params"])
         tasks = list(cfg["tasks"])
         infos = {t: train_sets[t].info for t in tasks}
-        result["chance"] = chance_levels(val_sets)
         model = registry.create_model(cfg["architecture"]["name"], tasks=infos, level=cfg["level"],
                                       **cfg["architecture"]["params"]).to(device)
         loss_params = cfg.get("loss_params", {})
@@ -119,9 +117,15 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
             return tqdm(range(total), desc=f"{cell.label} {desc}", leave=False, disable=not show_progress,
                         dynamic_ncols=True, mininterval=1.0)
 
+        last_eval: dict = {}  # the latest evaluation of each task, with per-image records
+
+        def evaluate_tasks(ts: list[str]) -> dict[str, float]:
+            last_eval.clear()
+            last_eval.update(evaluate_detailed(model, val_sets, ts, eval_bs, device, size, dkw))
+            return {k: v for ev in last_eval.values() for k, v in ev.values.items()}
+
         ctx = TrainContext(model=model, tasks=tasks, loaders=loaders, losses=losses, fixed=fixed, device=device,
-                           evaluate=lambda ts: evaluate(model, val_sets, ts, eval_bs, device, size, dkw),
-                           progress=progress)
+                           evaluate=evaluate_tasks, progress=progress)
         checks = cfg.get("checks") or {}
         mode = checks.get("overfit_one_batch", "auto")
         if mode == "on" or (mode == "auto" and ctx.steps(tasks) <= AUTO_OVERFIT_MAX_STEPS):
@@ -134,10 +138,14 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
         result["history"] = ctx.history
         result["stages"] = report.stages
         eval_tasks = report.eval_tasks or tasks
-        if report.stages and set(report.stages[-1]["metrics"]) >= {PRIMARY[t] for t in eval_tasks}:
-            metrics = dict(report.stages[-1]["metrics"])
-        else:
-            metrics = evaluate(model, val_sets, eval_tasks, eval_bs, device, size, dkw)
+        if not (report.stages and set(report.stages[-1]["metrics"]) >= {PRIMARY[t] for t in eval_tasks}
+                and set(last_eval) >= set(eval_tasks)):
+            evaluate_tasks(eval_tasks)
+        metrics = {k: v for t in eval_tasks for k, v in last_eval[t].values.items()}
+        unc = cfg.get("uncertainty") or {}
+        result.update(verdict_inputs({t: last_eval[t] for t in eval_tasks}, cfg["seed"],
+                                     unc.get("resamples", 200), unc.get("level", 0.95),
+                                     unc.get("method", "percentile")))
         metrics.update(forgetting(report.stages, PRIMARY))
         result["metrics"] = metrics
         result["extra"] = report.extra

@@ -29,7 +29,7 @@ from mtbench.plugins import Registry
 TaskName = Literal["det", "seg", "cls", "points"]
 LEVELS = ("P2", "P3", "P4", "P5", "multi")
 AXES = ("architecture", "loss", "level", "strategy", "seed")
-UNHASHED = ("checks",)  # config sections that do not change results
+UNHASHED = ("checks", "uncertainty")  # config sections that do not change results
 GATE_RE = re.compile(r"^\s*(?P<metric>[\w/\-@\[\].:]+)\s*(?P<op><=|>=|<|>|==)\s*(?P<value>[-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
 DEFAULT_LOSSES = {"det": "fcos", "seg": "ce", "cls": "ce", "points": "focal-heatmap"}
 
@@ -166,6 +166,15 @@ class Profile(_Strict):
     fps_repeats: int = Field(5, gt=0)
 
 
+class Uncertainty(_Strict):
+    """How sure each figure is: bootstrap over val images (:mod:`mtbench.metrics.base`).
+    Not part of the cell hash: it changes how results are summarised, not what is trained."""
+
+    resamples: int = Field(200, ge=50)
+    level: float = Field(0.95, gt=0.5, lt=1.0)
+    method: Literal["percentile", "BCa"] = "percentile"
+
+
 class Suite(_Strict):
     """A whole suite file."""
 
@@ -178,6 +187,7 @@ class Suite(_Strict):
     fixed: Fixed
     profile: Profile = Field(default_factory=Profile)
     checks: Checks = Field(default_factory=Checks)
+    uncertainty: Uncertainty = Field(default_factory=Uncertainty)
     gates: list[Gate] = Field(default_factory=list)
 
 
@@ -447,6 +457,7 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
             "fixed": fixed,
             "profile": s.profile.model_dump(),
             "checks": s.checks.model_dump(),
+            "uncertainty": s.uncertainty.model_dump(),
         }
         axes = {ax: c[ax][0] for ax in AXES}
         label = "|".join(axes[ax] for ax in AXES[:-1]) + f"|s{axes['seed']}"

@@ -36,7 +36,7 @@ def test_degraded_fails_equal_passes():
     base = [_rec()]
     assert compare(copy.deepcopy(base), base, rules)[1] == []
     _, fails = compare([_rec(miou=0.45, lat=12.0)], base, rules)
-    assert len(fails) == 2 and "a: seg/mIoU 0.5 -> 0.45 violates seg/mIoU<-0.02" in fails
+    assert len(fails) == 2 and "a: seg/mIoU 0.5 -> 0.45 violates seg/mIoU<-0.02 (no CI)" in fails
     assert compare([_rec(miou=0.49, lat=10.5)], base, rules)[1] == []  # within tolerance
 
 
@@ -73,3 +73,55 @@ def test_committed_regression_baseline_compares_with_itself():
     base = load_records("results/baselines/regression")
     assert len(base) == 2 and all(r["status"] == "ok" for r in base)
     assert compare(base, base, parse_rules("det/mAP<-0.05,seg/mIoU<-0.05"))[1] == []
+
+
+def _top1_rec(label, correct, hash_=None):
+    """A record with per-image Top-1 records (the metric contract) and its CI."""
+    import numpy as np
+
+    from mtbench.metrics.base import bootstrap_ci
+    from mtbench.metrics.classification import Top1
+    cols = {"correct": list(correct), "label": [0] * len(correct)}
+    ci = bootstrap_ci(Top1.reduce, cols)
+    return {"label": label, "hash": hash_ or f"h-{label}", "status": "ok", "reason": None,
+            "metrics": {"cls/Top-1": float(np.mean(correct))}, "profile": {"params": 100},
+            "ci": {k: list(v) for k, v in ci.items()},
+            "samples": {"cls": {"metric": "mtbench.metrics.classification:Top1", "columns": cols}}}
+
+
+def test_change_within_noise_is_not_significant_and_does_not_fire():
+    rules = parse_rules("cls/Top-1<-0.02")
+    base = [_top1_rec("a|s0", [1, 0] * 30)]
+    # two images flipped: -3.3 points, beyond the threshold but inside the paired CI
+    new = [_top1_rec("a|s1", [0, 0, 0, 0] + [1, 0] * 28, hash_="other")]
+    frame, fails = compare(new, base, rules)
+    row = frame[frame["metric"] == "cls/Top-1"].iloc[0]
+    assert row["ci"] == "paired" and row["significant"] == "no"
+    assert fails == []
+
+
+def test_degraded_cell_is_significant_and_fires():
+    rules = parse_rules("cls/Top-1<-0.02")
+    base = [_top1_rec("a|s0", [1] * 50 + [0] * 10)]
+    new = [_top1_rec("a|s1", [1] * 20 + [0] * 40, hash_="other")]
+    frame, fails = compare(new, base, rules)
+    assert frame[frame["metric"] == "cls/Top-1"].iloc[0]["significant"] == "yes"
+    assert len(fails) == 1 and fails[0].startswith("a|s0: cls/Top-1") and "excludes 0" in fails[0]
+
+
+def test_unpaired_ci_from_stored_intervals():
+    a, b = _rec(miou=0.5), _rec(miou=0.45)
+    a["ci"], b["ci"] = {"seg/mIoU": [0.40, 0.60]}, {"seg/mIoU": [0.35, 0.55]}
+    frame, fails = compare([b], [a], parse_rules("seg/mIoU<-0.02"))
+    row = frame[frame["metric"] == "seg/mIoU"].iloc[0]
+    assert row["ci"] == "unpaired" and row["significant"] == "no" and fails == []
+
+
+def test_rule_on_unknown_metric_is_an_error():
+    with pytest.raises(MtbenchError, match="'seg/mIOU'.*known: .*seg/mIoU"):
+        compare([_rec()], [_rec()], parse_rules("seg/mIOU<-0.02"))
+
+
+def test_failed_baseline_or_unmatched_new_cell_fails():
+    assert "baseline cell failed" in compare([_rec()], [_rec(status="failed")], [])[1][0]
+    assert "no baseline cell" in compare([_rec(), _rec("b")], [_rec()], [])[1][0]

@@ -65,8 +65,18 @@ def num_samples(samples: Samples) -> int:
     return lengths.pop() if lengths else 0
 
 
-def _as_arrays(samples: Samples) -> dict[str, np.ndarray]:
-    return {k: v if isinstance(v, np.ndarray) else np.asarray(v) for k, v in samples.items()}
+def _as_arrays(samples: Samples) -> dict[str, np.ndarray | list]:
+    """Regular columns as arrays (fast indexing); ragged ones (per-image lists of different
+    lengths, e.g. detections) stay lists."""
+    out = {}
+    for k, v in samples.items():
+        try:
+            out[k] = v if isinstance(v, np.ndarray) else np.asarray(v)
+        except ValueError:
+            out[k] = v
+        if isinstance(out[k], np.ndarray) and out[k].dtype == object:
+            out[k] = v
+    return out
 
 
 def bootstrap_ci(reduce: Reducer, samples: Samples, keys: list[str] | None = None,

@@ -1,39 +1,76 @@
-"""Chance levels: what a model that learned nothing scores, per task, on a val split.
+"""Measured chance levels: what a model that learned nothing about the images scores on
+the same val split, computed with the same metric code, with a bootstrap CI.
 
-- cls/Top-1: the majority class's share of val images (>= 1/C; a constant predictor gets it).
-- seg/mIoU: mIoU of predicting the most frequent (non-ignored) class everywhere: that class's
-  IoU is its pixel share, every other present class scores 0, mean over present classes.
-- det/mAP, det/AP50: 0 (random boxes score ~0).
-- points/Pd, points/F1: 0 (an empty prediction; a full-image one is a single blob far from
-  almost every target).
+- **majority** (classification): a constant predictor of the val split's most frequent
+  label (a model that ignores its input can always reach it). Top-1 = that label's share.
+- **permutation** (every other task, the default): the model's own predictions scored
+  against another image's ground truth (a derangement of the val images, seeded). It keeps
+  everything about the predictions that does not depend on the image (how many boxes,
+  where, which classes, how much of each segmentation class, how many points), so a det
+  mAP of 0.005 from predicting the split's typical boxes reads as chance, not as learning.
+  Predictions are in input pixels and every val image is resized to the same square
+  input, so another image's target maps them to its own original pixels unchanged.
+
+A score is **at chance** when its CI overlaps the chance level's CI (the chance-level
+diagnostic), not when it is within an epsilon of a number.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from typing import Callable
 
+import numpy as np
 import torch
 
-from mtbench.data.base import TaskDataset
+#: task -> how its chance predictor is made; tasks not listed use ``permutation``.
+CHANCE_METHOD = {"cls": "majority"}
 
 
-def chance_levels(val_sets: dict[str, TaskDataset]) -> dict[str, float]:
-    """Chance level of each task's headline metrics on its val split (val sets: no augmentation)."""
-    out: dict[str, float] = {}
-    for task, ds in val_sets.items():
-        if task == "det":
-            out["det/mAP"] = out["det/AP50"] = 0.0
-        elif task == "points":
-            out["points/Pd"] = out["points/F1"] = 0.0
-        elif task == "cls":
-            counts = Counter(int(ds[i][1]) for i in range(len(ds)))
-            out["cls/Top-1"] = max(max(counts.values()) / len(ds), 1.0 / ds.info.num_classes)
-        elif task == "seg":
-            counts = torch.zeros(ds.info.num_classes, dtype=torch.float64)
-            for i in range(len(ds)):
-                mask = ds[i][1]
-                valid = mask[mask != 255]
-                counts += torch.bincount(valid.flatten(), minlength=ds.info.num_classes).double()
-            present = int((counts > 0).sum())
-            out["seg/mIoU"] = float(counts.max() / counts.sum()) / present if present else 0.0
+def derangement(n: int, seed: int) -> np.ndarray:
+    """``int64 (n,)``: ``perm[i] != i`` for every i (n >= 2), seeded (a random cyclic shift)."""
+    order = np.random.default_rng(seed).permutation(n)
+    out = np.empty(n, dtype=np.int64)
+    out[order] = np.roll(order, -1)
     return out
+
+
+def _majority_logits(preds: list, targets: list) -> list:
+    """Constant logits ``float32 (C,)`` of the split's most frequent label, one per image."""
+    labels = torch.stack([torch.as_tensor(t) for t in targets]).long()
+    majority = int(torch.bincount(labels).argmax())
+    logits = torch.zeros_like(torch.as_tensor(preds[0]), dtype=torch.float32)
+    logits[majority] = 1.0
+    return [logits] * len(preds)
+
+
+def chance_inputs(task: str, preds: list, targets: list, seed: int) -> tuple[list, list, str]:
+    """Per-image ``(predictions, targets)`` of the task's chance predictor and its method name.
+
+    :param preds: per-image decoded predictions of the model (one entry per val image).
+    :param targets: per-image targets, same order.
+    """
+    method = CHANCE_METHOD.get(task, "permutation")
+    if method == "majority":
+        return _majority_logits(preds, targets), targets, method
+    if len(targets) < 2:
+        return preds, targets, "none (fewer than 2 images)"
+    perm = derangement(len(targets), seed)
+    return preds, [targets[j] for j in perm], method
+
+
+def batched(items: list, size: int):
+    """Re-batch per-image items as :func:`mtbench.data.base.collate` and ``decode`` shape them:
+    tensors stacked to ``(B, ...)``, anything else as a list."""
+    for start in range(0, len(items), size):
+        chunk = items[start:start + size]
+        yield torch.stack(chunk) if isinstance(chunk[0], torch.Tensor) else list(chunk)
+
+
+def chance_metric(task: str, make_metric: Callable[[], object], preds: list, targets: list, seed: int,
+                  batch_size: int = 64):
+    """A fresh metric (``make_metric()``) fed the chance predictor's outputs; ``(metric, method)``."""
+    cp, ct, method = chance_inputs(task, preds, targets, seed)
+    metric = make_metric()
+    for p, t in zip(batched(cp, batch_size), batched(ct, batch_size)):
+        metric.update(p, t)
+    return metric, method

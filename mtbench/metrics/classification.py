@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-from torchmetrics.classification import MulticlassAccuracy
+
+from mtbench.metrics.base import SampleMetricBase
 
 
-class Top1:
-    """``update(logits float32 (B, C), target int64 (B,))``; ``compute() -> {"cls/Top-1"}``."""
+class Top1(SampleMetricBase):
+    """``update(logits float32 (B, C), target int64 (B,))``; ``compute() -> {"cls/Top-1"}``.
+
+    ``samples()``: ``correct`` (per image 0/1: top logit == label) and ``label``. Values are
+    float64 fractions of image counts (6 of 60 is exactly 0.1), equal to torchmetrics'
+    ``MulticlassAccuracy(average="micro", top_k=1)`` (tested).
+    """
 
     def __init__(self, num_classes: int):
-        self.metric = MulticlassAccuracy(num_classes=num_classes, average="micro", top_k=1)
+        self.num_classes = num_classes
+        self.correct: list[int] = []
+        self.labels: list[int] = []
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
-        self.metric.update(logits.detach().cpu(), target.cpu())
+        logits, target = logits.detach().cpu(), target.cpu()
+        self.correct += (logits.argmax(1) == target).int().tolist()
+        self.labels += target.tolist()
 
-    def compute(self) -> dict[str, float]:
-        return {"cls/Top-1": float(self.metric.compute())}
+    def samples(self) -> dict[str, list]:
+        return {"correct": self.correct, "label": self.labels}
+
+    @staticmethod
+    def reduce(samples: dict, index: np.ndarray) -> dict[str, float]:
+        correct = np.asarray(samples["correct"], dtype=np.float64)[index]
+        return {"cls/Top-1": float(correct.mean()) if len(correct) else 0.0}

@@ -16,6 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mtbench.metrics.base import SampleMetricBase
+from mtbench.metrics.coco_resample import ap_from_matches, per_image_matches
+
 COCO_STATS = ("mAP@[.5:.95]", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
               "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
 
@@ -57,11 +60,15 @@ def coco_stats_files(gt_path: Path, dt_path: Path, backend: str = "faster-coco-e
     return coco_stats(gt, dets, backend)
 
 
-class DetectionMAP:
+class DetectionMAP(SampleMetricBase):
     """Accumulates decoded detections of a split; ``compute`` evaluates them.
 
     ``update(preds, targets)``: ``preds`` from ``model.decode("det", ...)`` (input pixels),
     ``targets`` the batch's det targets (their ``scale`` maps boxes back to original pixels).
+    ``compute()``: mAP@[.5:.95] and AP50 by faster-coco-eval on the whole split.
+    ``samples()``: per-image COCO matches (:mod:`mtbench.metrics.coco_resample`), from which
+    ``reduce`` recomputes mAP and AP50 on any resample of the images (equal to pycocotools'
+    on the whole split).
     """
 
     def __init__(self, gt: dict):
@@ -75,6 +82,13 @@ class DetectionMAP:
             for box, s, lab in zip(b.tolist(), p["scores"].tolist(), p["labels"].tolist()):
                 self.dets.append({"image_id": t["image_id"], "category_id": int(lab) + 1,
                                   "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]], "score": float(s)})
+
+    def samples(self) -> dict[str, list]:
+        return per_image_matches(self.gt, self.dets)
+
+    @staticmethod
+    def reduce(samples: dict, index: np.ndarray) -> dict[str, float]:
+        return ap_from_matches(samples, index)
 
     def compute(self) -> dict[str, float]:
         stats = coco_stats(self.gt, self.dets)
