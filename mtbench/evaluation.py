@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from mtbench.data.base import TaskDataset, collate
 from mtbench.metrics.classification import Top1
 from mtbench.metrics.detection import DetectionMAP
-from mtbench.metrics.points import PointTargetMetrics
+from mtbench.metrics.point_level import PointLevelMetrics
 from mtbench.metrics.segmentation import SegmentationMIoU
 
 
@@ -23,7 +23,7 @@ def _metric_for(task: str, ds: TaskDataset):
     if task == "seg":
         return SegmentationMIoU(ds.info.num_classes)
     if task == "points":
-        return PointTargetMetrics()
+        return PointLevelMetrics()
     return Top1(ds.info.num_classes)
 
 
