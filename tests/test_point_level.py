@@ -235,3 +235,26 @@ def test_a_duplicate_point_at_a_target_is_one_false_alarm():
     m.update([pred([[10, 10], [11, 10]], [0.9, 0.8])], [target([[10, 10]])])
     r = m.compute()
     assert r["points/Pd"] == 1.0 and r["points/FA_per_image"] == 1.0
+
+
+def test_evaluate_scores_points_point_level_on_sirst(registry, data_root):
+    """evaluate() on SIRST val: a model whose one peak per image sits in the centre cell."""
+    from mtbench.evaluation import evaluate
+    from mtbench.models.base import MultiTaskModel
+
+    class CentrePeak(MultiTaskModel):
+        def __init__(self):
+            super().__init__()
+            self.tasks, self.strides = ("points",), {"points": 8}
+
+        def forward(self, x):
+            raw = torch.full((x.shape[0], 3, 8, 8), -10.0)
+            raw[:, 0, 4, 4] = 10.0
+            return {"points": raw}
+
+    ds = registry.create("dataset", "sirst", task="points", split="val", root=data_root, image_size=64)
+    out = evaluate(CentrePeak(), {"points": ds}, ["points"], 32, torch.device("cpu"), 64, {"points": {"threshold": 0.5}})
+    assert set(out) == {"points/Pd", "points/FA_per_image", "points/precision", "points/F1", "points/Pd_FA_AUC"}
+    n_targets = sum(len(ds[i][1]["points"]) for i in range(len(ds)))
+    tp = out["points/Pd"] * n_targets
+    assert tp == pytest.approx(round(tp)) and tp + out["points/FA_per_image"] * len(ds) == pytest.approx(len(ds))
