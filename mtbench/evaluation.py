@@ -2,8 +2,8 @@
 
 Every task is scored on its whole val split (no sub-sampling): det mAP@[.5:.95]/AP50 via
 COCO evaluation in original image pixels, seg mIoU from one confusion matrix, cls Top-1,
-points metrics (:mod:`mtbench.metrics.points`). :func:`evaluate_detailed` also keeps each
-metric's per-image records and the per-image predictions, from which :func:`verdict_inputs`
+points point-level Pd, false alarms per image, F1 (:mod:`mtbench.metrics.point_level`).
+:func:`evaluate_detailed` also keeps each metric's per-image records and the per-image predictions, from which :func:`verdict_inputs`
 derives bootstrap CIs and the measured chance level (:mod:`mtbench.metrics.chance`).
 """
 
@@ -20,7 +20,7 @@ from mtbench.metrics.base import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_ci,
 from mtbench.metrics.chance import chance_metric
 from mtbench.metrics.classification import Top1
 from mtbench.metrics.detection import DetectionMAP
-from mtbench.metrics.points import PointTargetMetrics
+from mtbench.metrics.point_level import PointLevelMetrics
 from mtbench.metrics.segmentation import SegmentationMIoU
 
 
@@ -30,7 +30,7 @@ def _metric_for(task: str, ds: TaskDataset):
     if task == "seg":
         return SegmentationMIoU(ds.info.num_classes)
     if task == "points":
-        return PointTargetMetrics()
+        return PointLevelMetrics()
     return Top1(ds.info.num_classes)
 
 

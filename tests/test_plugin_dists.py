@@ -71,7 +71,7 @@ def test_point_heatmap_shapes(full_registry, level, stride):
         out = model(torch.rand(2, 3, 64, 64))["points"]
     assert model.strides == {"points": stride} and out.shape == (2, 3, 64 // stride, 64 // stride)
     preds = model.decode("points", out, 64)
-    assert len(preds) == 2 and preds[0]["mask"].shape == (64, 64) and preds[0]["points"].shape[1] == 2
+    assert len(preds) == 2 and set(preds[0]) == {"points", "scores"} and preds[0]["points"].shape[1] == 2
 
 
 def test_point_heatmap_single_level_is_truncated(full_registry):

@@ -1,4 +1,4 @@
-"""SIRST loader on ../shared/data and Pd/Fa/IoU metrics on hand-computed cases."""
+"""SIRST loader on ../shared/data, heatmap decoding, and the mask-level Pd/Fa/IoU metrics on hand-computed cases."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtbench.metrics.points import PointTargetMetrics, components, match_image
+from mtbench.metrics.points import PointMaskMetrics, components, match_image
 
 
 def test_components_centroids_eight_connected():
@@ -27,17 +27,42 @@ def test_pd_fa_hand_computed():
     pred[3:5, 3:5] = True    # centroid (3.5, 3.5): 1.41 px from A -> detects A
     pred[10:12, 0:3] = True  # 6 pixels far from everything -> false alarm
     counts = match_image(pred, gt)
-    assert counts == {"targets": 2, "detected": 1, "pred": 2, "matched_pred": 1, "fa_pixels": 6, "pixels": 400}
-    m = PointTargetMetrics()
+    assert counts == {"targets": 2, "detected": 1, "fa_pixels": 6, "pixels": 400, "inter": 1, "union": 14}
+    m = PointMaskMetrics()
     m.add_image(pred, gt)
     m.add_image(np.zeros((20, 20), bool), np.zeros((20, 20), bool))  # empty image: 400 more pixels, no target
     r = m.compute()
-    assert r["points/Pd"] == pytest.approx(0.5)
-    assert r["points/Fa"] == pytest.approx(6 / 800)
-    assert r["points/precision"] == pytest.approx(0.5) and r["points/F1"] == pytest.approx(0.5)
+    assert set(r) == {"points_mask/Pd", "points_mask/Fa", "points_mask/IoU", "points_mask/nIoU"}
+    assert r["points_mask/Pd"] == pytest.approx(0.5)
+    assert r["points_mask/Fa"] == pytest.approx(6 / 800)
     inter, union = 1, 5 + 4 + 6 - 1  # A∩pred = 1 px; union of masks = 5 + 4 + 6 - 1
-    assert r["points/IoU"] == pytest.approx(inter / union)
-    assert r["points/nIoU"] == pytest.approx(inter / union)  # only the image with a target counts
+    assert r["points_mask/IoU"] == pytest.approx(inter / union)
+    # nIoU: mean over all images; the empty image (no target, no prediction) scores 0 as in the reference
+    assert r["points_mask/nIoU"] == pytest.approx(inter / union / 2)
+
+
+def test_mask_metrics_follow_the_sample_contract():
+    from mtbench.metrics.base import bootstrap_ci
+
+    rng = np.random.default_rng(0)
+    m = PointMaskMetrics()
+    images = []
+    for _ in range(6):
+        gt = np.zeros((16, 16), bool)
+        gt[rng.integers(0, 14), rng.integers(0, 14)] = True
+        pred = np.roll(gt, int(rng.integers(0, 3)), axis=1) | (rng.random((16, 16)) > 0.97)
+        images.append((pred, gt))
+        m.add_image(pred, gt)
+    s = m.samples()
+    assert all(len(v) == 6 for v in s.values())
+    assert m.compute() == m.reduce(s, np.arange(6))
+    idx = np.array([0, 0, 3, 5])  # a resample with a repeat = a metric fed those images
+    m2 = PointMaskMetrics()
+    for i in idx:
+        m2.add_image(*images[i])
+    assert m.reduce(s, idx) == m2.compute()
+    ci = bootstrap_ci(m.reduce, s, resamples=50)
+    assert ci["points_mask/Pd"][0] <= m.compute()["points_mask/Pd"] <= ci["points_mask/Pd"][1]
 
 
 def test_far_prediction_is_not_a_detection():
@@ -65,8 +90,6 @@ def test_sirst_loader(registry, data_root):
 
 
 def test_decode_heatmap_peak_with_subpixel_offset():
-    import torch
-
     from mtbench.models.heatmap import decode_heatmap
 
     raw = torch.full((1, 3, 8, 8), -10.0)
@@ -76,11 +99,5 @@ def test_decode_heatmap_peak_with_subpixel_offset():
     pred = decode_heatmap(raw, 4, 32)[0]
     assert pred["points"].shape == (1, 2)
     assert torch.allclose(pred["points"][0], torch.tensor([22.0, 8.0]), atol=1e-3)
-    assert pred["mask"].shape == (32, 32) and pred["mask"].any()
-
-
-def test_refined_components_use_the_decoded_point():
-    blob = np.zeros((20, 20), bool)
-    blob[4:12, 4:12] = True  # centroid (7.5, 7.5)
-    assert components(blob, refine=np.array([[5.0, 5.0]]))[0][0].tolist() == [5.0, 5.0]
-    assert components(blob)[0][0].tolist() == [7.5, 7.5]
+    assert pred["scores"].tolist() == pytest.approx([torch.sigmoid(torch.tensor(5.0)).item()])
+    assert set(pred) == {"points", "scores"}  # a heatmap is not a segmentation: no mask to score IoU on

@@ -58,8 +58,16 @@ class MultiTaskModel(nn.Module):
           "scores": float32 (K,), "labels": int64 (K,)}`` after NMS.
         - seg: ``int64 (B, S, S)`` class indices.
         - cls: ``float32 (B, C)`` logits.
-        - points: list of ``{"points": float32 (K, 2), "scores": (K,), "mask": bool (S, S)}``
-          (heatmap encoding of :mod:`mtbench.models.heatmap`).
+        - points: list (one per image) of ``{"points": float32 (K, 2) xy input pixels,
+          "scores": float32 (K,) probabilities in [0, 1]}`` (for the heatmap encoding of
+          :mod:`mtbench.models.heatmap`, by :func:`~mtbench.models.heatmap.decode_heatmap`);
+          scored point-level (:mod:`mtbench.metrics.point_level`). A model that predicts a
+          real per-pixel target segmentation (a DNANet / ACM-style segmentation network,
+          whose points are its components' centroids) adds ``"seg_mask": bool (S, S)`` to
+          every image's dict; only then are the mask-level BasicIRSTD metrics
+          (``points_mask/Pd``, ``Fa``, ``IoU``, ``nIoU``; :mod:`mtbench.metrics.points`)
+          reported too. A thresholded point heatmap is not a segmentation: never return it
+          as ``seg_mask``.
         """
         if task == "det":
             return postprocess(raw, self.infos["det"].num_classes, self.strides["det"], image_size, **options)

@@ -50,24 +50,29 @@ def gaussian_heatmap(points: torch.Tensor, stride: int, h: int, w: int, sigma: f
 def decode_heatmap(raw: torch.Tensor, stride: int, image_size: int, threshold: float = 0.5,
                    max_points: int = 50) -> list[dict[str, torch.Tensor]]:
     """Points by local maxima (3x3 max-pool, as CenterNet) of ``sigmoid(heat)`` above
-    ``threshold``, refined by the offsets; plus the predicted target mask.
+    ``threshold``, refined by the offsets.
 
-    :param raw: ``float32 (B, 3, h, w)``.
-    :return: per image ``{"points": float32 (K, 2) xy pixels, "scores": float32 (K,),
-        "mask": bool (S, S)}``; the mask is the probability map bilinearly upsampled to the
-        input and thresholded (the segmentation-style output Pd/Fa are computed on).
+    A heatmap is a point detector's output, not a segmentation: no mask is returned, and
+    the points are scored by :mod:`mtbench.metrics.point_level` (a thresholded, upsampled
+    heatmap is not the target's shape, so IoU on it would mean nothing).
+
+    :param raw: ``float32 (B, 3, h, w)`` (encoding of this module).
+    :param stride: pixels per cell.
+    :param image_size: input size ``S`` in pixels (the points are in input pixels).
+    :param threshold: probability a local maximum must exceed.
+    :param max_points: at most this many points per image, highest scores first.
+    :return: per image ``{"points": float32 (K, 2) xy input pixels, "scores": float32 (K,)
+        probabilities}``, by descending score.
     """
     prob = raw[:, 0].sigmoid()
     peaks = (prob == F.max_pool2d(prob[:, None], 3, 1, 1)[:, 0]) & (prob > threshold)
-    masks = F.interpolate(prob[:, None], size=(image_size, image_size), mode="bilinear",
-                          align_corners=False)[:, 0] > threshold
     off = raw[:, 1:3].sigmoid()
     out = []
     for i in range(raw.shape[0]):
         rows, cols = peaks[i].nonzero(as_tuple=True)
         scores = prob[i, rows, cols]
-        order = scores.argsort(descending=True)[:max_points]
+        order = scores.argsort(descending=True, stable=True)[:max_points]
         rows, cols, scores = rows[order], cols[order], scores[order]
         xy = torch.stack([cols + off[i, 0, rows, cols], rows + off[i, 1, rows, cols]], 1) * stride
-        out.append({"points": xy.float(), "scores": scores, "mask": masks[i]})
+        out.append({"points": xy.float(), "scores": scores})
     return out
