@@ -13,7 +13,8 @@ Fail rules (``--fail-on``), comma-separated, each ``METRIC OP THRESHOLD``:
 Significance: every change carries a 95 % CI. When both records stored per-image samples
 of the same val images (``record["samples"]``), the CI is a paired bootstrap over those
 images (:func:`mtbench.metrics.base.paired_bootstrap_ci`: the same resample scores both
-runs); otherwise, when both stored a CI of the value (``ci``, ``latency_ms_ci``, ``fps_ci``),
+runs) and were trained with the same seed; otherwise (e.g. runs of different seeds, whose
+difference includes training noise that a paired CI, holding both models fixed, cannot see), when both stored a CI of the value (``ci``, ``latency_ms_ci``, ``fps_ci``),
 an unpaired normal approximation from the two half-widths. A rule fires only when the change
 is beyond its threshold AND its CI excludes 0 ("beyond noise"); a change without any CI is
 judged on its threshold alone and says so (``ci: none``).
@@ -103,6 +104,8 @@ def _match(new: list[dict], base: list[dict]) -> list[tuple[dict, dict | None]]:
 def _paired_cis(n: dict, b: dict, metrics: list[str], seed: int = 0) -> dict[str, tuple[float, float]]:
     """Paired bootstrap CIs of new - base for metrics both records can recompute per image."""
     out: dict[str, tuple[float, float]] = {}
+    if (n.get("config") or {}).get("seed") != (b.get("config") or {}).get("seed"):
+        return out  # two trainings: the paired CI holds the models fixed and would call seed noise real
     ns, bs = n.get("samples") or {}, b.get("samples") or {}
     for task in set(ns) & set(bs):
         if ns[task].get("metric") != bs[task].get("metric"):
@@ -182,7 +185,7 @@ def compare(new: list[dict], base: list[dict], rules: list[Rule]) -> tuple[pd.Da
                                 + (f" (change CI [{ci[0]:+.4g}, {ci[1]:+.4g}] excludes 0)" if ci else " (no CI)"))
             rows.append({"cell": b["label"], "metric": metric, "baseline": old, "new": cur, "change": delta,
                          "change %": None if rel is None else 100 * rel,
-                         "change CI": None if ci is None else f"[{ci[0]:+.4g}, {ci[1]:+.4g}]", "ci": kind,
+                         "change CI": "-" if ci is None else f"[{ci[0]:+.4g}, {ci[1]:+.4g}]", "ci": kind,
                          "significant": {None: "-", True: "yes", False: "no"}[significant],
                          "verdict": "FAIL" if broken else ""})
     for n in new:

@@ -75,7 +75,7 @@ def test_committed_regression_baseline_compares_with_itself():
     assert compare(base, base, parse_rules("det/mAP<-0.05,seg/mIoU<-0.05"))[1] == []
 
 
-def _top1_rec(label, correct, hash_=None):
+def _top1_rec(label, correct, hash_=None, seed=0):
     """A record with per-image Top-1 records (the metric contract) and its CI."""
     import numpy as np
 
@@ -83,7 +83,7 @@ def _top1_rec(label, correct, hash_=None):
     from mtbench.metrics.classification import Top1
     cols = {"correct": list(correct), "label": [0] * len(correct)}
     ci = bootstrap_ci(Top1.reduce, cols)
-    return {"label": label, "hash": hash_ or f"h-{label}", "status": "ok", "reason": None,
+    return {"label": label, "hash": hash_ or f"h-{label}", "status": "ok", "reason": None, "config": {"seed": seed},
             "metrics": {"cls/Top-1": float(np.mean(correct))}, "profile": {"params": 100},
             "ci": {k: list(v) for k, v in ci.items()},
             "samples": {"cls": {"metric": "mtbench.metrics.classification:Top1", "columns": cols}}}
@@ -93,7 +93,7 @@ def test_change_within_noise_is_not_significant_and_does_not_fire():
     rules = parse_rules("cls/Top-1<-0.02")
     base = [_top1_rec("a|s0", [1, 0] * 30)]
     # two images flipped: -3.3 points, beyond the threshold but inside the paired CI
-    new = [_top1_rec("a|s1", [0, 0, 0, 0] + [1, 0] * 28, hash_="other")]
+    new = [_top1_rec("a|s0", [0, 0, 0, 0] + [1, 0] * 28, hash_="other")]
     frame, fails = compare(new, base, rules)
     row = frame[frame["metric"] == "cls/Top-1"].iloc[0]
     assert row["ci"] == "paired" and row["significant"] == "no"
@@ -103,9 +103,10 @@ def test_change_within_noise_is_not_significant_and_does_not_fire():
 def test_degraded_cell_is_significant_and_fires():
     rules = parse_rules("cls/Top-1<-0.02")
     base = [_top1_rec("a|s0", [1] * 50 + [0] * 10)]
-    new = [_top1_rec("a|s1", [1] * 20 + [0] * 40, hash_="other")]
+    new = [_top1_rec("a|s0", [1] * 20 + [0] * 40, hash_="other")]
     frame, fails = compare(new, base, rules)
     assert frame[frame["metric"] == "cls/Top-1"].iloc[0]["significant"] == "yes"
+    assert frame[frame["metric"] == "cls/Top-1"].iloc[0]["ci"] == "paired"
     assert len(fails) == 1 and fails[0].startswith("a|s0: cls/Top-1") and "excludes 0" in fails[0]
 
 
@@ -125,3 +126,55 @@ def test_rule_on_unknown_metric_is_an_error():
 def test_failed_baseline_or_unmatched_new_cell_fails():
     assert "baseline cell failed" in compare([_rec()], [_rec(status="failed")], [])[1][0]
     assert "no baseline cell" in compare([_rec(), _rec("b")], [_rec()], [])[1][0]
+
+
+def test_other_seed_is_compared_unpaired():
+    base = [_top1_rec("a|s0", [1, 0] * 30)]
+    new = [_top1_rec("a|s1", [0, 1] * 30, hash_="other", seed=1)]
+    frame, _ = compare(new, base, [])
+    assert frame[frame["metric"] == "cls/Top-1"].iloc[0]["ci"] == "unpaired"
+
+
+def _degrade_seg(rec: dict, keep: float = 0.3) -> dict:
+    """A copy of ``rec`` whose seg predictions lost most of their correct pixels: per-image
+    intersections cut to ``keep``, metric and CI recomputed from the per-image records."""
+    import numpy as np
+
+    from mtbench.metrics.base import bootstrap_ci
+    from mtbench.metrics.segmentation import SegmentationMIoU
+    rec = copy.deepcopy(rec)
+    cols = rec["samples"]["seg"]["columns"]
+    inter = np.asarray(cols["inter"])
+    lost = inter - np.floor(inter * keep).astype(int)
+    cols["inter"] = (inter - lost).tolist()
+    cols["union"] = (np.asarray(cols["union"]) + lost).tolist()  # lost pixels became false positives
+    rec["metrics"]["seg/mIoU"] = SegmentationMIoU.reduce(cols, np.arange(len(inter)))["seg/mIoU"]
+    rec["ci"]["seg/mIoU"] = list(bootstrap_ci(SegmentationMIoU.reduce, cols)["seg/mIoU"])
+    return rec
+
+
+def test_regression_suite_other_seed_then_degraded_cell(tmp_path, capsys):
+    """Acceptance: regression.yaml at another seed vs the committed baseline reports no
+    significant difference; with one cell degraded, compare exits 1 naming it."""
+    from pathlib import Path
+
+    import yaml
+
+    from mtbench.report import load_records
+    suite = yaml.safe_load(Path("suites/regression.yaml").read_text())
+    suite["matrix"]["seed"] = [1]
+    (tmp_path / "regression.yaml").write_text(yaml.safe_dump(suite))
+    main(["--no-entrypoints", "run", str(tmp_path / "regression.yaml"), "--results", str(tmp_path / "out"),
+          "--no-progress"])
+    rules = "det/mAP<-0.05,det/AP50<-0.08,seg/mIoU<-0.05,cls/Top-1<-0.15"
+    new = load_records(tmp_path / "out" / "regression")
+    assert all(r["status"] == "ok" and "samples" in r for r in new)
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "out" / "regression"), "results/baselines/regression",
+                 "--fail-on", rules]) == 0
+    assert "no significant difference" in capsys.readouterr().out
+    bad = [_degrade_seg(new[0])] + new[1:]
+    _write(tmp_path, "degraded", bad)
+    assert main(["compare", str(tmp_path / "degraded.json"), "results/baselines/regression", "--fail-on", rules]) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL {new[0]['label'].replace('|s1', '|s0')}: seg/mIoU" in out and "excludes 0" in out
