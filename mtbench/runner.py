@@ -149,7 +149,9 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
         metrics.update(forgetting(report.stages, PRIMARY))
         result["metrics"] = metrics
         result["extra"] = report.extra
+        t_prof = time.perf_counter()
         result["profile"] = profile(model, size, bs, device, cell.config["profile"]) | {"train_s": train_s}
+        result["harness"] = harness_cost(result, train_s, time.perf_counter() - t_prof)
         result["status"] = "ok"
     except Exception as exc:  # a failing cell is recorded, the run goes on
         result["status"] = "failed"
@@ -159,6 +161,16 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
     result["wall_s"] = time.time() - started
     result.setdefault("env", {})
     return result
+
+
+def harness_cost(result: dict, train_s: float, profile_s: float) -> dict:
+    """Seconds the harness spent on its own work beside training, and their share of ``train_s``:
+    the overfit-one-batch copy, CIs + measured chance (``uncertainty``), profiling."""
+    parts = {"overfit_s": float((result.get("overfit") or {}).get("seconds") or 0.0),
+             "uncertainty_s": float((result.get("uncertainty") or {}).get("seconds") or 0.0),
+             "profile_s": profile_s}
+    total = sum(parts.values())
+    return parts | {"total_s": total, "share_of_train": total / train_s if train_s > 0 else None}
 
 
 def profile(model, image_size: int, batch_size: int, device: torch.device, cfg: dict) -> dict:
