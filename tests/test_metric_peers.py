@@ -265,6 +265,15 @@ def test_attach_delta_m_records_its_convention():
     assert joint["delta_m_convention"] == "headline" and joint["metrics"]["delta_m"] == pytest.approx(25.0)
     assert "delta_m_convention" not in singles[0]
 
+    from mtbench.report import build_frame
+    for i, r in enumerate(records):
+        r.update(label=f"c{i}", hash=f"h{i}")
+    joint["metrics"].update(forgetting=0.1, forgetting_rel=0.25)
+    frame = build_frame(records, [], delta_m="all")
+    assert frame["delta-m convention"].fillna("-").tolist() == ["-", "-", "all", "all"]
+    assert frame["delta-m (%)"].tolist()[2:] == [pytest.approx(0.0)] * 2
+    assert frame["forgetting (rel)"].tolist()[2] == 0.25
+
 
 # --- mIoU ------------------------------------------------------------------------------------
 
