@@ -50,7 +50,7 @@ def cmd_run(args) -> int:
                           gpus_per_cell=args.gpus_per_cell, load_entrypoints=not args.no_entrypoints)
     else:
         records = run_local(cells, registry, store, force=force, show_progress=not args.no_progress)
-    frame = build_frame(records, loaded.suite.gates)
+    frame = build_frame(records, loaded.suite.gates, delta_m=loaded.suite.delta_m)
     print()
     print(render(frame))
     paths = write_outputs(frame, records, store.dir, loaded.suite.name)

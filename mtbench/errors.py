@@ -25,6 +25,10 @@ class DataError(MtbenchError):
     """A missing or unreadable data file; the message names the file."""
 
 
+class MetricError(MtbenchError):
+    """A metric cannot be computed as defined (a missing score, an undeclared direction)."""
+
+
 class CellFailure(MtbenchError):
     """A cell could not finish (NaN loss, divergence); recorded as a failed result."""
 

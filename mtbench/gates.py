@@ -11,6 +11,7 @@ import operator
 
 from mtbench.suite import GATE_RE
 
+_FORGETTING_COLUMNS = ("forgetting", "forgetting_rel", "BWT")
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq}
 
 
@@ -19,14 +20,22 @@ def check_gates(gates: list[str], values: dict[str, float | None],
     """Return ``{gate: "pass" | "FAIL" | "n/a" | "not meaningful"}`` for the cell's ``values``.
 
     ``not_meaningful``: per-task forgetting keys (``forgetting/seg``) computed from a
-    chance-level score (chance-level diagnostic); a gate on ``forgetting``/``BWT`` or on
-    those keys is then "not meaningful" instead of pass/fail.
+    chance-level score (chance-level diagnostic); a gate on a forgetting column
+    (``forgetting``, ``forgetting_rel``, ``BWT``) or on that task's keys
+    (``forgetting/seg``, ``forgetting_rel/seg``, ``BWT/seg``) is then "not meaningful"
+    instead of pass/fail.
     """
+    moot = set()
+    for key in not_meaningful:
+        task = key.rpartition("/")[2]
+        moot |= {key, *(f"{col}/{task}" for col in _FORGETTING_COLUMNS)}
+    if not_meaningful:
+        moot |= set(_FORGETTING_COLUMNS)
     out = {}
     for gate in gates:
         m = GATE_RE.match(gate)
         v = values.get(m["metric"])
-        if not_meaningful and (m["metric"] in ("forgetting", "BWT") or m["metric"] in not_meaningful):
+        if m["metric"] in moot:
             out[gate] = "not meaningful"
         elif v is None:
             out[gate] = "n/a"

@@ -1,6 +1,6 @@
 """Tables derived from stored results: the console table (tabulate), CSV, JSON and Markdown.
 
-Column names are the field's terms: mAP@[.5:.95], AP50, mIoU, Top-1, forgetting, BWT.
+Column names are the field's terms: mAP@[.5:.95], AP50, mIoU, Top-1, forgetting, BWT, delta-m.
 Fractions stay in [0, 1]; a missing value is shown as ``-``.
 """
 
@@ -16,7 +16,7 @@ from mtbench.gates import check_gates
 from mtbench.metrics.delta_m import attach_delta_m
 from mtbench.results import write_json_atomic
 
-#: (column, where in the record, digits)
+#: (column, where in the record, digits (None: a text column)[, scale])
 COLUMNS = [
     ("det mAP@[.5:.95]", ("metrics", "det/mAP"), 4),
     ("det AP50", ("metrics", "det/AP50"), 4),
@@ -27,8 +27,10 @@ COLUMNS = [
     ("points F1", ("metrics", "points/F1"), 4),
     ("points Pd-FA AUC", ("metrics", "points/Pd_FA_AUC"), 4),
     ("forgetting", ("metrics", "forgetting"), 3),
+    ("forgetting (rel)", ("metrics", "forgetting_rel"), 3),
     ("BWT", ("metrics", "BWT"), 4),
     ("delta-m (%)", ("metrics", "delta_m"), 2),
+    ("delta-m convention", ("delta_m_convention",), None),
     ("params (M)", ("profile", "params_m"), 3),
     ("GFLOPs", ("profile", "flops_g"), 2),
     ("latency p50 (ms)", ("profile", "latency_ms"), 1),
@@ -55,16 +57,23 @@ def gate_values(rec: dict) -> dict:
     return values
 
 
-def build_frame(records: list[dict], gates: list[str]) -> pd.DataFrame:
-    """One row per cell record, in the given order (delta-m attached where baselines exist)."""
-    attach_delta_m(records)
+def build_frame(records: list[dict], gates: list[str], delta_m: str | None = None) -> pd.DataFrame:
+    """One row per cell record, in the given order (delta-m attached where baselines exist).
+
+    :param delta_m: the delta-m convention (``headline``/``all``, the suite's ``delta_m``);
+        ``None``: the one stored in each record's config.
+    """
+    attach_delta_m(records, delta_m)
     rows = []
     for rec in records:
         row = {"cell": rec["label"], "hash": rec["hash"]}
         for col, path, digits, *scale in COLUMNS:
             v = _dig(rec, path)
             num = isinstance(v, (int, float)) and not isinstance(v, bool)
-            row[col] = round(v * (scale[0] if scale else 1), digits) if num else None
+            if digits is None:  # a text column
+                row[col] = v if isinstance(v, str) else None
+            else:
+                row[col] = round(v * (scale[0] if scale else 1), digits) if num else None
         findings = rec.get("diagnostics") or []
         not_meaningful = {f["evidence"]["not_meaningful"] for f in findings if "not_meaningful" in f.get("evidence", {})}
         gate_res = check_gates(gates, gate_values(rec), not_meaningful) if rec["status"] == "ok" else {}

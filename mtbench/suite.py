@@ -29,7 +29,7 @@ from mtbench.plugins import Registry
 TaskName = Literal["det", "seg", "cls", "points"]
 LEVELS = ("P2", "P3", "P4", "P5", "multi")
 AXES = ("architecture", "loss", "level", "strategy", "seed")
-UNHASHED = ("checks", "uncertainty")  # config sections that do not change results
+UNHASHED = ("checks", "uncertainty", "delta_m")  # config sections that do not change what is trained
 GATE_RE = re.compile(r"^\s*(?P<metric>[\w/\-@\[\].:]+)\s*(?P<op><=|>=|<|>|==)\s*(?P<value>[-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
 DEFAULT_LOSSES = {"det": "fcos", "seg": "ce", "cls": "ce", "points": "focal-heatmap"}
 
@@ -189,6 +189,10 @@ class Suite(_Strict):
     checks: Checks = Field(default_factory=Checks)
     uncertainty: Uncertainty = Field(default_factory=Uncertainty)
     gates: list[Gate] = Field(default_factory=list)
+    #: delta-m convention (mtbench.metrics.delta_m): ``headline`` = one metric per task
+    #: (Maninis et al. 2019), ``all`` = every metric of a task (LibMTL count_improvement).
+    #: Not part of the cell hash: it changes the table, not what is trained.
+    delta_m: Literal["headline", "all"] = "headline"
 
 
 # --- loading with line numbers ------------------------------------------------------------
@@ -458,6 +462,7 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
             "profile": s.profile.model_dump(),
             "checks": s.checks.model_dump(),
             "uncertainty": s.uncertainty.model_dump(),
+            "delta_m": s.delta_m,
         }
         axes = {ax: c[ax][0] for ax in AXES}
         label = "|".join(axes[ax] for ax in AXES[:-1]) + f"|s{axes['seed']}"

@@ -56,6 +56,8 @@ def test_chance_level_and_not_meaningful_forgetting():
     rec["diagnostics"] = [f.as_dict() for f in findings]
     row = build_frame([rec], ["forgetting <= 0.05"]).iloc[0]
     assert row["gates"] == "not meaningful: forgetting <= 0.05" and "chance-level" in row["diagnostics"]
+    moot = build_frame([rec], ["forgetting_rel/seg <= 0.05", "BWT/seg >= -0.01", "params < 1"]).iloc[0]
+    assert moot["gates"] == "not meaningful: forgetting_rel/seg <= 0.05; BWT/seg >= -0.01"
     healthy = {**rec, "metrics": {"cls/Top-1": 0.9, "seg/mIoU": 0.5}, "stages": []}
     assert chance_level(healthy) == []
 

@@ -87,9 +87,10 @@ def test_forgetting_definition():
         {"task": "det", "metrics": {"seg/mIoU": 0.4, "det/mAP": 0.2}},
         {"task": "cls", "metrics": {"seg/mIoU": 0.25, "det/mAP": 0.15, "cls/Top-1": 0.9}},
     ]
-    f = forgetting(stages, primary)
-    assert f["forgetting/seg"] == pytest.approx(0.5)
-    assert f["forgetting/det"] == pytest.approx(0.25)
-    assert f["forgetting"] == pytest.approx(0.375)
+    f = forgetting(stages, primary)  # Chaudhry et al. 2018: best earlier score - final score
+    assert f["forgetting/seg"] == pytest.approx(0.25) and f["forgetting_rel/seg"] == pytest.approx(0.5)
+    assert f["forgetting/det"] == pytest.approx(0.05) and f["forgetting_rel/det"] == pytest.approx(0.25)
+    assert f["forgetting"] == pytest.approx(0.15)
+    assert f["forgetting_rel"] == pytest.approx(0.375) and f["forgetting_rel_n"] == 2
     assert f["BWT"] == pytest.approx(((0.25 - 0.5) + (0.15 - 0.2)) / 2)
     assert forgetting(stages[:1], primary) == {}

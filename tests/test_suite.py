@@ -63,6 +63,15 @@ def test_bad_gate(write_suite):
         load_suite(write_suite(TINY_SUITE + "gates: ['params lt 5']\n"))
 
 
+def test_delta_m_convention_option(write_suite, registry):
+    plain = expand(load_suite(write_suite()), registry)
+    every = expand(load_suite(write_suite(TINY_SUITE + "delta_m: all\n")), registry)
+    assert [c.config["delta_m"] for c in plain] == ["headline"] * 2 and every[0].config["delta_m"] == "all"
+    assert [c.hash for c in plain] == [c.hash for c in every]  # a table convention: nothing retrains
+    with pytest.raises(SuiteError, match="delta_m"):
+        load_suite(write_suite(TINY_SUITE + "delta_m: every\n"))
+
+
 def test_invalid_yaml_names_file(write_suite):
     with pytest.raises(SuiteError, match="invalid YAML"):
         load_suite(write_suite("name: [unclosed\n"))

@@ -5,7 +5,7 @@ Every metric declares a direction (``HIGHER_IS_BETTER``); fractions stay in [0, 
 
 HIGHER_IS_BETTER = {
     "det/mAP": True, "det/AP50": True, "seg/mIoU": True, "cls/Top-1": True,
-    "forgetting": False, "BWT": True, "delta_m": True, "params": False, "params_m": False, "flops_g": False,
+    "forgetting": False, "forgetting_rel": False, "BWT": True, "delta_m": True, "params": False, "params_m": False, "flops_g": False,
     "latency_ms": False, "latency_p90_ms": False, "fps": True, "peak_mem_mib": False, "train_s": False,
     "points/Pd": True, "points/FA_per_image": False, "points/precision": True, "points/F1": True,
     "points/Pd_FA_AUC": True,

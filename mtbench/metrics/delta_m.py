@@ -1,33 +1,99 @@
-"""delta-m: mean relative change of each task's metric against its single-task baseline.
+"""delta-m: mean relative change of a multi-task model's metrics against single-task baselines.
 
-``delta_m = 100 / T * sum_t (-1)^{l_t} (M_t - M_t^single) / M_t^single`` (Maninis et al.,
-CVPR 2019; the form LibMTL reports), ``l_t = 1`` when lower is better (none of det mAP,
-seg mIoU, cls Top-1), in percent. Positive = the multi-task model beats training alone.
-A task whose single-task score is 0 is left out (no relative change exists).
+For tasks ``t = 1..T`` with single-task baselines, metrics ``m = 1..M_t`` of task ``t``:
+
+``delta_m = 100 / T * sum_t 1 / M_t * sum_m (-1)^{l_m} (M_{t,m} - B_{t,m}) / B_{t,m}``
+
+in percent, ``l_m = 1`` when lower is better (``HIGHER_IS_BETTER``), ``B`` the single-task
+cell's score, ``M`` the multi-task cell's. Positive = the multi-task model beats training
+each task alone. Two conventions, named by the suite's ``delta_m`` option and stored with
+the result (``delta_m_convention``):
+
+- ``headline`` (default): one metric per task, its headline (``PRIMARY``: det mAP, seg mIoU,
+  cls Top-1, points F1), as Maninis et al., "Attentive Single-Tasking of Multiple Tasks",
+  CVPR 2019, define delta-m (one figure per task);
+- ``all``: every registered metric a task reports (det mAP and AP50; points Pd, FA per
+  image, precision, F1, Pd-FA AUC, each with its direction; counters such as
+  ``det/num_dets`` are not scores), averaged within the task first, then over tasks:
+  LibMTL's ``count_improvement`` (median-research-group/LibMTL, ``LibMTL/utils.py``; there
+  a fraction, here x100).
+
+A metric whose baseline is 0 has no relative change: its term is ``None`` and it is left
+out of its task's mean (a task with no term left is left out of the task mean); every
+term, ``None`` included, is stored in ``delta_m_terms``, so nothing is dropped unseen.
 """
 
 from __future__ import annotations
 
 import json
 
+from mtbench.errors import MetricError
 from mtbench.metrics import HIGHER_IS_BETTER, PRIMARY
 
+CONVENTIONS = ("headline", "all")
 
-def delta_m(metrics: dict[str, float], single: dict[str, dict[str, float]]) -> float | None:
-    """delta-m in percent from a cell's ``metrics`` and ``single[task]`` metrics of its baselines."""
-    terms = []
+
+def _task_metrics(task: str, base: dict[str, float], convention: str) -> list[str]:
+    if convention == "headline":
+        return [PRIMARY[task]]
+    if convention == "all":
+        # registered metrics only: counters such as det/num_dets are not scores
+        return sorted(k for k, v in base.items()
+                      if k.startswith(f"{task}/") and k in HIGHER_IS_BETTER and isinstance(v, (int, float)))
+    raise MetricError(f"delta-m convention {convention!r} is not one of {', '.join(CONVENTIONS)}")
+
+
+def delta_m_terms(metrics: dict[str, float], single: dict[str, dict[str, float]],
+                  convention: str = "headline") -> dict[str, dict[str, float | None]]:
+    """Each metric's signed relative change ``(-1)^{l} (M - B) / B`` (a fraction), per task.
+
+    :param metrics: the multi-task cell's metrics (``{"det/mAP": 0.31, ...}``).
+    :param single: task -> the metrics of that task's single-task baseline cell.
+    :param convention: ``headline`` or ``all`` (module docstring).
+    :return: ``{task: {metric: change or None}}``; ``None`` where the baseline is 0 or the
+        multi-task cell lacks the metric.
+    :raises MetricError: an unknown convention, or a metric without a declared direction.
+    """
+    out: dict[str, dict[str, float | None]] = {}
     for task, base in single.items():
-        key = PRIMARY[task]
-        m, b = metrics.get(key), base.get(key)
-        if m is None or not b:
-            continue
-        sign = 1 if HIGHER_IS_BETTER.get(key, True) else -1
-        terms.append(sign * (m - b) / b)
-    return 100 * sum(terms) / len(terms) if terms else None
+        terms: dict[str, float | None] = {}
+        for key in _task_metrics(task, base, convention):
+            if key not in HIGHER_IS_BETTER:
+                raise MetricError(f"delta-m needs the direction of {key} (task {task}); declare it in "
+                                  f"mtbench.metrics.HIGHER_IS_BETTER")
+            m, b = metrics.get(key), base.get(key)
+            sign = 1 if HIGHER_IS_BETTER[key] else -1
+            terms[key] = sign * (m - b) / b if m is not None and b else None
+        out[task] = terms
+    return out
 
 
-def attach_delta_m(records: list[dict]) -> None:
-    """Set ``metrics["delta_m"]`` on every ok multi-task record that has single-task baselines."""
+def delta_m(metrics: dict[str, float], single: dict[str, dict[str, float]],
+            convention: str = "headline") -> float | None:
+    """delta-m in percent (module docstring); ``None`` when no task has a defined term.
+
+    :raises MetricError: as :func:`delta_m_terms`.
+    """
+    return _percent(delta_m_terms(metrics, single, convention))
+
+
+def _percent(per_task: dict[str, dict[str, float | None]]) -> float | None:
+    means = []
+    for terms in per_task.values():
+        defined = [v for v in terms.values() if v is not None]
+        if defined:
+            means.append(sum(defined) / len(defined))
+    return 100 * sum(means) / len(means) if means else None
+
+
+def attach_delta_m(records: list[dict], convention: str | None = None) -> None:
+    """Set ``metrics["delta_m"]``, ``delta_m_convention`` and ``delta_m_terms`` on every ok
+    multi-task record that has single-task baselines (same architecture, losses, level, seed).
+
+    :param convention: ``headline``/``all``; ``None``: each record's suite option
+        (``config["delta_m"]``; records stored before the option existed: ``headline``, the
+        convention they were computed with).
+    """
     def key(r):
         c = r["config"]
         return (json.dumps(c["architecture"], sort_keys=True), json.dumps(c["losses"], sort_keys=True),
@@ -40,7 +106,10 @@ def attach_delta_m(records: list[dict]) -> None:
             singles.setdefault(key(r), {})[r["config"]["strategy"]["params"]["task"]] = r["metrics"]
     for r in ok:
         if r["config"]["strategy"]["name"] != "single-task" and key(r) in singles:
-            value = delta_m(r["metrics"], singles[key(r)])
+            conv = convention or r["config"].get("delta_m", "headline")
+            r["delta_m_convention"] = conv
+            r["delta_m_terms"] = delta_m_terms(r["metrics"], singles[key(r)], conv)
+            value = _percent(r["delta_m_terms"])
+            r["metrics"].pop("delta_m", None)
             if value is not None:
                 r["metrics"]["delta_m"] = value
-
