@@ -194,7 +194,7 @@ def test_forgetting_errors():
     with pytest.raises(MetricError, match=r"seg/mIoU after stage 2 \(cls\)"):
         forgetting(stages, PRIMARY)
     with pytest.raises(MetricError, match="lower-is-better"):
-        forgetting(_stages(MATRICES["improves"]), {**PRIMARY, "seg": "points/Fa"})
+        forgetting(_stages(MATRICES["improves"]), {**PRIMARY, "seg": "points/FA_per_image"})
     assert forgetting(_stages(MATRICES["improves"])[:1], PRIMARY) == {}
 
 
@@ -209,8 +209,7 @@ def _libmtl_args(metrics, single, keys_of):
 
 def _random_cell(rng) -> tuple[dict, dict]:
     keys = {"det": ["det/AP50", "det/mAP"], "seg": ["seg/mIoU"], "cls": ["cls/Top-1"],
-            "points": ["points/F1", "points/Fa", "points/IoU", "points/Pd", "points/nIoU", "points/precision",
-                       "points/recall"]}
+            "points": ["points/F1", "points/FA_per_image", "points/Pd", "points/Pd_FA_AUC", "points/precision"]}
     tasks = [t for t in keys if rng.random() < 0.7] or ["points"]
     single = {t: {k: float(rng.uniform(0.01, 1.0)) for k in keys[t]} for t in tasks}
     metrics = {k: float(rng.uniform(0.0, 1.0)) for t in tasks for k in keys[t]}
@@ -230,8 +229,8 @@ def test_delta_m_vs_libmtl_count_improvement(seed):
 
 
 def test_delta_m_conventions_and_zero_baseline():
-    single = {"det": {"det/mAP": 0.2, "det/AP50": 0.4}, "points": {"points/F1": 0.5, "points/Fa": 1e-5}}
-    metrics = {"det/mAP": 0.3, "det/AP50": 0.4, "points/F1": 0.5, "points/Fa": 2e-5}
+    single = {"det": {"det/mAP": 0.2, "det/AP50": 0.4}, "points": {"points/F1": 0.5, "points/FA_per_image": 1e-5}}
+    metrics = {"det/mAP": 0.3, "det/AP50": 0.4, "points/F1": 0.5, "points/FA_per_image": 2e-5}
     # headline: det mAP +50 %, points F1 0 % -> +25 %; all: det (50 + 0) / 2, points (0 - 100) / 2
     assert delta_m(metrics, single, "headline") == pytest.approx(25.0)
     assert delta_m(metrics, single, "all") == pytest.approx((25.0 - 50.0) / 2)
@@ -242,8 +241,9 @@ def test_delta_m_conventions_and_zero_baseline():
     assert delta_m(metrics, single, "all") == pytest.approx((50.0 - 50.0) / 2)
     with pytest.raises(MetricError, match="not one of headline, all"):
         delta_m(metrics, single, "every")
-    with pytest.raises(MetricError, match="direction of det/AR100"):
-        delta_m({**metrics, "det/AR100": 0.2}, {"det": {"det/AR100": 0.1}}, "all")
+    # only registered metrics (with a direction) are scores: counters such as det/num_dets are not
+    terms = delta_m_terms({**metrics, "det/num_dets": 90.0}, {"det": {"det/mAP": 0.2, "det/num_dets": 100.0}}, "all")
+    assert list(terms["det"]) == ["det/mAP"]
 
 
 def test_attach_delta_m_records_its_convention():
