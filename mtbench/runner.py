@@ -29,7 +29,7 @@ from mtbench.metrics import PRIMARY
 from mtbench.metrics.forgetting import forgetting
 from mtbench.plugins import Registry
 from mtbench.profiling.complexity import count_flops, count_params, matmul_peak_gflops
-from mtbench.profiling.latency import measure_fps, measure_latency
+from mtbench.profiling.latency import StopRule, measure_fps, measure_latency
 from mtbench.profiling.memory import peak_memory_mib
 from mtbench.profiling.runtimes import measure_runtimes
 from mtbench.strategies.base import TrainContext
@@ -48,8 +48,14 @@ METRICS_DOC = (
     "forgetting, BWT = means over all tasks but the last, forgetting_rel = mean over its defined tasks "
     "(forgetting_rel_n of them); delta_m = 100 x mean over tasks of the mean signed relative change vs the "
     "single-task cell, over the headline metric or all of a task's metrics (delta_m_convention); "
-    "latency_ms = median batch-1 forward time (ms); fps = images/s at the suite batch size; "
-    "peak_mem_mib = CUDA allocator peak on GPU, process RSS peak on CPU (MiB); flops_g = GFLOPs per image."
+    "latency_ms = median batch-1 forward time (ms), latency_ms_ci = its distribution-free 95% CI "
+    "(order statistics, binomial), latency_stop = why sampling stopped (ci-target/time-cap/max-samples); "
+    "fps = images/s at the suite batch size, fps_ci = its 95% CI; "
+    "peak_mem_mib = CUDA allocator peak on GPU, process RSS peak on CPU (MiB); flops_g = GFLOPs per image; "
+    "ci[metric] = 95% bootstrap CI over val images (percentile, seeded; uncertainty gives resamples); "
+    "chance[metric] = measured chance level on the same val split (cls: majority class; det/seg/points: the "
+    "model's predictions scored against other images' ground truth), chance_ci its CI; "
+    "samples[task] = per-image records the metric is recomputed from."
 )
 
 
@@ -181,6 +187,8 @@ def harness_cost(result: dict, train_s: float, profile_s: float) -> dict:
 def profile(model, image_size: int, batch_size: int, device: torch.device, cfg: dict) -> dict:
     """Params, GFLOPs, batch-1 latency (p50/p90/CV), FPS at ``batch_size``, peak memory
     (PyTorch eager: top-level keys), and the same figures per extra runtime in ``runtimes``.
+    Latency and FPS carry their 95 % intervals (``latency_ms_ci``, ``fps_ci``) and why their
+    sampling stopped (``latency_stop``, ``fps_stop``; rule: :func:`stop_rule`).
 
     A model with ``fuse()`` (re-parameterisable blocks such as RepVGG) is profiled as
     deployed: a fused copy is measured (``reparameterised: true``), as its papers report.
@@ -193,14 +201,21 @@ def profile(model, image_size: int, batch_size: int, device: torch.device, cfg: 
     out["params_m"] = out["params"] / 1e6
     out["flops_g"] = count_flops(model, image_size)
     out["device_peak_gflops"] = matmul_peak_gflops(device)
-    out.update(measure_latency(model, image_size, device, cfg["latency_warmup"], cfg["latency_repeats"]))
+    rule = stop_rule(cfg)
+    out.update(measure_latency(model, image_size, device, cfg["latency_warmup"], cfg["latency_repeats"], rule=rule))
     out["latency_warmup"] = float(cfg["latency_warmup"])
     out["latency_synchronised"] = True  # CPU ops are synchronous; CUDA runs are bracketed by synchronize()
     fps: dict = {}
     mem = peak_memory_mib(lambda: fps.update(measure_fps(model, image_size, batch_size, device,
-                                                         repeats=cfg["fps_repeats"])), device)
+                                                         repeats=cfg["fps_repeats"], rule=rule)), device)
     out.update(fps)
     out.update(mem)
     out["runtimes"] = measure_runtimes(cfg["runtimes"], model, image_size, batch_size, device,
-                                       cfg["latency_warmup"], cfg["latency_repeats"], cfg["fps_repeats"])
+                                       cfg["latency_warmup"], cfg["latency_repeats"], cfg["fps_repeats"], rule)
     return out
+
+
+def stop_rule(cfg: dict) -> StopRule:
+    """The timing series' stopping rule from a cell's ``profile`` section (:class:`mtbench.suite.Profile`)."""
+    return StopRule(ci_target=cfg["latency_ci_target"], max_s=cfg["latency_max_s"],
+                    max_samples=cfg["latency_max_repeats"])

@@ -158,12 +158,32 @@ class Checks(_Strict):
 
 
 class Profile(_Strict):
-    """How cells are measured; ``runtimes`` beyond PyTorch eager: ``onnx``, ``compile``."""
+    """How cells are measured; ``runtimes`` beyond PyTorch eager: ``onnx``, ``compile``.
+
+    Every latency (batch 1) and FPS (suite batch) series, in every runtime, takes at least
+    ``latency_repeats`` / ``fps_repeats`` samples (and at least 6, the fewest with a 95 %
+    interval of the median), then goes on, checking every 10 samples, until the relative
+    half-width of the p50's 95 % interval is at most ``latency_ci_target`` (0.02 = +-2 %),
+    or the series has been timed for ``latency_max_s`` seconds, or has
+    ``latency_max_repeats`` samples; the record says which (``latency_stop``, ``fps_stop``).
+    ``latency_max_s: 0`` takes exactly the minimum. See :mod:`mtbench.profiling.latency`.
+    """
 
     runtimes: list[Literal["onnx", "compile"]] = Field(default_factory=lambda: ["onnx"])
     latency_warmup: int = Field(5, ge=0)
-    latency_repeats: int = Field(30, gt=0)
-    fps_repeats: int = Field(5, gt=0)
+    latency_repeats: int = Field(30, gt=0)  # minimum samples of a batch-1 latency series
+    fps_repeats: int = Field(5, gt=0)  # minimum samples of an FPS series
+    latency_ci_target: float = Field(0.02, gt=0, lt=1)  # relative half-width of the p50's 95 % CI
+    latency_max_s: float = Field(0.5, ge=0)  # seconds of timed sampling per series (latency, FPS) and runtime
+    latency_max_repeats: int = Field(1000, gt=0)  # samples per series at most
+
+    @model_validator(mode="after")
+    def _max_above_min(self) -> "Profile":
+        low = max(self.latency_repeats, self.fps_repeats)
+        if self.latency_max_repeats < low:
+            raise ValueError(f"latency_max_repeats ({self.latency_max_repeats}) is below the minimum number of "
+                             f"samples (latency_repeats / fps_repeats = {low}); raise it or lower those")
+        return self
 
 
 class Uncertainty(_Strict):

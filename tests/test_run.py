@@ -10,6 +10,7 @@ import torch
 import mtbench.executors.local as local
 from mtbench.cli import main
 from mtbench.plugins import Spec, get_registry, hookimpl
+from mtbench.profiling.latency import STOP_REASONS
 from mtbench.results import ResultStore, write_json_atomic
 from mtbench.suite import expand, load_suite
 from tests.conftest import TINY_SUITE
@@ -39,6 +40,11 @@ def test_tiny_run_end_to_end(tiny_run, capsys):
         for key in ("det/mAP", "det/AP50", "seg/mIoU", "cls/Top-1"):
             assert 0.0 <= m[key] <= 1.0
         assert prof["params"] > 0 and prof["latency_ms"] > 0 and prof["fps"] > 0 and prof["peak_mem_mib"] > 0
+        for fig in (prof, prof["runtimes"]["onnx"]):  # every runtime: p50 / FPS intervals and why sampling stopped
+            assert fig["latency_ms_ci"][0] <= fig["latency_ms"] <= fig["latency_ms_ci"][1]
+            assert fig["fps_ci"][0] <= fig["fps"] <= fig["fps_ci"][1]
+            assert fig["latency_stop"] in STOP_REASONS and fig["fps_stop"] in STOP_REASONS
+            assert fig["latency_repeats"] >= 6 and fig["fps_repeats"] >= 6
         assert rec["history"] and rec["env"]["torch"] == torch.__version__
         if rec["axes"]["strategy"] == "sequential":
             assert [s["task"] for s in rec["stages"]] == ["seg", "det", "cls"]

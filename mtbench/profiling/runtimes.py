@@ -13,6 +13,10 @@ Runtimes:
   parity check run in strict float32: the PyTorch reference with TF32 switched off for the
   call, the CUDA provider with ``use_tf32=0`` (TF32 alone moves outputs by ~1e-3..1e-1).
 
+Every runtime is timed like eager (:mod:`mtbench.profiling.latency`): batch-1 latency and
+FPS series sampled under the same :class:`~mtbench.profiling.latency.StopRule`, each with
+its p50 / FPS interval and stop reason.
+
 A runtime that fails (export error, unsupported op, divergent outputs) is recorded as
 ``{"error": reason}`` for that runtime; the cell itself does not fail.
 """
@@ -20,7 +24,6 @@ A runtime that fails (export error, unsupported op, divergent outputs) is record
 from __future__ import annotations
 
 import contextlib
-import statistics
 import tempfile
 import warnings
 from pathlib import Path
@@ -29,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtbench.profiling.latency import summarise, time_calls, torch_runner
+from mtbench.profiling.latency import StopRule, fps_figures, latency_figures, sample_adaptive, torch_runner
 
 PARITY_TOL = 1e-4
 
@@ -102,8 +105,8 @@ def onnx_session(path: Path, device: torch.device, threads: int):
 
 
 def measure_onnx(model: nn.Module, image_size: int, batch_size: int, device: torch.device, warmup: int,
-                 repeats: int, fps_repeats: int) -> dict:
-    """ONNX Runtime batch-1 latency, FPS at ``batch_size`` and parity with PyTorch."""
+                 repeats: int, fps_repeats: int, rule: StopRule = StopRule()) -> dict:
+    """ONNX Runtime batch-1 latency, FPS at ``batch_size`` (with intervals) and parity with PyTorch."""
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="mtbench-onnx-") as tmp:
         p1 = export_onnx(model, image_size, 1, Path(tmp) / "b1.onnx")
@@ -112,17 +115,17 @@ def measure_onnx(model: nn.Module, image_size: int, batch_size: int, device: tor
         ref = _flat_outputs(model, torch.from_numpy(x).to(device))
         got = sess.run(None, {"images": x})
         parity = max(float(np.abs(a - b).max()) for a, b in zip(ref, got))
-        out = summarise(time_calls(lambda: sess.run(None, {"images": x}), warmup, repeats))
+        out = latency_figures(sample_adaptive(lambda: sess.run(None, {"images": x}), warmup, repeats, rule))
         pb = export_onnx(model, image_size, batch_size, Path(tmp) / "bn.onnx") if batch_size > 1 else p1
         sess_b = onnx_session(pb, device, threads) if batch_size > 1 else sess
         xb = np.random.default_rng(1).random((batch_size, 3, image_size, image_size), dtype=np.float32)
-        med = statistics.median(time_calls(lambda: sess_b.run(None, {"images": xb}), 2, fps_repeats))
-    return out | {"fps": batch_size / med, "parity_max_abs": parity, "parity_ok": parity < PARITY_TOL,
+        out |= fps_figures(sample_adaptive(lambda: sess_b.run(None, {"images": xb}), 2, fps_repeats, rule), batch_size)
+    return out | {"parity_max_abs": parity, "parity_ok": parity < PARITY_TOL,
                   "provider": sess.get_providers()[0], "threads": float(threads)}
 
 
 def measure_compile(model: nn.Module, image_size: int, batch_size: int, device: torch.device, warmup: int,
-                    repeats: int, fps_repeats: int) -> dict:
+                    repeats: int, fps_repeats: int, rule: StopRule = StopRule()) -> dict:
     """``torch.compile`` latency and FPS (compilation happens in the warm-up; its time is reported)."""
     import time
 
@@ -132,12 +135,12 @@ def measure_compile(model: nn.Module, image_size: int, batch_size: int, device: 
     run1()
     compile_s = time.perf_counter() - t0
     sync = device.type == "cuda"
-    out = summarise(time_calls(run1, warmup, repeats, sync))
+    out = latency_figures(sample_adaptive(run1, warmup, repeats, rule, sync))
     runb = torch_runner(compiled, batch_size, image_size, device)
-    med = statistics.median(time_calls(runb, 2, fps_repeats, sync))
+    out |= fps_figures(sample_adaptive(runb, 2, fps_repeats, rule, sync), batch_size)
     x = torch.rand(1, 3, image_size, image_size, device=device)
     parity = max(float(np.abs(a - b).max()) for a, b in zip(_flat_outputs(model, x), _flat_outputs(compiled, x)))
-    return out | {"fps": batch_size / med, "compile_s": compile_s, "parity_max_abs": parity,
+    return out | {"compile_s": compile_s, "parity_max_abs": parity,
                   "threads": float(torch.get_num_threads())}
 
 
@@ -145,12 +148,16 @@ RUNTIMES = {"onnx": measure_onnx, "compile": measure_compile}
 
 
 def measure_runtimes(names: list[str], model: nn.Module, image_size: int, batch_size: int, device: torch.device,
-                     warmup: int, repeats: int, fps_repeats: int) -> dict[str, dict]:
-    """Figures per runtime in ``names`` (besides eager); a failing runtime gives ``{"error": reason}``."""
+                     warmup: int, repeats: int, fps_repeats: int, rule: StopRule = StopRule()) -> dict[str, dict]:
+    """Figures per runtime in ``names`` (besides eager); a failing runtime gives ``{"error": reason}``.
+
+    ``repeats`` / ``fps_repeats`` are the minimum samples of the latency / FPS series; ``rule``
+    (the suite's ``profile`` stopping rule) decides how many more each takes.
+    """
     out = {}
     for name in names:
         try:
-            out[name] = RUNTIMES[name](model, image_size, batch_size, device, warmup, repeats, fps_repeats)
+            out[name] = RUNTIMES[name](model, image_size, batch_size, device, warmup, repeats, fps_repeats, rule)
         except Exception as exc:  # recorded per runtime; the cell goes on
             out[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     return out
