@@ -2,12 +2,14 @@
 
 Gates are evaluated when the table is built, from stored results, so editing a suite's
 gates never needs a re-run. A gate on a metric the cell does not have (``forgetting`` of
-a joint cell) is ``n/a``, neither pass nor fail.
+a joint cell) is ``n/a``, neither pass nor fail; a gate on a metric a diagnostic finding
+invalidates is ``not meaningful`` (``mtbench run`` then exits 3, see :mod:`mtbench.cli`).
 """
 
 from __future__ import annotations
 
 import operator
+from typing import Collection
 
 from mtbench.suite import GATE_RE
 
@@ -15,18 +17,18 @@ _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge
 
 
 def check_gates(gates: list[str], values: dict[str, float | None],
-                not_meaningful: set[str] = frozenset()) -> dict[str, str]:
+                invalidated: Collection[str] = frozenset()) -> dict[str, str]:
     """Return ``{gate: "pass" | "FAIL" | "n/a" | "not meaningful"}`` for the cell's ``values``.
 
-    ``not_meaningful``: per-task forgetting keys (``forgetting/seg``) computed from a
-    chance-level score (chance-level diagnostic); a gate on ``forgetting``/``BWT`` or on
-    those keys is then "not meaningful" instead of pass/fail.
+    ``invalidated``: metric keys a diagnostic finding invalidates (``Finding.invalidates``,
+    e.g. ``cls/Top-1`` of a dead cls loss, ``forgetting`` from a chance-level score, ``fps``
+    of an implausible speed); a gate on one of them is "not meaningful", never pass or fail.
     """
     out = {}
     for gate in gates:
         m = GATE_RE.match(gate)
         v = values.get(m["metric"])
-        if not_meaningful and (m["metric"] in ("forgetting", "BWT") or m["metric"] in not_meaningful):
+        if m["metric"] in invalidated:
             out[gate] = "not meaningful"
         elif v is None:
             out[gate] = "n/a"

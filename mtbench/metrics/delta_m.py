@@ -27,7 +27,8 @@ def delta_m(metrics: dict[str, float], single: dict[str, dict[str, float]]) -> f
 
 
 def attach_delta_m(records: list[dict]) -> None:
-    """Set ``metrics["delta_m"]`` on every ok multi-task record that has single-task baselines."""
+    """Set ``metrics["delta_m"]`` on every ok multi-task record that has single-task baselines,
+    and ``delta_m_from`` (the baselines' hashes), so a finding on a baseline reaches the delta-m."""
     def key(r):
         c = r["config"]
         return (json.dumps(c["architecture"], sort_keys=True), json.dumps(c["losses"], sort_keys=True),
@@ -35,12 +36,15 @@ def attach_delta_m(records: list[dict]) -> None:
 
     ok = [r for r in records if r.get("status") == "ok" and "config" in r]
     singles: dict[tuple, dict[str, dict]] = {}
+    hashes: dict[tuple, list[str]] = {}
     for r in ok:
         if r["config"]["strategy"]["name"] == "single-task":
             singles.setdefault(key(r), {})[r["config"]["strategy"]["params"]["task"]] = r["metrics"]
+            hashes.setdefault(key(r), []).append(r["hash"])
     for r in ok:
         if r["config"]["strategy"]["name"] != "single-task" and key(r) in singles:
             value = delta_m(r["metrics"], singles[key(r)])
             if value is not None:
                 r["metrics"]["delta_m"] = value
+                r["delta_m_from"] = hashes[key(r)]
 
