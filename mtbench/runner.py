@@ -124,7 +124,7 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
                            progress=progress)
         result["loss_components"] = {t: list(losses[t].declared_components) for t in tasks
                                      if hasattr(losses[t], "declared_components")}
-        result["overfit"] = _overfit(cfg.get("checks") or {}, strategy, ctx, model, losses, train_sets, device, bs)
+        result["overfit"] = _overfit(cfg.get("checks") or {}, strategy, ctx, model, losses, train_sets, device)
         t0 = time.perf_counter()
         report = strategy.fit(ctx)
         train_s = time.perf_counter() - t0
@@ -156,16 +156,16 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
     return result
 
 
-def _overfit(checks: dict, strategy, ctx: TrainContext, model, losses, train_sets, device, bs) -> dict | None:
+def _overfit(checks: dict, strategy, ctx: TrainContext, model, losses, train_sets, device) -> dict | None:
     """The overfit-one-batch check on the tasks the strategy trains (None when ``off``): ``auto``
-    bounds its steps by ``overfit_share`` of the images the cell's budget trains on."""
+    bounds its steps by ``overfit_share`` of the budget's steps per trained task."""
     mode = checks.get("overfit_one_batch", "auto")
     if mode == "off":
         return None
     trained = getattr(strategy, "trained_tasks", lambda ts: ts)(ctx.tasks)  # single-task: its one task
     images, max_steps = checks.get("overfit_images", 2), checks.get("overfit_steps", 40)
-    steps = max_steps if mode == "on" else budget_steps(
-        sum(ctx.steps([t]) * bs for t in trained), len(trained), images, checks.get("overfit_share", SHARE), max_steps)
+    per_task = sum(ctx.steps([t]) for t in trained) / len(trained)
+    steps = max_steps if mode == "on" else budget_steps(per_task, checks.get("overfit_share", SHARE), max_steps)
     return overfit_one_batch(model, losses, {t: train_sets[t] for t in trained}, device,
                              checks.get("overfit_lr", 0.01), steps, images)
 

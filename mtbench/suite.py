@@ -173,8 +173,8 @@ class Checks(_Strict):
     """Diagnostics that need work before the run (:mod:`mtbench.diagnostics.overfit`).
 
     ``overfit_one_batch``: ``auto`` (every cell) runs it on ``overfit_images`` images per task
-    for as many steps as keep it within ``overfit_share`` of the images the cell trains on
-    (at least 8, at most ``overfit_steps``); ``on`` runs exactly ``overfit_steps``; ``off``.
+    for ``overfit_share`` of the budget's steps per trained task (at least 4, at most
+    ``overfit_steps``); ``on`` runs exactly ``overfit_steps``; ``off`` skips it.
     Not part of the cell hash: checks do not change what is trained."""
 
     overfit_one_batch: Literal["auto", "on", "off"] = "auto"

@@ -18,8 +18,8 @@ from mtbench.diagnostics.weights import task_weight_collapse
 DEAD_WINDOW = 20          # K: logged steps of the last window looked at by dead-loss (all 0 / constant)
 DEAD_SHARE = 0.25         # dead-loss: a component 0 or missing, or no positives, in >= 25% of a stage's steps
 MIN_POS_RATIO = 1 / 1000  # positive-ratio threshold (positives / negatives of one step at one level)
-FIT_LEFT = 0.5            # overfit-one-batch: at most half the loss above its floor may be left on the batch ...
-MIN_INPUT_GAIN = 0.3      # ... and it must be >= 30% below the loss on the same batch with its images rolled
+FIT_LEFT = 0.8            # overfit-one-batch: the loss above its floor must fall by >= 20% on the batch ...
+MIN_INPUT_GAIN = 0.05     # ... and end >= 5% below the loss on the same batch with its images rolled
 SPEED_SLACK = 1.5         # implausible when achieved FLOP/s > 1.5 x matmul peak
 _COUNTER = re.compile(r"/(num_pos|num_loc|forced_pos|sigma|window|floor)(/|$)")  # counters and schedules, not losses
 
