@@ -183,6 +183,12 @@ class Checks(_Strict):
     overfit_images: int = Field(2, ge=2)   # per task, pairwise different targets (the input-use test needs 2)
     overfit_share: float = Field(0.1, gt=0, le=1)
 
+    @field_validator("overfit_one_batch", mode="before")
+    @classmethod
+    def _yaml_bool(cls, v):
+        """YAML 1.1 reads an unquoted ``on``/``off`` as a boolean."""
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
 
 class Profile(_Strict):
     """How cells are measured; ``runtimes`` beyond PyTorch eager: ``onnx``, ``compile``."""
