@@ -1,7 +1,15 @@
 """The ``mtbench`` command: parses arguments, calls the library, sets the exit code.
 
-Exit codes: 0 success; 1 a cell failed or a gate failed; 2 invalid input (suite, plugin,
-file); 130 interrupted (stored results stay valid; re-run to resume).
+Exit codes:
+
+- 0 success;
+- 1 a cell failed or a gate failed (``run``), a rule was violated (``compare``);
+- 2 invalid input (suite, plugin, file);
+- 3 suspect result: every cell ran and no gate failed, but a gate is ``not meaningful``
+  (its metric is invalidated by a diagnostic finding) or a cell has an ``error`` finding
+  (``run``; ``run --allow-suspect`` reports it and exits 0), or ``doctor`` printed an
+  ``error`` finding;
+- 130 interrupted (stored results stay valid; re-run to resume).
 """
 
 from __future__ import annotations
@@ -12,6 +20,8 @@ import sys
 from pathlib import Path
 
 from mtbench.errors import MtbenchError
+
+EXIT_SUSPECT = 3
 
 
 def _registry(args):
@@ -29,7 +39,8 @@ def cmd_validate(args) -> int:
 
 def cmd_run(args) -> int:
     from mtbench.executors.local import run_local
-    from mtbench.report import any_gate_failed, build_frame, render, write_outputs
+    from mtbench.diagnostics.binding import errors
+    from mtbench.report import any_gate_failed, build_frame, not_meaningful_gates, render, write_outputs
     from mtbench.results import ResultStore
     from mtbench.suite import expand, load_suite
 
@@ -60,7 +71,18 @@ def cmd_run(args) -> int:
         print(f"{len(failed)} cell(s) failed", file=sys.stderr)
     if any_gate_failed(frame):
         print("a gate failed", file=sys.stderr)
-    return 1 if failed or any_gate_failed(frame) else 0
+    if failed or any_gate_failed(frame):
+        return 1
+    moot = not_meaningful_gates(frame)
+    suspect = [r["label"] for r in records if errors(r.get("diagnostics") or [])]
+    for g in moot:
+        print(f"gate not meaningful (its metric is invalidated by a finding): {g}", file=sys.stderr)
+    for label in suspect:
+        print(f"error finding in {label} (details: mtbench doctor {store.dir})", file=sys.stderr)
+    if (moot or suspect) and not args.allow_suspect:
+        print(f"suspect result: exit {EXIT_SUSPECT} (--allow-suspect to exit 0)", file=sys.stderr)
+        return EXIT_SUSPECT
+    return 0
 
 
 def _records(path: str) -> list[dict]:
@@ -107,21 +129,25 @@ def cmd_report(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from mtbench.diagnostics import diagnose
+    from mtbench.diagnostics.checks import rediagnose
     records = _records(args.result) if Path(args.result).is_dir() or args.result.endswith("results.json") \
         else [json.loads(Path(args.result).read_text())]
-    total = 0
+    total, errors = 0, 0
     for rec in records:
-        findings = diagnose(rec)  # re-run on the stored record: older results get current checks
+        findings, stored = rediagnose(rec)  # current checks; stored findings where the history is gone
         print(f"{rec['label']} ({rec['hash']}): {rec['status']}" + ("" if rec["status"] == "ok" else f" - {rec.get('reason')}"))
+        if stored:
+            print("  (no loss history in this file: dead-loss and positive-ratio findings are the stored ones)")
         for f in findings:
             ev = ", ".join(f"{k}={_fmt(v)}" for k, v in f["evidence"].items())
-            print(f"  [{f['severity']}] {f['check']}: {f['message']}\n      evidence: {ev}")
+            inv = f"\n      invalidates: {', '.join(f['invalidates'])}" if f.get("invalidates") else ""
+            print(f"  [{f['severity']}] {f['check']}: {f['message']}\n      evidence: {ev}{inv}")
         if not findings:
             print("  no findings")
         total += len(findings)
-    print(f"{total} finding(s) in {len(records)} cell(s)")
-    return 0
+        errors += sum(f["severity"] == "error" for f in findings)
+    print(f"{total} finding(s) in {len(records)} cell(s), {errors} error(s)")
+    return EXIT_SUSPECT if errors else 0
 
 
 def _fmt(v) -> str:
@@ -163,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip cells whose config hash already has a stored result (default: on)")
     r.add_argument("--force", action="store_true", help="re-run every cell (same as --no-resume)")
     r.add_argument("--retry-failed", action="store_true", help="on resume, re-run cells whose stored result failed")
+    r.add_argument("--allow-suspect", action="store_true",
+                   help="exit 0 instead of 3 when a gate is not meaningful or a cell has an error finding")
     r.add_argument("--results", default="results", help="results folder (default: ./results)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument("--executor", choices=["local", "ray"], default="local",
@@ -179,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--all", action="store_true", help="print unchanged metrics too")
     cmp_.set_defaults(fn=cmd_compare)
 
-    doc = sub.add_parser("doctor", help="print every diagnostic finding of a result with its evidence")
+    doc = sub.add_parser("doctor", help="print every diagnostic finding of a result with its evidence "
+                                        "(exit 3 when one is an error)")
     doc.add_argument("result", help="a cell JSON, a run folder (results/<suite>) or its results.json")
     doc.set_defaults(fn=cmd_doctor)
 

@@ -29,6 +29,15 @@ def mtbench_register_models():
         called as ``factory(tasks=dict[str, TaskInfo], level=str, **params)`` and returns
         an :class:`mtbench.models.base.MultiTaskModel` whose ``strides`` state which
         feature stride feeds each task head (P2 = 4 ... P5 = 32).
+
+    Optional reference figures: a factory (or model class) may offer
+    ``reference_figures(**params) -> list[dict]``, the parameter count and FLOPs its paper
+    reports for those ``params``: ``{"source", "params_m", "flops_g", "tolerance",
+    "conditions": {"image_size", "tasks": {task: num_classes}, "level"?}}`` (``[]`` for
+    parameters the paper did not report). When a cell does not match the conditions, the
+    model is rebuilt at them and measured there (deployed, ``fuse()``-d); a figure off by
+    more than ``tolerance`` (relative) is an error finding (``reference-figures``). See
+    :mod:`mtbench.profiling.reference`; ``plugins/mtbench-gold-yolo`` is an example.
     """
 
 
@@ -42,7 +51,9 @@ def mtbench_register_losses():
         ``task`` is one of ``det``, ``seg``, ``cls``, ``points``. ``factory(num_classes=int,
         **params)`` returns an ``nn.Module`` called as ``loss(raw, targets, stride=int)``
         that returns ``dict[str, Tensor]``: named scalar components plus ``total``, and
-        integer-valued counters such as ``num_pos`` (positives assigned).
+        integer-valued counters such as ``num_pos`` (positives assigned). Optionally the
+        loss declares ``declared_components`` (a tuple of component names every call
+        reports); the ``dead-loss`` diagnostic flags a declared component that never appears.
     """
 
 

@@ -2,6 +2,12 @@
 
 Column names are the field's terms: mAP@[.5:.95], AP50, mIoU, Top-1, forgetting, BWT, delta-m.
 Fractions stay in [0, 1]; a missing value is shown as ``-``.
+
+Findings bind (:mod:`mtbench.diagnostics.binding`): a number a diagnostic finding
+invalidates is printed with ``†`` in the console table, ``results.md`` and ``report.md``,
+with a legend under the table naming metric and check; the CSV keeps the numbers and lists
+them in its ``flags`` column (``metric:check; ...``); a gate on such a number reads
+``not meaningful``.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from mtbench.diagnostics.binding import invalidated
 from mtbench.gates import check_gates
+from mtbench.metrics import PRIMARY
 from mtbench.metrics.delta_m import attach_delta_m
 from mtbench.results import write_json_atomic
 
@@ -40,6 +48,9 @@ COLUMNS = [
     ("peak mem (MiB)", ("profile", "peak_mem_mib"), 0),
     ("train (s)", ("profile", "train_s"), 0),
 ]
+#: column -> the metric key findings and gates name (``onnx/latency_ms`` for a runtime's figure)
+METRIC_OF = {col: path[1] if len(path) == 2 else "/".join(path[2:]) for col, path, *_ in COLUMNS}
+MARK = "†"
 
 
 def _dig(rec: dict, path: tuple):
@@ -57,15 +68,33 @@ def gate_values(rec: dict) -> dict:
     return values
 
 
+def _flags(records: list[dict]) -> list[dict[str, list[str]]]:
+    """Per record ``{metric: [check]}`` of the numbers its findings invalidate, including a
+    delta-m computed from a single-task baseline whose headline metric is invalidated."""
+    inv = [invalidated(r.get("diagnostics") or []) for r in records]
+    by_hash = {r.get("hash"): i for r, i in zip(records, inv)}
+    for r, i in zip(records, inv):
+        for h in r.get("delta_m_from") or []:
+            bad = [c for k, cs in by_hash.get(h, {}).items() if k in PRIMARY.values() or k == "delta_m" for c in cs]
+            for c in dict.fromkeys(bad):
+                i.setdefault("delta_m", [])
+                if c not in i["delta_m"]:
+                    i["delta_m"].append(c)
+    return inv
+
+
 def build_frame(records: list[dict], gates: list[str], delta_m: str | None = None) -> pd.DataFrame:
     """One row per cell record, in the given order (delta-m attached where baselines exist).
 
     :param delta_m: the delta-m convention (``headline``/``all``, the suite's ``delta_m``);
         ``None``: the one stored in each record's config.
+
+    Numbers stay numbers; ``flags`` lists ``metric:check`` for every number of the record a
+    finding invalidates, and ``gates`` reads ``FAIL: ...`` / ``not meaningful: ...`` / ``pass``.
     """
     attach_delta_m(records, delta_m)
     rows = []
-    for rec in records:
+    for rec, inv in zip(records, _flags(records)):
         row = {"cell": rec["label"], "hash": rec["hash"]}
         for col, path, digits, *scale in COLUMNS:
             v = _dig(rec, path)
@@ -75,20 +104,48 @@ def build_frame(records: list[dict], gates: list[str], delta_m: str | None = Non
             else:
                 row[col] = round(v * (scale[0] if scale else 1), digits) if num else None
         findings = rec.get("diagnostics") or []
-        not_meaningful = {f["evidence"]["not_meaningful"] for f in findings if "not_meaningful" in f.get("evidence", {})}
-        gate_res = check_gates(gates, gate_values(rec), not_meaningful) if rec["status"] == "ok" else {}
+        values = gate_values(rec)
+        gate_res = check_gates(gates, values, set(inv)) if rec["status"] == "ok" else {}
         fails = [g for g, r in gate_res.items() if r == "FAIL"]
         moot = [g for g, r in gate_res.items() if r == "not meaningful"]
-        if fails:
-            row["gates"] = "FAIL: " + "; ".join(fails)
-        elif moot:
-            row["gates"] = "not meaningful: " + "; ".join(moot)
-        else:
-            row["gates"] = "pass" if gate_res else "-"
+        parts = ([f"FAIL: {'; '.join(fails)}"] if fails else []) + ([f"not meaningful: {'; '.join(moot)}"] if moot else [])
+        row["gates"] = " | ".join(parts) or ("pass" if gate_res else "-")
         row["diagnostics"] = "; ".join(dict.fromkeys(f["check"] for f in findings)) or "-"
+        row["flags"] = "; ".join(f"{m}:{c}" for m in sorted(inv) if values.get(m) is not None for c in inv[m])
         row["status"] = rec["status"] if rec["status"] == "ok" else f"failed: {rec.get('reason')}"[:120]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def flagged(frame_row) -> dict[str, list[str]]:
+    """``{metric: [check]}`` parsed from a frame row's ``flags`` (``metric:check; ...``)."""
+    out: dict[str, list[str]] = {}
+    text = frame_row.get("flags")
+    for item in filter(None, text.split("; ") if isinstance(text, str) else []):
+        metric, check = item.rsplit(":", 1)
+        out.setdefault(metric, []).append(check)
+    return out
+
+
+def _shown(frame: pd.DataFrame) -> pd.DataFrame:
+    """The displayed table: no hash/flags, no empty columns, invalidated numbers marked ``†``."""
+    shown = _with_none(frame.drop(columns=["hash", "flags"], errors="ignore").dropna(axis=1, how="all"))
+    for i, row in frame.iterrows():
+        for metric in flagged(row):
+            for col in (c for c, m in METRIC_OF.items() if m == metric and c in shown.columns):
+                if shown.at[i, col] is not None:
+                    shown.at[i, col] = f"{shown.at[i, col]:g}{MARK}"
+    return shown
+
+
+def legend(frame: pd.DataFrame) -> str:
+    """The lines under the table explaining each ``†`` (empty when nothing is flagged)."""
+    lines = [f"- {row['cell']}: " + ", ".join(f"{m} ({', '.join(cs)})" for m, cs in flagged(row).items())
+             for _, row in frame.iterrows() if flagged(row)]
+    if not lines:
+        return ""
+    return (f"{MARK} invalidated by a diagnostic finding (gates on it are not meaningful; "
+            "evidence: `mtbench doctor`):\n" + "\n".join(lines))
 
 
 def _with_none(frame: pd.DataFrame) -> pd.DataFrame:
@@ -98,14 +155,17 @@ def _with_none(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _markdown(frame: pd.DataFrame) -> str:
     """The Markdown table of ``results.md``/``report.md``: like the console, without empty columns."""
-    shown = _with_none(frame.drop(columns=["hash"]).dropna(axis=1, how="all"))
-    return tabulate(shown, headers="keys", tablefmt="github", showindex=False, missingval="-")
+    table = tabulate(_shown(frame), headers="keys", tablefmt="github", showindex=False, missingval="-")
+    note = legend(frame)
+    return table + (f"\n\n{note}" if note else "")
 
 
 def render(frame: pd.DataFrame) -> str:
-    """The console table: empty columns (a task the suite does not have) are dropped."""
-    shown = _with_none(frame.drop(columns=["hash"]).dropna(axis=1, how="all"))
-    return tabulate(shown, headers="keys", tablefmt="github", showindex=False, floatfmt="g", missingval="-")
+    """The console table (empty columns, e.g. a task the suite does not have, are dropped) and
+    the legend of its ``†`` marks."""
+    table = tabulate(_shown(frame), headers="keys", tablefmt="github", showindex=False, floatfmt="g", missingval="-")
+    note = legend(frame)
+    return table + (f"\n\n{note}" if note else "")
 
 
 def write_outputs(frame: pd.DataFrame, records: list[dict], out_dir: Path, suite: str) -> dict[str, Path]:
@@ -143,6 +203,16 @@ def write_report(records: list[dict], out_dir: Path, title: str, gates: list[str
 
 def any_gate_failed(frame: pd.DataFrame) -> bool:
     return bool(frame["gates"].astype(str).str.startswith("FAIL").any()) if len(frame) else False
+
+
+def not_meaningful_gates(frame: pd.DataFrame) -> list[str]:
+    """``"cell: gate"`` for every gate that reads ``not meaningful``."""
+    out = []
+    for _, row in frame.iterrows():
+        for part in str(row["gates"]).split(" | "):
+            if part.startswith("not meaningful: "):
+                out += [f"{row['cell']}: {g}" for g in part.removeprefix("not meaningful: ").split("; ")]
+    return out
 
 
 def load_records(path: Path) -> list[dict]:

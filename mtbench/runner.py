@@ -23,7 +23,7 @@ from tqdm import tqdm
 from mtbench import __version__
 from mtbench.data.base import collate
 from mtbench.diagnostics import diagnose
-from mtbench.diagnostics.overfit import overfit_one_batch
+from mtbench.diagnostics.overfit import SHARE, budget_steps, overfit_one_batch
 from mtbench.evaluation import evaluate_detailed, verdict_inputs
 from mtbench.metrics import PRIMARY
 from mtbench.metrics.forgetting import forgetting
@@ -31,12 +31,12 @@ from mtbench.plugins import Registry
 from mtbench.profiling.complexity import count_flops, count_params, matmul_peak_gflops
 from mtbench.profiling.latency import StopRule, measure_fps, measure_latency
 from mtbench.profiling.memory import peak_memory_mib
+from mtbench.profiling.reference import reference_entries
 from mtbench.profiling.runtimes import measure_runtimes
 from mtbench.strategies.base import TrainContext
 from mtbench.suite import Cell
 
 SCHEMA_VERSION = 1
-AUTO_OVERFIT_MAX_STEPS = 300  # checks.overfit_one_batch "auto": on up to this many steps
 METRICS_DOC = (
     "det/mAP = COCO mAP@[.5:.95], det/AP50 = AP at IoU 0.5 (faster-coco-eval, val split); "
     "seg/mIoU = mean IoU from one confusion matrix over the val split, 255 ignored; "
@@ -137,12 +137,9 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
 
         ctx = TrainContext(model=model, tasks=tasks, loaders=loaders, losses=losses, fixed=fixed, device=device,
                            evaluate=evaluate_tasks, progress=progress)
-        checks = cfg.get("checks") or {}
-        mode = checks.get("overfit_one_batch", "auto")
-        if mode == "on" or (mode == "auto" and ctx.steps(tasks) <= AUTO_OVERFIT_MAX_STEPS):
-            trained = getattr(strategy, "trained_tasks", lambda ts: ts)(tasks)  # single-task: its one task
-            result["overfit"] = overfit_one_batch(model, losses, {t: train_sets[t] for t in trained}, device,
-                                                  checks.get("overfit_lr", 0.01), checks.get("overfit_steps", 40))
+        result["loss_components"] = {t: list(losses[t].declared_components) for t in tasks
+                                     if hasattr(losses[t], "declared_components")}
+        result["overfit"] = _overfit(cfg.get("checks") or {}, strategy, ctx, model, losses, train_sets, device)
         t0 = time.perf_counter()
         report = strategy.fit(ctx)
         train_s = time.perf_counter() - t0
@@ -162,6 +159,12 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
         result["extra"] = report.extra
         t_prof = time.perf_counter()
         result["profile"] = profile(model, size, bs, device, cell.config["profile"]) | {"train_s": train_s}
+        if result["overfit"]:
+            result["overfit"]["share_of_train"] = result["overfit"]["seconds"] / train_s if train_s > 0 else None
+        refs = reference_entries(cfg, registry.get("model", cfg["architecture"]["name"]).factory,
+                                 {t: infos[t].num_classes for t in tasks}, result["profile"])
+        if refs:
+            result["profile"]["reference"] = refs
         result["harness"] = harness_cost(result, train_s, time.perf_counter() - t_prof)
         result["status"] = "ok"
     except Exception as exc:  # a failing cell is recorded, the run goes on
@@ -182,6 +185,20 @@ def harness_cost(result: dict, train_s: float, profile_s: float) -> dict:
              "profile_s": profile_s}
     total = sum(parts.values())
     return parts | {"total_s": total, "share_of_train": total / train_s if train_s > 0 else None}
+
+
+def _overfit(checks: dict, strategy, ctx: TrainContext, model, losses, train_sets, device) -> dict | None:
+    """The overfit-one-batch check on the tasks the strategy trains (None when ``off``): ``auto``
+    bounds its steps by ``overfit_share`` of the budget's steps per trained task."""
+    mode = checks.get("overfit_one_batch", "auto")
+    if mode == "off":
+        return None
+    trained = getattr(strategy, "trained_tasks", lambda ts: ts)(ctx.tasks)  # single-task: its one task
+    images, max_steps = checks.get("overfit_images", 2), checks.get("overfit_steps", 40)
+    per_task = sum(ctx.steps([t]) for t in trained) / len(trained)
+    steps = max_steps if mode == "on" else budget_steps(per_task, checks.get("overfit_share", SHARE), max_steps)
+    return overfit_one_batch(model, losses, {t: train_sets[t] for t in trained}, device,
+                             checks.get("overfit_lr", 0.01), steps, images)
 
 
 def profile(model, image_size: int, batch_size: int, device: torch.device, cfg: dict) -> dict:

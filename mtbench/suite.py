@@ -29,7 +29,7 @@ from mtbench.plugins import Registry
 TaskName = Literal["det", "seg", "cls", "points"]
 LEVELS = ("P2", "P3", "P4", "P5", "multi")
 AXES = ("architecture", "loss", "level", "strategy", "seed")
-UNHASHED = ("checks", "uncertainty", "delta_m")  # config sections that do not change what is trained
+UNHASHED = ("checks", "uncertainty", "delta_m", "expect")  # config sections that do not change what is trained or measured
 GATE_RE = re.compile(r"^\s*(?P<metric>[\w/\-@\[\].:]+)\s*(?P<op><=|>=|<|>|==)\s*(?P<value>[-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
 DEFAULT_LOSSES = {"det": "fcos", "seg": "ce", "cls": "ce", "points": "focal-heatmap"}
 
@@ -78,10 +78,33 @@ class Named(_Strict):
         return self.label or self.name
 
 
+class Expect(_Strict):
+    """Reference figures the suite states for an architecture entry: ``params_m`` (millions of
+    parameters) and/or ``flops_g`` (GFLOPs per image) of the deployed model at the cell's image
+    size and classes, within a relative ``tolerance`` (default 1 %). A mismatch is an error
+    finding (``reference-figures``) that invalidates the figure. Not part of the cell hash."""
+
+    params_m: float | None = Field(None, gt=0)
+    flops_g: float | None = Field(None, gt=0)
+    tolerance: float = Field(0.01, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _some(self) -> "Expect":
+        if self.params_m is None and self.flops_g is None:
+            raise ValueError("give params_m and/or flops_g")
+        return self
+
+
+class Architecture(Named):
+    """An architecture entry: a plugin choice plus optional reference figures (``expect``)."""
+
+    expect: Expect | None = None
+
+
 class Matrix(_Strict):
     """The axes crossed into cells, plus ``include`` (extra sub-matrices) and ``exclude``."""
 
-    architecture: list[Union[str, Named]] = Field(min_length=1)
+    architecture: list[Union[str, Architecture]] = Field(min_length=1)
     loss: list[Union[str, dict[TaskName, Union[str, Named]]]] = Field(default_factory=lambda: [{}], min_length=1)
     level: list[Level] = Field(min_length=1)
     strategy: list[Union[str, Named]] = Field(min_length=1)
@@ -147,14 +170,24 @@ class Fixed(_Strict):
 
 
 class Checks(_Strict):
-    """Diagnostics that need work before the run. ``overfit_one_batch``: ``auto`` runs it when
-    the cell's budget is at most ``AUTO_OVERFIT_MAX_STEPS`` optimiser steps (tiny budgets,
-    where it costs little and a broken setting is likeliest to go unseen), ``on``, ``off``.
+    """Diagnostics that need work before the run (:mod:`mtbench.diagnostics.overfit`).
+
+    ``overfit_one_batch``: ``auto`` (every cell) runs it on ``overfit_images`` images per task
+    for ``overfit_share`` of the budget's steps per trained task (at least 4, at most
+    ``overfit_steps``); ``on`` runs exactly ``overfit_steps``; ``off`` skips it.
     Not part of the cell hash: checks do not change what is trained."""
 
     overfit_one_batch: Literal["auto", "on", "off"] = "auto"
     overfit_steps: int = Field(40, gt=0)
     overfit_lr: float = Field(0.01, gt=0)  # AdamW, constant; a memorisation test, not the suite's schedule
+    overfit_images: int = Field(2, ge=2)   # per task, pairwise different targets (the input-use test needs 2)
+    overfit_share: float = Field(0.1, gt=0, le=1)
+
+    @field_validator("overfit_one_batch", mode="before")
+    @classmethod
+    def _yaml_bool(cls, v):
+        """YAML 1.1 reads an unquoted ``on``/``off`` as a boolean."""
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
 
 class Profile(_Strict):
@@ -243,8 +276,8 @@ def _line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
 
 def _where(path: Path, lines: dict, loc: tuple) -> str:
     # pydantic adds the union member's type name ("str", "Named") to loc; drop those
-    keys = [str(x) for x in loc if not (isinstance(x, str) and (x in ("str", "Named") or x.startswith(("dict[", "function-"))))]
-    line = _line_of(lines, tuple(k for k in loc if k not in ("str", "Named")))
+    keys = [str(x) for x in loc if not (isinstance(x, str) and (x in ("str", "Named", "Architecture") or x.startswith(("dict[", "function-"))))]
+    line = _line_of(lines, tuple(k for k in loc if k not in ("str", "Named", "Architecture")))
     return f"{path}:{line}: {'.'.join(keys) or '<top>'}" if line else f"{path}: {'.'.join(keys)}"
 
 
@@ -440,7 +473,8 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
                     chosen = _loss_entry(registry, tasks, v, loaded, 0)
                     hits = [(_loss_label(chosen), chosen)]
                 elif ax in ("architecture", "strategy"):
-                    nv = Named.model_validate(v) if isinstance(v, dict) else Named(name=v)
+                    kls = Architecture if ax == "architecture" else Named
+                    nv = kls.model_validate(v) if isinstance(v, dict) else Named(name=v)
                     kind = "model" if ax == "architecture" else "strategy"
                     try:
                         registry.get(kind, nv.name)
@@ -483,6 +517,7 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
             "checks": s.checks.model_dump(),
             "uncertainty": s.uncertainty.model_dump(),
             "delta_m": s.delta_m,
+            **({"expect": arch.expect.model_dump()} if getattr(arch, "expect", None) else {}),
         }
         axes = {ax: c[ax][0] for ax in AXES}
         label = "|".join(axes[ax] for ax in AXES[:-1]) + f"|s{axes['seed']}"

@@ -33,15 +33,23 @@ def test_listed_with_their_distributions(full_registry):
 
 
 @pytest.mark.parametrize("size", ["n", "s"])
-def test_gold_yolo_matches_paper(full_registry, size):
-    """Deployed (RepVGG re-parameterised) params within 5% of the paper; FLOPs too."""
-    model = full_registry.create_model("gold-yolo", tasks=DET80, level="P3", size=size).fuse()
-    params_m = count_params(model)["params"] / 1e6
-    gflops = count_flops(model, 640)
-    print(f"gold-yolo-{size}: {params_m:.3f} M params (paper {PAPER[size][0]}), {gflops:.2f} GFLOPs "
-          f"(paper {PAPER[size][1]})")
-    assert abs(params_m / PAPER[size][0] - 1) < 0.05
-    assert abs(gflops / PAPER[size][1] - 1) < 0.05
+def test_gold_yolo_matches_its_paper_reference(full_registry, size):
+    """The plugin's own reference figures (paper Table 1: 640 px, 80 classes) hold within their 1 %
+    tolerance for a cell at another size and class count: the model is rebuilt at the paper's
+    conditions (deployed, RepVGG re-parameterised) and measured there."""
+    from mtbench.diagnostics.reference import reference_figures
+    from mtbench.profiling.reference import reference_entries
+    factory = full_registry.get("model", "gold-yolo").factory
+    cfg = {"architecture": {"name": "gold-yolo", "params": {"size": size}}, "level": "P3", "fixed": {"image_size": 128}}
+    (ref,) = reference_entries(cfg, factory, {"det": 3}, {"params_m": 1.0, "flops_g": 1.0})
+    print(f"gold-yolo-{size}: {ref['measured']} (paper {ref['expected']})")
+    assert ref["expected"] == dict(zip(("params_m", "flops_g"), PAPER[size]))
+    assert ref["conditions"] == {"image_size": 640, "tasks": {"det": 80}, "level": "P3"}
+    assert reference_figures({"profile": {"reference": [ref]}}) == []
+    ported = {**ref, "measured": {"params_m": PAPER[size][0] * 1.014, "flops_g": PAPER[size][1]}}  # the seeds' port
+    (found,) = reference_figures({"profile": {"reference": [ported]}})
+    assert found.severity == "error" and found.evidence["relative"] == pytest.approx(0.014)
+    assert factory.reference_figures(size=size, reg_max=3) == []  # not the paper's model
 
 
 def test_gold_yolo_shapes_and_fuse_parity(full_registry):

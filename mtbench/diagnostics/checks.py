@@ -1,120 +1,156 @@
-"""The diagnostic checks (see the package docstring for the table)."""
+"""The loss-history, overfit, speed and registry of diagnostic checks (table: package docstring).
+
+Every check is a pure function ``check(record) -> list[Finding]``; each finding names the
+metric keys it invalidates (:mod:`mtbench.diagnostics.binding`).
+"""
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
 from statistics import fmean
 from typing import Callable
 
-from mtbench.metrics import PRIMARY
+from mtbench.diagnostics.binding import SPEED_METRICS, Finding, task_metrics
+from mtbench.diagnostics.chance_level import chance_level
+from mtbench.diagnostics.reference import reference_figures
+from mtbench.diagnostics.weights import task_weight_collapse
 
-DEAD_WINDOW = 20          # K: logged steps looked at by dead-loss
-MIN_POS_RATIO = 1 / 1000  # positive-ratio threshold (positives / negatives)
-OVERFIT_DROP = 0.9       # overfit-one-batch: required fall of the loss above its floor
+DEAD_WINDOW = 20          # K: logged steps of the last window looked at by dead-loss (all 0 / constant)
+DEAD_SHARE = 0.25         # dead-loss: a component 0 or missing, or no positives, in >= 25% of a stage's steps
+MIN_POS_RATIO = 1 / 1000  # positive-ratio threshold (positives / negatives of one step at one level)
+FIT_LEFT = 0.8            # overfit-one-batch: the loss above its floor must fall by >= 20% on the batch ...
+MIN_INPUT_GAIN = 0.05     # ... and end >= 5% below the loss on the same batch with its images rolled
 SPEED_SLACK = 1.5         # implausible when achieved FLOP/s > 1.5 x matmul peak
-COLLAPSE_SHARE = 1e-3     # task-weight-collapse: a weight below 0.1% of the mean task weight ...
-COLLAPSE_STEPS = 0.1      # ... at the end, or for at least 10% of the steps
 _COUNTER = re.compile(r"/(num_pos|num_loc|forced_pos|sigma|window|floor)(/|$)")  # counters and schedules, not losses
 
 
-@dataclass
-class Finding:
-    """One diagnostic result: which check, how bad, what it means, and the numbers behind it."""
+def _stages(hist: list[dict]) -> dict:
+    return {st: [r for r in hist if r.get("stage") == st] for st in dict.fromkeys(r.get("stage") for r in hist)}
 
-    check: str
-    severity: str  # "warning" | "error"
-    message: str
-    evidence: dict = field(default_factory=dict)
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+def _per_window(flags: list[bool]) -> list[int]:
+    """How many flagged steps fall in each window of ``DEAD_WINDOW`` steps (where in the run)."""
+    return [sum(flags[i:i + DEAD_WINDOW]) for i in range(0, len(flags), DEAD_WINDOW)]
+
+
+def _component_findings(rec: dict, stage, task: str, rows: list[dict]) -> list[Finding]:
+    n = len(rows)
+    keys = {k for r in rows for k in r if k.startswith(f"{task}/") and not _COUNTER.search(k)}
+    declared = {f"{task}/{c}" for c in (rec.get("loss_components") or {}).get(task, [])}
+    out = []
+    for key in sorted(keys | declared):
+        vals = [r.get(key) for r in rows]
+        missing = [v is None for v in vals]
+        zero = [v == 0 for v in vals]
+        base = {"stage": stage, "component": key, "steps": n}
+        if all(missing):
+            out.append(Finding("dead-loss", "error", f"{key} is never reported in stage {stage} ({n} steps), "
+                               "though the loss declares it", base, task_metrics(rec, task)))
+            continue
+        if sum(missing) >= DEAD_SHARE * n:
+            out.append(Finding("dead-loss", "error", f"{key} is missing in {sum(missing)} of {n} steps of stage {stage}",
+                               {**base, "missing_steps": sum(missing), "missing_per_window": _per_window(missing)},
+                               task_metrics(rec, task)))
+            continue
+        last = [v for v in vals[-DEAD_WINDOW:] if v is not None]
+        if sum(zero) >= DEAD_SHARE * n or (len(last) >= min(DEAD_WINDOW, 5) and all(v == 0 for v in last)):
+            out.append(Finding("dead-loss", "error", f"{key} is exactly 0 in {sum(zero)} of {n} steps of stage {stage}",
+                               {**base, "zero_steps": sum(zero), "zero_per_window": _per_window(zero),
+                                "last_values": last[-3:]}, task_metrics(rec, task)))
+        elif len(last) >= min(DEAD_WINDOW, 5) and max(last) == min(last):
+            out.append(Finding("dead-loss", "warning", f"{key} is constant ({last[0]:.6g}) for the last "
+                               f"{len(last)} steps of stage {stage}", {**base, "last_values": last[-3:]}))
+    return out
 
 
 def dead_loss(rec: dict) -> list[Finding]:
-    """A loss component exactly 0 or constant over the last ``DEAD_WINDOW`` logged steps of a stage."""
+    """A loss component that does not train its task, per stage and task, over every step:
+
+    - exactly 0 in >= ``DEAD_SHARE`` of the steps, or in all of the last ``DEAD_WINDOW``;
+    - missing (not reported) in >= ``DEAD_SHARE`` of the steps, or never reported though the
+      loss declares it (``record["loss_components"]``, from the loss's ``components``);
+    - the assigner's positives (``<task>/num_pos``) absent in >= ``DEAD_SHARE`` of the steps;
+    - constant over the last ``DEAD_WINDOW`` steps (warning).
+
+    Errors invalidate the task's metrics. Evidence counts the flagged steps per window of
+    ``DEAD_WINDOW`` steps, so it shows where in the run it happened.
+    """
     out = []
-    hist = rec.get("history") or []
-    for stage in dict.fromkeys(r.get("stage") for r in hist):
-        rows = [r for r in hist if r.get("stage") == stage][-DEAD_WINDOW:]
-        if len(rows) < min(DEAD_WINDOW, 5):
-            continue
-        keys = {k for r in rows for k in r if "/" in k and not _COUNTER.search(k)}
-        for key in sorted(keys):
-            vals = [r[key] for r in rows if key in r]
-            if len(vals) < len(rows):
+    for stage, rows in _stages(rec.get("history") or []).items():
+        for task in dict.fromkeys(k.split("/")[0] for r in rows for k in r if k.endswith("/total")):
+            trows = [r for r in rows if f"{task}/total" in r]
+            if len(trows) < 5:
                 continue
-            task = key.split("/")[0]
-            pos = [r.get(f"{task}/num_pos") for r in rows if r.get(f"{task}/num_pos") is not None]
-            evidence = {"stage": stage, "component": key, "last_values": vals[-3:],
-                        "num_pos_mean": fmean(pos) if pos else None, "steps": len(vals)}
-            if all(v == 0 for v in vals):
-                out.append(Finding("dead-loss", "error", f"{key} is exactly 0 for the last {len(vals)} steps"
-                                   + (f" (assigner positives: mean {fmean(pos):.1f})" if pos else ""), evidence))
-            elif max(vals) == min(vals):
-                out.append(Finding("dead-loss", "warning", f"{key} is constant ({vals[0]:.6g}) for the last "
-                                   f"{len(vals)} steps", evidence))
+            out += _component_findings(rec, stage, task, trows)
+            pos = [r.get(f"{task}/num_pos") for r in trows]
+            if all(p is None for p in pos):
+                continue
+            none = [p == 0 for p in pos]
+            if sum(none) >= DEAD_SHARE * len(trows):
+                out.append(Finding("dead-loss", "error", f"{task}: the assigner found no positives in {sum(none)} of "
+                                   f"{len(trows)} steps of stage {stage}",
+                                   {"stage": stage, "task": task, "steps": len(trows), "steps_without_positives":
+                                    sum(none), "per_window": _per_window(none),
+                                    "num_pos_mean": fmean(p for p in pos if p is not None)},
+                                   task_metrics(rec, task)))
     return out
 
 
 def overfit(rec: dict) -> list[Finding]:
-    """``overfit-one-batch``: a task whose loss above its floor did not fall by 90% on one batch."""
+    """``overfit-one-batch`` (:mod:`.overfit`): per trained task, the copy must leave at most
+    ``FIT_LEFT`` of its loss above the floor on the fixed batch, and that loss must be at least
+    ``MIN_INPUT_GAIN`` below the loss on the same batch with its images rolled (a model that
+    ignores its input scores 0: its outputs do not depend on the image). Error; invalidates the
+    task's metrics. Records from before ``input_gain`` existed are judged on the fit alone."""
     run = rec.get("overfit")
     if not run:
         return []
     out = []
     for task, r in run["tasks"].items():
-        if r["fraction_left"] > 1 - OVERFIT_DROP:
+        why = []
+        if r["fraction_left"] > FIT_LEFT:
+            why.append(f"its loss above the floor fell only {100 * (1 - r['fraction_left']):.1f}% "
+                       f"({r['initial']:.4g} -> {r['final']:.4g}; {100 * (1 - FIT_LEFT):.0f}% needed)")
+        gain = r.get("input_gain")
+        if gain is not None and r.get("images", 2) > 1 and gain < MIN_INPUT_GAIN:
+            why.append(f"it does not use its input: loss {r['final']:.4g} on the batch vs {r['rolled']:.4g} with "
+                       f"the images rolled ({100 * gain:.1f}% lower; {100 * MIN_INPUT_GAIN:.0f}% needed)")
+        if why:
             out.append(Finding("overfit-one-batch", "error",
-                               f"cannot fit one batch: {task} loss above its floor fell only "
-                               f"{100 * (1 - r['fraction_left']):.1f}% in {run['steps']} steps "
-                               f"({r['initial']:.4g} -> {r['final']:.4g}; 90% needed)",
-                               {"task": task, **r, "steps": run["steps"], "images": run["images"], "lr": run["lr"]}))
+                               f"cannot fit one batch of {r.get('images', run['images'])} {task} images in "
+                               f"{run['steps']} steps: " + "; ".join(why),
+                               {"task": task, **r, "steps": run["steps"], "lr": run["lr"]},
+                               task_metrics(rec, task)))
     return out
 
 
 def positive_ratio(rec: dict) -> list[Finding]:
-    """Positives : negatives of dense heads per level (from ``num_pos/P*`` and ``num_loc/P*``)."""
+    """Positives : negatives of dense heads per level and per step (``num_pos/P*``, ``num_loc/P*``):
+    a finding when the ratio is below ``MIN_POS_RATIO`` in >= ``DEAD_SHARE`` of the steps (an error,
+    invalidating the task's metrics, when some of those steps had no positive at all)."""
     out = []
     hist = rec.get("history") or []
-    keys = sorted({k for r in hist for k in r if "/num_pos/P" in k})
-    for key in keys:
+    for key in sorted({k for r in hist for k in r if "/num_pos/P" in k}):
         loc_key = key.replace("/num_pos/", "/num_loc/")
         rows = [r for r in hist if key in r and loc_key in r]
         if not rows:
             continue
-        pos = sum(r[key] for r in rows)
-        neg = sum(r[loc_key] - r[key] for r in rows)
-        ratio = pos / neg if neg else float("inf")
-        level = key.rsplit("/", 1)[1]
-        evidence = {"level": level, "positives": pos, "negatives": neg, "ratio": ratio}
-        if ratio < MIN_POS_RATIO:
-            one_in = f"1:{neg / pos:.0f}" if pos else "no positives"
-            out.append(Finding("positive-ratio", "warning" if pos else "error",
-                               f"{key.split('/')[0]} at {level}: positives:negatives = {one_in} "
-                               f"(below 1:{1 / MIN_POS_RATIO:.0f})", evidence))
-    return out
-
-
-def chance_level(rec: dict) -> list[Finding]:
-    """Metrics not above chance; forgetting computed from a chance-level score is not meaningful."""
-    out = []
-    chance = rec.get("chance") or {}
-    metrics = rec.get("metrics") or {}
-    for key, c in chance.items():
-        v = metrics.get(key)
-        if v is not None and v <= c + 1e-9:
-            out.append(Finding("chance-level", "warning", f"{key} = {v:.4g} is not above chance ({c:.4g})",
-                               {"metric": key, "value": v, "chance": c}))
-    for stage in (rec.get("stages") or [])[:-1]:
-        key = PRIMARY[stage["task"]]
-        just = stage["metrics"].get(key)
-        if key in chance and just is not None and just <= chance[key] + 1e-9:
-            out.append(Finding("chance-level", "warning",
-                               f"forgetting of {stage['task']} is not meaningful: right after its stage "
-                               f"{key} = {just:.4g} was at chance ({chance[key]:.4g})",
-                               {"metric": key, "just_learned": just, "chance": chance[key], "not_meaningful":
-                                f"forgetting/{stage['task']}"}))
+        ratios = [r[key] / (r[loc_key] - r[key]) if r[loc_key] > r[key] else float("inf") for r in rows]
+        below = [x < MIN_POS_RATIO for x in ratios]
+        if sum(below) < DEAD_SHARE * len(rows):
+            continue
+        task, level = key.split("/")[0], key.rsplit("/", 1)[1]
+        pos, neg = sum(r[key] for r in rows), sum(r[loc_key] - r[key] for r in rows)
+        empty = sum(r[key] == 0 for r in rows)
+        worst = min(ratios)
+        evidence = {"level": level, "steps": len(rows), "steps_below": sum(below), "steps_without_positives": empty,
+                    "below_per_window": _per_window(below), "worst_ratio": worst, "positives": pos,
+                    "negatives": neg, "ratio": pos / neg if neg else float("inf")}
+        out.append(Finding("positive-ratio", "error" if empty else "warning",
+                           f"{task} at {level}: positives:negatives below 1:{1 / MIN_POS_RATIO:.0f} in {sum(below)} of "
+                           f"{len(rows)} steps (worst {f'1:{1 / worst:.0f}' if worst > 0 else 'no positives'}"
+                           f"{f', {empty} steps without positives' if empty else ''})",
+                           evidence, task_metrics(rec, task) if empty else []))
     return out
 
 
@@ -140,28 +176,9 @@ def gradient_conflict(rec: dict) -> list[Finding]:
     return []
 
 
-def task_weight_collapse(rec: dict) -> list[Finding]:
-    """A learned task weight (GradNorm, uncertainty, DWA: ``extra.task_weights``) at ~0: below
-    ``COLLAPSE_SHARE`` of the mean task weight at the end, or for at least ``COLLAPSE_STEPS`` of
-    the steps. Such a task was switched off, not balanced, whatever its metric says."""
-    traj = (rec.get("extra") or {}).get("task_weights") or []
-    if not traj:
-        return []
-    out = []
-    for task in traj[0]:
-        shares = [w[task] / m if (m := fmean(w.values())) > 0 else 0.0 for w in traj]
-        low = [i for i, sh in enumerate(shares) if sh < COLLAPSE_SHARE]
-        if shares[-1] < COLLAPSE_SHARE or len(low) >= COLLAPSE_STEPS * len(traj):
-            out.append(Finding("task-weight-collapse", "warning",
-                               f"{task} weight at ~0 (< {COLLAPSE_SHARE:.1%} of the mean task weight) for "
-                               f"{len(low)} of {len(traj)} steps, from step {low[0]}; ends at {traj[-1][task]:.3g}",
-                               {"task": task, "steps_below": len(low), "steps": len(traj), "first_step": low[0],
-                                "min_weight": min(w[task] for w in traj), "final_weight": traj[-1][task]}))
-    return out
-
-
 def implausible_speed(rec: dict) -> list[Finding]:
-    """FPS x FLOPs/image above the device's measured dense matmul peak, or unsound timing."""
+    """FPS x FLOPs/image above the device's measured dense matmul peak (error), or latency measured
+    without warm-up or synchronisation (warning); both invalidate ``fps`` and the latencies."""
     prof = rec.get("profile") or {}
     out = []
     fps, flops, peak = prof.get("fps"), prof.get("flops_g"), prof.get("device_peak_gflops")
@@ -170,10 +187,12 @@ def implausible_speed(rec: dict) -> list[Finding]:
         if achieved > SPEED_SLACK * peak:
             out.append(Finding("implausible-speed", "error",
                                f"{fps:.0f} FPS x {flops:.3g} GFLOPs = {achieved:.0f} GFLOP/s exceeds the device's "
-                               f"measured peak {peak:.0f} GFLOP/s", {"achieved_gflops": achieved, "peak_gflops": peak}))
+                               f"measured peak {peak:.0f} GFLOP/s", {"achieved_gflops": achieved, "peak_gflops": peak},
+                               SPEED_METRICS))
     if prof and (prof.get("latency_warmup") == 0 or prof.get("latency_synchronised") is False):
         out.append(Finding("implausible-speed", "warning", "latency measured without warm-up or synchronisation",
-                           {"warmup": prof.get("latency_warmup"), "synchronised": prof.get("latency_synchronised")}))
+                           {"warmup": prof.get("latency_warmup"), "synchronised": prof.get("latency_synchronised")},
+                           SPEED_METRICS))
     return out
 
 
@@ -181,9 +200,27 @@ CHECKS: dict[str, Callable[[dict], list[Finding]]] = {
     "overfit-one-batch": overfit, "dead-loss": dead_loss, "positive-ratio": positive_ratio,
     "chance-level": chance_level, "divergence": divergence, "gradient-conflict": gradient_conflict,
     "task-weight-collapse": task_weight_collapse, "implausible-speed": implausible_speed,
+    "reference-figures": reference_figures,
 }
+#: Checks that read the loss history, which ``results.json`` does not keep: ``mtbench doctor``
+#: shows their stored findings when the history is absent.
+HISTORY_CHECKS = ("dead-loss", "positive-ratio")
 
 
 def diagnose(rec: dict) -> list[dict]:
     """Every check's findings for one cell record, as JSON-ready dicts."""
     return [f.as_dict() for check in CHECKS.values() for f in check(rec)]
+
+
+def rediagnose(rec: dict) -> tuple[list[dict], bool]:
+    """Findings of a stored record with the current checks, for ``mtbench doctor``.
+
+    :return: ``(findings, stored)``: when the record has no loss history (``results.json``
+        strips it), the history checks cannot re-run, so their findings are the ones stored
+        with the record (``record["diagnostics"]``) and ``stored`` is True.
+    """
+    if rec.get("history"):
+        return diagnose(rec), False
+    fresh = [f.as_dict() for name, check in CHECKS.items() if name not in HISTORY_CHECKS for f in check(rec)]
+    kept = [f for f in rec.get("diagnostics") or [] if f.get("check") in HISTORY_CHECKS]
+    return kept + fresh, True

@@ -73,6 +73,12 @@ class DenseDetectionLoss(EpochAware, nn.Module):
     def decode_kwargs(self) -> dict:
         return {"use_quality": self.uses_quality}
 
+    @property
+    def declared_components(self) -> tuple[str, ...]:
+        """The components every call reports (those ``total`` weighs); the dead-loss check
+        flags one that never appears in the history."""
+        return tuple(self.w)
+
     def forward(self, raw, targets: list[dict], stride) -> dict[str, torch.Tensor]:
         d = flatten_levels(raw, stride, self.num_classes)
         pred_boxes = d.boxes()
@@ -224,6 +230,8 @@ class VarifocalLoss(DenseDetectionLoss):
     as bins (absent for ``nb = 1`` heads, such as Gold-YOLO-N/S). Weights as YOLOv6: class
     1.0, iou 2.5, dfl 0.5. No quality branch.
     """
+
+    declared_components = ("cls", "box")  # dfl only with DFL bins (reg_max > 0), which the model decides
 
     uses_quality = False
 

@@ -92,7 +92,8 @@ def attach_delta_m(records: list[dict], convention: str | None = None) -> None:
 
     :param convention: ``headline``/``all``; ``None``: each record's suite option
         (``config["delta_m"]``; records stored before the option existed: ``headline``, the
-        convention they were computed with).
+        convention they were computed with). ``delta_m_from`` lists the baselines' hashes, so
+        a finding on a baseline reaches the delta-m.
     """
     def key(r):
         c = r["config"]
@@ -101,9 +102,11 @@ def attach_delta_m(records: list[dict], convention: str | None = None) -> None:
 
     ok = [r for r in records if r.get("status") == "ok" and "config" in r]
     singles: dict[tuple, dict[str, dict]] = {}
+    hashes: dict[tuple, list[str]] = {}
     for r in ok:
         if r["config"]["strategy"]["name"] == "single-task":
             singles.setdefault(key(r), {})[r["config"]["strategy"]["params"]["task"]] = r["metrics"]
+            hashes.setdefault(key(r), []).append(r["hash"])
     for r in ok:
         if r["config"]["strategy"]["name"] != "single-task" and key(r) in singles:
             conv = convention or r["config"].get("delta_m", "headline")
@@ -113,3 +116,4 @@ def attach_delta_m(records: list[dict], convention: str | None = None) -> None:
             r["metrics"].pop("delta_m", None)
             if value is not None:
                 r["metrics"]["delta_m"] = value
+                r["delta_m_from"] = hashes[key(r)]

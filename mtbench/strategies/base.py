@@ -125,8 +125,8 @@ class TrainContext:
     def record(self, step: int, stage: str, parts: dict[str, dict[str, torch.Tensor]], opt) -> None:
         """Check every task's loss and append it to the history.
 
-        :raises CellFailure: a non-finite loss, or a total that grew over 100x its first value
-            (divergence); names the step, task and learning rate.
+        :raises CellFailure: a non-finite loss, or a total that grew over 100x the largest of its
+            first 10 steps (divergence); names the step, task and learning rate.
         """
         lr = opt.param_groups[0]["lr"]
         row = {"step": step, "stage": stage, "lr": lr}
@@ -134,9 +134,11 @@ class TrainContext:
             total = float(comps["total"].detach())
             if not math.isfinite(total):
                 raise CellFailure(f"non-finite {task} loss ({total}) at {stage} step {step}, lr {lr:.3g}")
+            if step < 10:  # reference: the largest of the first 10 steps (one batch without labels is ~0)
+                self._first_loss[(stage, task)] = max(self._first_loss.get((stage, task), total), total)
             first = self._first_loss.setdefault((stage, task), total)
             if step >= 10 and first > 0 and total > 100 * first:
-                raise CellFailure(f"{task} loss diverged: {total:.4g} > 100 x first {first:.4g} at {stage} "
+                raise CellFailure(f"{task} loss diverged: {total:.4g} > 100 x its first steps' {first:.4g} at {stage} "
                                   f"step {step}, lr {lr:.3g}")
             for k, v in comps.items():
                 row[f"{task}/{k}"] = float(v.detach())

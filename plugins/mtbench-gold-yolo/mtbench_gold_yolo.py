@@ -47,6 +47,8 @@ SIZES = {
 }
 BACKBONE_CH, BACKBONE_REPEATS = (64, 128, 256, 512, 1024), (1, 6, 12, 18, 6)
 NECK_CH, NECK_REPEATS = (256, 128, 128, 256, 256, 512), (12, 12, 12, 12)
+#: size -> (params M, GFLOPs) of the deployed model at 640 px, 80 COCO classes (paper, Table 1)
+PAPER = {"n": (5.6, 12.1), "s": (21.5, 46.0)}
 
 
 class ConvBN(nn.Sequential):
@@ -317,6 +319,20 @@ class GoldYOLO(MultiTaskModel):
         self.neck = RepGDNeck(ch, reps, cfg["embed_dim_p"], cfg["trans_channels"])
         rm = cfg["reg_max"] if reg_max is None else reg_max
         self.heads = nn.ModuleList(EffiDeHead(c, tasks["det"].num_classes, rm) for c in (ch[6], ch[8], ch[10]))
+
+    @classmethod
+    def reference_figures(cls, size: str = "n", reg_max: int | None = None) -> list[dict]:
+        """The paper's figures for ``size`` (mtbench's reference-figure contract, see
+        :mod:`mtbench.profiling.reference`): measured at 640 px, 80 classes, det only, so a
+        cell at other sizes/classes is checked by rebuilding the model there. The paper
+        rounds to 0.1 M / 0.1 GFLOPs (n: +-0.9 %), hence a 1 % tolerance. None for a
+        ``reg_max`` other than the released config's (not the paper's model)."""
+        if size not in PAPER or (reg_max is not None and reg_max != SIZES[size]["reg_max"]):
+            return []
+        params_m, flops_g = PAPER[size]
+        return [{"source": f"Gold-YOLO-{size.upper()} paper (Wang et al., NeurIPS 2023, Table 1)",
+                 "params_m": params_m, "flops_g": flops_g, "tolerance": 0.01,
+                 "conditions": {"image_size": 640, "tasks": {"det": 80}, "level": "P3"}}]
 
     def forward(self, x):
         feats = self.neck(self.backbone(self.normalize(x)))
