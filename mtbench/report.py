@@ -7,11 +7,13 @@ Fractions stay in [0, 1]; a missing value is shown as ``-``.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 from tabulate import tabulate
 
+from mtbench.aggregate import aggregate_seeds, ci_columns, std_column
 from mtbench.gates import check_gates
 from mtbench.metrics.delta_m import attach_delta_m
 from mtbench.results import write_json_atomic
@@ -40,12 +42,62 @@ COLUMNS = [
 ]
 
 
+#: column -> digits shown (console, Markdown) and kept (CSV)
+DIGITS = {col: digits for col, _, digits, *_ in COLUMNS}
+
+CI_LEGEND = ("value [95 % CI]: bootstrap over the val images of one cell; mean ±std [95 % t-interval] "
+             "across seeds where seeds > 1")
+
+
 def _dig(rec: dict, path: tuple):
     for key in path:
         if not isinstance(rec, dict):
             return None
         rec = rec.get(key)
     return rec
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def ci_of(rec: dict, path: tuple) -> tuple[float, float] | None:
+    """The stored 95 % CI ``(low, high)`` of the figure at ``path`` of a record, or None.
+
+    Metrics (``("metrics", key)``) read ``record["ci"][key]``; other figures read the
+    sibling ``<key>_ci`` (``profile.latency_ms_ci``, ``profile.fps_ci``, ...). Units are the
+    figure's own (unscaled).
+    """
+    ci = (rec.get("ci") or {}).get(path[-1]) if path[0] == "metrics" else _dig(rec, (*path[:-1], f"{path[-1]}_ci"))
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_number(v) for v in ci):
+        return float(ci[0]), float(ci[1])
+    return None
+
+
+def figure_cells(rec: dict) -> dict:
+    """A record's figures as table cells: ``{column: value}`` plus ``<column> CI low/high``
+    where the record stores a CI; scaled per :data:`COLUMNS`, not rounded (None when absent)."""
+    cells = {}
+    for col, path, _, *scale in COLUMNS:
+        v, k = _dig(rec, path), (scale[0] if scale else 1)
+        cells[col] = v * k if _number(v) else None
+        ci = ci_of(rec, path) if cells[col] is not None else None
+        if ci:
+            cells.update(zip(ci_columns(col), (ci[0] * k, ci[1] * k)))
+    return cells
+
+
+def ci_beside(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns reordered so each figure's std/CI columns follow it."""
+    derived = {d: col for col in DIGITS for d in (std_column(col), *ci_columns(col))}
+    order = []
+    for col in frame.columns:
+        if col in derived:
+            continue
+        order.append(col)
+        if col in DIGITS:
+            order += [d for d in (std_column(col), *ci_columns(col)) if d in frame.columns]
+    return frame[order + [c for c in frame.columns if c not in order]]
 
 
 def gate_values(rec: dict) -> dict:
@@ -56,15 +108,17 @@ def gate_values(rec: dict) -> dict:
 
 
 def build_frame(records: list[dict], gates: list[str]) -> pd.DataFrame:
-    """One row per cell record, in the given order (delta-m attached where baselines exist)."""
+    """One row per cell record, in the given order (delta-m attached where baselines exist).
+
+    Figures are scaled per :data:`COLUMNS` and not rounded (the CSV and the displayed tables
+    round them); a figure with a stored CI has ``<column> CI low`` / ``<column> CI high``
+    beside it (:func:`figure_cells`).
+    """
     attach_delta_m(records)
     rows = []
     for rec in records:
         row = {"cell": rec["label"], "hash": rec["hash"]}
-        for col, path, digits, *scale in COLUMNS:
-            v = _dig(rec, path)
-            num = isinstance(v, (int, float)) and not isinstance(v, bool)
-            row[col] = round(v * (scale[0] if scale else 1), digits) if num else None
+        row.update(figure_cells(rec))
         findings = rec.get("diagnostics") or []
         not_meaningful = {f["evidence"]["not_meaningful"] for f in findings if "not_meaningful" in f.get("evidence", {})}
         gate_res = check_gates(gates, gate_values(rec), not_meaningful) if rec["status"] == "ok" else {}
@@ -79,47 +133,150 @@ def build_frame(records: list[dict], gates: list[str]) -> pd.DataFrame:
         row["diagnostics"] = "; ".join(dict.fromkeys(f["check"] for f in findings)) or "-"
         row["status"] = rec["status"] if rec["status"] == "ok" else f"failed: {rec.get('reason')}"[:120]
         rows.append(row)
-    return pd.DataFrame(rows)
+    return ci_beside(pd.DataFrame(rows))
 
 
-def _with_none(frame: pd.DataFrame) -> pd.DataFrame:
-    """NaN -> None, so tabulate prints its ``missingval``."""
-    return frame.astype(object).where(frame.notna(), None)
+def aggregate_table(frame: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
+    """The table with seeds aggregated (:func:`mtbench.aggregate.aggregate_seeds`): cells that
+    differ only in ``seed`` are one row (mean, std, seeds, 95 % t-interval of every figure)."""
+    return ci_beside(aggregate_seeds(frame, records, list(DIGITS)))
 
 
-def _markdown(frame: pd.DataFrame) -> str:
-    """The Markdown table of ``results.md``/``report.md``: like the console, without empty columns."""
-    shown = _with_none(frame.drop(columns=["hash"]).dropna(axis=1, how="all"))
-    return tabulate(shown, headers="keys", tablefmt="github", showindex=False, missingval="-")
+def _text(v: float, digits: int) -> str:
+    """``v`` with ``digits`` decimals, trailing zeros dropped (0.4120 -> 0.412, 12.0 -> 12)."""
+    text = f"{v:.{digits}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
+
+
+def _plain(v):
+    """A cell as shown: None for a missing value (NaN too), else the value as text."""
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
+def _cell(row: pd.Series, col: str, digits: int) -> str | None:
+    """One figure as shown: ``0.412``, ``0.412 [0.38, 0.44]`` (a cell's CI) or
+    ``0.412 ±0.012 [0.398, 0.426]`` (mean ±std [t-interval] across seeds); a figure that is
+    the same in every seed (zero spread: params, FLOPs) is shown as a plain number."""
+    v = row[col]
+    if not _number(v):
+        return _plain(v)
+    text = _text(v, digits)
+    std = row.get(std_column(col))
+    if _number(std) and std == 0:
+        return text
+    if _number(std):
+        text += f" ±{_text(std, digits)}"
+    lo, hi = (row.get(c) for c in ci_columns(col))
+    if _number(lo) and _number(hi):
+        text += f" [{_text(lo, digits)}, {_text(hi, digits)}]"
+    return text
+
+
+def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table as shown (console, Markdown): each figure one compact text cell with its
+    std and CI, derived and empty columns dropped, ``seeds`` dropped when every row is one."""
+    derived = {d for col in DIGITS for d in (std_column(col), *ci_columns(col))}
+    drop = {"hash", "CI method", *derived}
+    if "seeds" in frame.columns and (frame["seeds"] == 1).all():
+        drop.add("seeds")
+    rows = [row for _, row in frame.iterrows()]
+    shown = {}
+    for col in frame.columns:
+        if col in drop:
+            continue
+        cells = [_cell(row, col, DIGITS[col]) if col in DIGITS else _plain(row[col]) for row in rows]
+        if any(c is not None for c in cells):
+            shown[col] = cells
+    return pd.DataFrame(shown, dtype=object)
+
+
+def _escape_pipes(frame: pd.DataFrame) -> pd.DataFrame:
+    """``|`` in cells (cell labels ``arch|loss|level|strategy|s0``) escaped, so Markdown
+    viewers keep them inside their column."""
+    return frame.map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v)
+
+
+def _table(frame: pd.DataFrame, markdown: bool = False) -> str:
+    shown = display_frame(frame)
+    shown = _escape_pipes(shown) if markdown else shown
+    align = ["right" if c in DIGITS or c == "seeds" else "left" for c in shown.columns]
+    return tabulate(shown, headers="keys", tablefmt="github", showindex=False, missingval="-",
+                    disable_numparse=True, colalign=align)
+
+
+def _has_ci(frame: pd.DataFrame) -> bool:
+    return any(ci_columns(col)[0] in frame.columns for col in DIGITS)
 
 
 def render(frame: pd.DataFrame) -> str:
-    """The console table: empty columns (a task the suite does not have) are dropped."""
-    shown = _with_none(frame.drop(columns=["hash"]).dropna(axis=1, how="all"))
-    return tabulate(shown, headers="keys", tablefmt="github", showindex=False, floatfmt="g", missingval="-")
+    """The console table (per cell, or seeds aggregated): every figure beside its CI, empty
+    columns (a task the suite does not have) dropped, and a one-line legend when CIs show."""
+    return _table(frame) + (f"\n{CI_LEGEND}" if _has_ci(frame) else "")
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    """The Markdown table of ``results.md``/``report.md``: as the console shows it."""
+    return _table(frame, markdown=True) + (f"\n\n{CI_LEGEND}" if _has_ci(frame) else "")
+
+
+def _tables_md(frame: pd.DataFrame, agg: pd.DataFrame, by_seed: bool = False) -> list[str]:
+    """Markdown of the main table (aggregated, or per seed) and, when seeds were merged, the other."""
+    merged = len(agg) < len(frame)
+    main, other = (frame, agg) if by_seed else (agg, frame)
+    lines = [_markdown(main), ""]
+    if merged:
+        lines += ["## Seeds aggregated" if by_seed else "## Per seed", "", _markdown(other), ""]
+    return lines
+
+
+def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
+    """Figures (and their std/CI columns) rounded to the digits of :data:`COLUMNS`."""
+    digits = {c: d for col, d in DIGITS.items() for c in (col, std_column(col), *ci_columns(col))}
+    return frame.round({c: d for c, d in digits.items() if c in frame.columns})
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    _rounded(frame).to_csv(tmp, index=False)
+    tmp.replace(path)
 
 
 def write_outputs(frame: pd.DataFrame, records: list[dict], out_dir: Path, suite: str) -> dict[str, Path]:
-    """Write ``results.csv``, ``results.json`` (the full records) and ``results.md`` to ``out_dir``."""
+    """Write the run's tables to ``out_dir``.
+
+    - ``results.csv``: seeds aggregated (one row per cell apart from its seed: each figure's
+      mean, ``std``, ``CI low``/``CI high`` and ``seeds``, ``CI method``);
+    - ``results_by_seed.csv``: one row per cell (figures with their bootstrap CI columns);
+    - ``results.json``: the full records (``cells``, history dropped) and the aggregated rows
+      (``seed_aggregates``);
+    - ``results.md``: the aggregated table and, when seeds were merged, the per-seed one.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out_dir / "results.csv", "json": out_dir / "results.json", "md": out_dir / "results.md"}
-    tmp = paths["csv"].with_suffix(".csv.tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(paths["csv"])
+    paths = {"csv": out_dir / "results.csv", "csv_by_seed": out_dir / "results_by_seed.csv",
+             "json": out_dir / "results.json", "md": out_dir / "results.md"}
+    agg = aggregate_table(frame, records)
+    _write_csv(agg, paths["csv"])
+    _write_csv(frame, paths["csv_by_seed"])
     slim = [{k: v for k, v in r.items() if k != "history"} for r in records]
-    write_json_atomic(paths["json"], {"suite": suite, "cells": slim})
-    md = f"# {suite}\n\n" + _markdown(frame) + "\n"
-    paths["md"].write_text(md)
+    write_json_atomic(paths["json"], {"suite": suite, "cells": slim,
+                                      "seed_aggregates": agg.to_dict(orient="records")})
+    paths["md"].write_text("\n".join([f"# {suite}", "", *_tables_md(frame, agg)]))
     return paths
 
 
-def write_report(records: list[dict], out_dir: Path, title: str, gates: list[str] | None = None) -> Path:
-    """``report.md`` in ``out_dir``: the table, failure reasons, and the plots (PNG beside it)."""
-    from mtbench.plots import plot_all
+def write_report(records: list[dict], out_dir: Path, title: str, gates: list[str] | None = None,
+                 by_seed: bool = False) -> Path:
+    """``report.md`` in ``out_dir``: the table (seeds aggregated, or per seed with ``by_seed``;
+    the other one too when seeds were merged), failure reasons, and the plots (PNG beside it;
+    the Pareto plot's point ids listed under it)."""
+    from mtbench.plots import pareto_table, plot_all
 
     frame = build_frame(records, gates or [])
+    agg = aggregate_table(frame, records)
     plots = plot_all(records, out_dir)
-    lines = [f"# {title}", "", _markdown(frame), ""]
+    lines = [f"# {title}", "", *_tables_md(frame, agg, by_seed)]
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         lines += ["## Failed cells", ""] + [f"- `{r['label']}`: {r.get('reason')}" for r in failed] + [""]
@@ -127,6 +284,9 @@ def write_report(records: list[dict], out_dir: Path, title: str, gates: list[str
                 "task_weights": "Task-weight trajectories", "stages": "Per-stage scores (sequential)"}
     for name, path in plots.items():
         lines += [f"## {captions[name]}", "", f"![{name}]({path.name})", ""]
+        if name == "pareto":
+            ids = _escape_pipes(pareto_table(records)[["id", "cell"]])
+            lines += [tabulate(ids, headers="keys", tablefmt="github", showindex=False), ""]
     out = out_dir / "report.md"
     out.write_text("\n".join(lines))
     return out
