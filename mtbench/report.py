@@ -1,7 +1,10 @@
 """Tables derived from stored results: the console table (tabulate), CSV, JSON and Markdown.
 
 Column names are the field's terms: mAP@[.5:.95], AP50, mIoU, Top-1, forgetting, BWT.
-Fractions stay in [0, 1]; a missing value is shown as ``-``.
+Fractions stay in [0, 1]; a missing value is shown as ``-``. A figure with a stored 95 % CI
+is shown beside it (``0.412 [0.38, 0.44]``) and kept in ``<column> CI low/high`` columns;
+cells that differ only in ``seed`` are aggregated (:mod:`mtbench.aggregate`) unless the
+per-seed table is asked for.
 """
 
 from __future__ import annotations
