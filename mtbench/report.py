@@ -146,10 +146,9 @@ def aggregate_table(frame: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
 
 
 def _text(v: float, digits: int) -> str:
-    """``v`` with ``digits`` decimals, trailing zeros dropped (0.4120 -> 0.412, 12.0 -> 12)."""
-    text = f"{v:.{digits}f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
+    """``v`` rounded to ``digits`` decimals, shown short (``g``): 0.4120 -> 0.412, 12.0 -> 12,
+    0.0000362 -> 3.62e-05."""
+    text = format(round(float(v), digits), "g")
     return "0" if text == "-0" else text
 
 
