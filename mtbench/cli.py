@@ -40,7 +40,7 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     from mtbench.executors.local import run_local
     from mtbench.diagnostics.binding import errors
-    from mtbench.report import any_gate_failed, build_frame, not_meaningful_gates, render, write_outputs
+    from mtbench.report import aggregate_table, any_gate_failed, build_frame, not_meaningful_gates, render, write_outputs
     from mtbench.results import ResultStore
     from mtbench.suite import expand, load_suite
 
@@ -63,9 +63,9 @@ def cmd_run(args) -> int:
         records = run_local(cells, registry, store, force=force, show_progress=not args.no_progress)
     frame = build_frame(records, loaded.suite.gates, delta_m=loaded.suite.delta_m)
     print()
-    print(render(frame))
+    print(render(frame if args.by_seed else aggregate_table(frame, records)))
     paths = write_outputs(frame, records, store.dir, loaded.suite.name)
-    print(f"\nwrote {paths['csv']}, {paths['json']}, {paths['md']}")
+    print(f"\nwrote {paths['csv']}, {paths['csv_by_seed']}, {paths['json']}, {paths['md']}")
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
         print(f"{len(failed)} cell(s) failed", file=sys.stderr)
@@ -120,11 +120,14 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from mtbench.report import write_report
+    from mtbench.report import aggregate_table, build_frame, render, write_report
     run = Path(args.run)
     out = Path(args.out) if args.out else (run if run.is_dir() else run.parent)
-    path = write_report(_records(args.run), out, title=run.resolve().name)
-    print(f"wrote {path}")
+    records = _records(args.run)
+    path = write_report(records, out, title=run.resolve().name, by_seed=args.by_seed)
+    frame = build_frame(records, [])
+    print(render(frame if args.by_seed else aggregate_table(frame, records)))
+    print(f"\nwrote {path}")
     return 0
 
 
@@ -198,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     r.add_argument("--cpus-per-cell", type=int, default=None, help="Ray CPUs per cell (default: fixed.threads or 1)")
     r.add_argument("--gpus-per-cell", type=float, default=0.0, help="Ray GPUs per cell")
+    r.add_argument("--by-seed", action="store_true",
+                   help="print one row per seed instead of cells that differ only in seed aggregated")
     r.set_defaults(fn=cmd_run)
 
     cmp_ = sub.add_parser("compare", help="compare a run with a baseline; non-zero exit when a rule fails")
@@ -215,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="write a Markdown report with plots for a run")
     rep.add_argument("run", help="run folder (results/<suite>) or its results.json")
     rep.add_argument("--out", default=None, help="output folder (default: the run folder)")
+    rep.add_argument("--by-seed", action="store_true",
+                     help="print (and put first in report.md) one row per seed instead of seeds aggregated")
     rep.set_defaults(fn=cmd_report)
 
     v = sub.add_parser("validate", help="validate a suite (schema and plugin names) without running")

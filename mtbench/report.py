@@ -1,7 +1,10 @@
 """Tables derived from stored results: the console table (tabulate), CSV, JSON and Markdown.
 
 Column names are the field's terms: mAP@[.5:.95], AP50, mIoU, Top-1, forgetting, BWT, delta-m.
-Fractions stay in [0, 1]; a missing value is shown as ``-``.
+Fractions stay in [0, 1]; a missing value is shown as ``-``. A figure with a stored 95 % CI
+is shown beside it (``0.412 [0.38, 0.44]``) and kept in ``<column> CI low/high`` columns;
+cells that differ only in ``seed`` are aggregated (:mod:`mtbench.aggregate`) unless the
+per-seed table is asked for.
 
 Findings bind (:mod:`mtbench.diagnostics.binding`): a number a diagnostic finding
 invalidates is printed with ``†`` in the console table, ``results.md`` and ``report.md``,
@@ -13,12 +16,15 @@ them in its ``flags`` column (``metric:check; ...``); a gate on such a number re
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
 
 import pandas as pd
 from tabulate import tabulate
 
 from mtbench.diagnostics.binding import invalidated
+from mtbench.aggregate import aggregate_seeds, ci_columns, std_column
 from mtbench.gates import check_gates
 from mtbench.metrics import PRIMARY
 from mtbench.metrics.delta_m import attach_delta_m
@@ -53,12 +59,65 @@ METRIC_OF = {col: path[1] if len(path) == 2 else "/".join(path[2:]) for col, pat
 MARK = "†"
 
 
+#: column -> digits shown (console, Markdown) and kept (CSV)
+DIGITS = {col: digits for col, _, digits, *_ in COLUMNS}
+
+CI_LEGEND = ("value [95 % CI]: bootstrap over the val images of one cell; mean ±std [95 % t-interval] "
+             "across seeds where seeds > 1")
+
+
 def _dig(rec: dict, path: tuple):
     for key in path:
         if not isinstance(rec, dict):
             return None
         rec = rec.get(key)
     return rec
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def ci_of(rec: dict, path: tuple) -> tuple[float, float] | None:
+    """The stored 95 % CI ``(low, high)`` of the figure at ``path`` of a record, or None.
+
+    Metrics (``("metrics", key)``) read ``record["ci"][key]``; other figures read the
+    sibling ``<key>_ci`` (``profile.latency_ms_ci``, ``profile.fps_ci``, ...). Units are the
+    figure's own (unscaled).
+    """
+    ci = (rec.get("ci") or {}).get(path[-1]) if path[0] == "metrics" else _dig(rec, (*path[:-1], f"{path[-1]}_ci"))
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_number(v) for v in ci):
+        return float(ci[0]), float(ci[1])
+    return None
+
+
+def figure_cells(rec: dict) -> dict:
+    """A record's figures as table cells: ``{column: value}`` plus ``<column> CI low/high``
+    where the record stores a CI; scaled per :data:`COLUMNS`, not rounded (None when absent)."""
+    cells = {}
+    for col, path, digits, *scale in COLUMNS:
+        v, k = _dig(rec, path), (scale[0] if scale else 1)
+        if digits is None:  # a text column
+            cells[col] = v if isinstance(v, str) else None
+            continue
+        cells[col] = v * k if _number(v) else None
+        ci = ci_of(rec, path) if cells[col] is not None else None
+        if ci:
+            cells.update(zip(ci_columns(col), (ci[0] * k, ci[1] * k)))
+    return cells
+
+
+def ci_beside(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns reordered so each figure's std/CI columns follow it."""
+    derived = {d: col for col in DIGITS for d in (std_column(col), *ci_columns(col))}
+    order = []
+    for col in frame.columns:
+        if col in derived:
+            continue
+        order.append(col)
+        if col in DIGITS:
+            order += [d for d in (std_column(col), *ci_columns(col)) if d in frame.columns]
+    return frame[order + [c for c in frame.columns if c not in order]]
 
 
 def gate_values(rec: dict) -> dict:
@@ -89,20 +148,16 @@ def build_frame(records: list[dict], gates: list[str], delta_m: str | None = Non
     :param delta_m: the delta-m convention (``headline``/``all``, the suite's ``delta_m``);
         ``None``: the one stored in each record's config.
 
-    Numbers stay numbers; ``flags`` lists ``metric:check`` for every number of the record a
+    Figures are scaled per :data:`COLUMNS` and not rounded (the CSV and the displayed tables
+    round them); a figure with a stored CI has ``<column> CI low`` / ``<column> CI high``
+    beside it (:func:`figure_cells`). Numbers stay numbers; ``flags`` lists ``metric:check`` for every number of the record a
     finding invalidates, and ``gates`` reads ``FAIL: ...`` / ``not meaningful: ...`` / ``pass``.
     """
     attach_delta_m(records, delta_m)
     rows = []
     for rec, inv in zip(records, _flags(records)):
         row = {"cell": rec["label"], "hash": rec["hash"]}
-        for col, path, digits, *scale in COLUMNS:
-            v = _dig(rec, path)
-            num = isinstance(v, (int, float)) and not isinstance(v, bool)
-            if digits is None:  # a text column
-                row[col] = v if isinstance(v, str) else None
-            else:
-                row[col] = round(v * (scale[0] if scale else 1), digits) if num else None
+        row.update(figure_cells(rec))
         findings = rec.get("diagnostics") or []
         values = gate_values(rec)
         gate_res = check_gates(gates, values, set(inv)) if rec["status"] == "ok" else {}
@@ -114,28 +169,23 @@ def build_frame(records: list[dict], gates: list[str], delta_m: str | None = Non
         row["flags"] = "; ".join(f"{m}:{c}" for m in sorted(inv) if values.get(m) is not None for c in inv[m])
         row["status"] = rec["status"] if rec["status"] == "ok" else f"failed: {rec.get('reason')}"[:120]
         rows.append(row)
-    return pd.DataFrame(rows)
+    return ci_beside(pd.DataFrame(rows))
 
 
 def flagged(frame_row) -> dict[str, list[str]]:
-    """``{metric: [check]}`` parsed from a frame row's ``flags`` (``metric:check; ...``)."""
+    """``{metric: [check]}`` parsed from a frame row's ``flags`` (``metric:check; ...``; in a
+    row that aggregates seeds, the union over its seeds: a mean over an invalidated number is
+    itself invalidated)."""
     out: dict[str, list[str]] = {}
     text = frame_row.get("flags")
     for item in filter(None, text.split("; ") if isinstance(text, str) else []):
+        item = re.sub(r"^s-?\d+: ", "", item)
+        if ":" not in item:
+            continue
         metric, check = item.rsplit(":", 1)
-        out.setdefault(metric, []).append(check)
+        if check not in out.setdefault(metric, []):
+            out[metric].append(check)
     return out
-
-
-def _shown(frame: pd.DataFrame) -> pd.DataFrame:
-    """The displayed table: no hash/flags, no empty columns, invalidated numbers marked ``†``."""
-    shown = _with_none(frame.drop(columns=["hash", "flags"], errors="ignore").dropna(axis=1, how="all"))
-    for i, row in frame.iterrows():
-        for metric in flagged(row):
-            for col in (c for c, m in METRIC_OF.items() if m == metric and c in shown.columns):
-                if shown.at[i, col] is not None:
-                    shown.at[i, col] = f"{shown.at[i, col]:g}{MARK}"
-    return shown
 
 
 def legend(frame: pd.DataFrame) -> str:
@@ -148,47 +198,160 @@ def legend(frame: pd.DataFrame) -> str:
             "evidence: `mtbench doctor`):\n" + "\n".join(lines))
 
 
-def _with_none(frame: pd.DataFrame) -> pd.DataFrame:
-    """NaN -> None, so tabulate prints its ``missingval``."""
-    return frame.astype(object).where(frame.notna(), None)
+def aggregate_table(frame: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
+    """The table with seeds aggregated (:func:`mtbench.aggregate.aggregate_seeds`): cells that
+    differ only in ``seed`` are one row (mean, std, seeds, 95 % t-interval of every figure)."""
+    return ci_beside(aggregate_seeds(frame, records, [c for c, d in DIGITS.items() if d is not None]))
 
 
-def _markdown(frame: pd.DataFrame) -> str:
-    """The Markdown table of ``results.md``/``report.md``: like the console, without empty columns."""
-    table = tabulate(_shown(frame), headers="keys", tablefmt="github", showindex=False, missingval="-")
-    note = legend(frame)
-    return table + (f"\n\n{note}" if note else "")
+def _text(v: float, digits: int) -> str:
+    """``v`` rounded to ``digits`` decimals, shown short (``g``): 0.4120 -> 0.412, 12.0 -> 12,
+    0.0000362 -> 3.62e-05."""
+    text = format(round(float(v), digits), "g")
+    return "0" if text == "-0" else text
+
+
+def _plain(v):
+    """A cell as shown: None for a missing value (NaN too), else the value as text."""
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+
+def _cell(row: pd.Series, col: str, digits: int) -> str | None:
+    """One figure as shown: ``0.412``, ``0.412 [0.38, 0.44]`` (a cell's CI) or
+    ``0.412 ±0.012 [0.398, 0.426]`` (mean ±std [t-interval] across seeds); a figure that is
+    the same in every seed (zero spread: params, FLOPs) is shown as a plain number."""
+    v = row[col]
+    if not _number(v):
+        return _plain(v)
+    text = _text(v, digits)
+    std = row.get(std_column(col))
+    if _number(std) and std == 0:
+        return text
+    if _number(std):
+        text += f" ±{_text(std, digits)}"
+    lo, hi = (row.get(c) for c in ci_columns(col))
+    if _number(lo) and _number(hi):
+        text += f" [{_text(lo, digits)}, {_text(hi, digits)}]"
+    return text
+
+
+def _marked(text: str | None, row: pd.Series, col: str) -> str | None:
+    """``text`` with ``†`` when a finding invalidates the column's metric in this row."""
+    if text is None or METRIC_OF.get(col) not in flagged(row):
+        return text
+    return f"{text}{MARK}"
+
+
+def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table as shown (console, Markdown): each figure one compact text cell with its
+    std and CI, derived and empty columns dropped, ``seeds`` dropped when every row is one."""
+    derived = {d for col in DIGITS for d in (std_column(col), *ci_columns(col))}
+    drop = {"hash", "flags", "CI method", *derived}
+    if "seeds" in frame.columns and (frame["seeds"] == 1).all():
+        drop.add("seeds")
+    rows = [row for _, row in frame.iterrows()]
+    shown = {}
+    for col in frame.columns:
+        if col in drop:
+            continue
+        cells = [_marked(_cell(row, col, DIGITS[col]) if col in DIGITS else _plain(row[col]), row, col)
+                 for row in rows]
+        if any(c is not None for c in cells):
+            shown[col] = cells
+    return pd.DataFrame(shown, dtype=object)
+
+
+def _escape_pipes(frame: pd.DataFrame) -> pd.DataFrame:
+    """``|`` in cells (cell labels ``arch|loss|level|strategy|s0``) escaped, so Markdown
+    viewers keep them inside their column."""
+    return frame.map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v)
+
+
+def _table(frame: pd.DataFrame, markdown: bool = False) -> str:
+    shown = display_frame(frame)
+    shown = _escape_pipes(shown) if markdown else shown
+    align = ["right" if c in DIGITS or c == "seeds" else "left" for c in shown.columns]
+    return tabulate(shown, headers="keys", tablefmt="github", showindex=False, missingval="-",
+                    disable_numparse=True, colalign=align)
+
+
+def _has_ci(frame: pd.DataFrame) -> bool:
+    return any(ci_columns(col)[0] in frame.columns for col in DIGITS)
+
+
+def _notes(frame: pd.DataFrame, sep: str) -> str:
+    notes = ([CI_LEGEND] if _has_ci(frame) else []) + ([legend(frame)] if legend(frame) else [])
+    return "".join(sep + n for n in notes)
 
 
 def render(frame: pd.DataFrame) -> str:
-    """The console table (empty columns, e.g. a task the suite does not have, are dropped) and
-    the legend of its ``†`` marks."""
-    table = tabulate(_shown(frame), headers="keys", tablefmt="github", showindex=False, floatfmt="g", missingval="-")
-    note = legend(frame)
-    return table + (f"\n\n{note}" if note else "")
+    """The console table (per cell, or seeds aggregated): every figure beside its CI, empty
+    columns (a task the suite does not have) dropped, invalidated figures marked ``†``; the
+    CI legend and the ``†`` legend under it."""
+    return _table(frame) + _notes(frame, "\n")
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    """The Markdown table of ``results.md``/``report.md``: as the console shows it."""
+    return _table(frame, markdown=True) + _notes(frame, "\n\n")
+
+
+def _tables_md(frame: pd.DataFrame, agg: pd.DataFrame, by_seed: bool = False) -> list[str]:
+    """Markdown of the main table (aggregated, or per seed) and, when seeds were merged, the other."""
+    merged = len(agg) < len(frame)
+    main, other = (frame, agg) if by_seed else (agg, frame)
+    lines = [_markdown(main), ""]
+    if merged:
+        lines += ["## Seeds aggregated" if by_seed else "## Per seed", "", _markdown(other), ""]
+    return lines
+
+
+def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
+    """Figures (and their std/CI columns) rounded to the digits of :data:`COLUMNS`."""
+    digits = {c: d for col, d in DIGITS.items() if d is not None for c in (col, std_column(col), *ci_columns(col))}
+    return frame.round({c: d for c, d in digits.items() if c in frame.columns})
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    _rounded(frame).to_csv(tmp, index=False)
+    tmp.replace(path)
 
 
 def write_outputs(frame: pd.DataFrame, records: list[dict], out_dir: Path, suite: str) -> dict[str, Path]:
-    """Write ``results.csv``, ``results.json`` (the full records) and ``results.md`` to ``out_dir``."""
+    """Write the run's tables to ``out_dir``.
+
+    - ``results.csv``: seeds aggregated (one row per cell apart from its seed: each figure's
+      mean, ``std``, ``CI low``/``CI high`` and ``seeds``, ``CI method``);
+    - ``results_by_seed.csv``: one row per cell (figures with their bootstrap CI columns);
+    - ``results.json``: the full records (``cells``, history dropped) and the aggregated rows
+      (``seed_aggregates``);
+    - ``results.md``: the aggregated table and, when seeds were merged, the per-seed one.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out_dir / "results.csv", "json": out_dir / "results.json", "md": out_dir / "results.md"}
-    tmp = paths["csv"].with_suffix(".csv.tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(paths["csv"])
+    paths = {"csv": out_dir / "results.csv", "csv_by_seed": out_dir / "results_by_seed.csv",
+             "json": out_dir / "results.json", "md": out_dir / "results.md"}
+    agg = aggregate_table(frame, records)
+    _write_csv(agg, paths["csv"])
+    _write_csv(frame, paths["csv_by_seed"])
     slim = [{k: v for k, v in r.items() if k != "history"} for r in records]
-    write_json_atomic(paths["json"], {"suite": suite, "cells": slim})
-    md = f"# {suite}\n\n" + _markdown(frame) + "\n"
-    paths["md"].write_text(md)
+    write_json_atomic(paths["json"], {"suite": suite, "cells": slim,
+                                      "seed_aggregates": agg.to_dict(orient="records")})
+    paths["md"].write_text("\n".join([f"# {suite}", "", *_tables_md(frame, agg)]))
     return paths
 
 
-def write_report(records: list[dict], out_dir: Path, title: str, gates: list[str] | None = None) -> Path:
-    """``report.md`` in ``out_dir``: the table, failure reasons, and the plots (PNG beside it)."""
-    from mtbench.plots import plot_all
+def write_report(records: list[dict], out_dir: Path, title: str, gates: list[str] | None = None,
+                 by_seed: bool = False) -> Path:
+    """``report.md`` in ``out_dir``: the table (seeds aggregated, or per seed with ``by_seed``;
+    the other one too when seeds were merged), failure reasons, and the plots (PNG beside it;
+    the Pareto plot's point ids listed under it)."""
+    from mtbench.plots import pareto_table, plot_all
 
     frame = build_frame(records, gates or [])
+    agg = aggregate_table(frame, records)
     plots = plot_all(records, out_dir)
-    lines = [f"# {title}", "", _markdown(frame), ""]
+    lines = [f"# {title}", "", *_tables_md(frame, agg, by_seed)]
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         lines += ["## Failed cells", ""] + [f"- `{r['label']}`: {r.get('reason')}" for r in failed] + [""]
@@ -196,6 +359,9 @@ def write_report(records: list[dict], out_dir: Path, title: str, gates: list[str
                 "task_weights": "Task-weight trajectories", "stages": "Per-stage scores (sequential)"}
     for name, path in plots.items():
         lines += [f"## {captions[name]}", "", f"![{name}]({path.name})", ""]
+        if name == "pareto":
+            ids = _escape_pipes(pareto_table(records)[["id", "cell"]])
+            lines += [tabulate(ids, headers="keys", tablefmt="github", showindex=False), ""]
     out = out_dir / "report.md"
     out.write_text("\n".join(lines))
     return out
