@@ -83,9 +83,10 @@ def pareto_table(records: list[dict]) -> pd.DataFrame:
 
 def _errors(table: pd.DataFrame, col: str):
     """``(2, N)`` distances from each value to its CI ends (0 where no CI; a percentile CI
-    that excludes its point estimate is drawn up to the point on that side)."""
+    that excludes its point estimate is drawn up to the point on that side), or None when
+    no point has a CI."""
     lo, hi = ci_columns(col)
-    if lo not in table.columns:
+    if lo not in table.columns or table[lo].isna().all():
         return None
     v = table[col].to_numpy(float)
     low = np.clip(v - table[lo].to_numpy(float), 0, None)
@@ -141,8 +142,9 @@ def draw_pareto(records: list[dict]):
         ax = fig.add_subplot(grid[0, i])
         pts = table[table[col].notna()]
         x, y = pts[lat].to_numpy(float), pts[col].to_numpy(float)
-        ax.errorbar(x, y, xerr=_errors(pts, lat), yerr=_errors(pts, col), fmt="o", ms=4, lw=0.8,
-                    capsize=2, color="C0", label="cell (95 % CI)")
+        xerr, yerr = _errors(pts, lat), _errors(pts, col)
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", ms=4, lw=0.8, capsize=2, color="C0",
+                    label="cell" if xerr is None and yerr is None else "cell (95 % CI)")
         _draw_chance(ax, records, key)
         front = pareto_front(list(zip(x, y)))
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="C3", lw=1, label="Pareto front")
