@@ -106,7 +106,7 @@ def attach_delta_m(records: list[dict], convention: str | None = None) -> None:
     for r in ok:
         if r["config"]["strategy"]["name"] == "single-task":
             singles.setdefault(key(r), {})[r["config"]["strategy"]["params"]["task"]] = r["metrics"]
-            hashes.setdefault(key(r), []).append(r["hash"])
+            hashes.setdefault(key(r), []).append(r.get("hash"))
     for r in ok:
         if r["config"]["strategy"]["name"] != "single-task" and key(r) in singles:
             conv = convention or r["config"].get("delta_m", "headline")
