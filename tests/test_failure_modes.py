@@ -8,7 +8,6 @@ number marked ``†`` (and listed in the CSV's ``flags``), the gate state, and t
 
 from __future__ import annotations
 
-
 import json
 import re
 import textwrap
