@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import textwrap
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -67,8 +68,7 @@ def run(tmp_path, monkeypatch, capsys):
         results = tmp_path / "results"
         code = main(["--no-entrypoints", "run", suite, "--results", str(results), "--no-progress", *flags])
         out = capsys.readouterr()
-        name = json.loads(json.dumps(suite)).rsplit("/", 1)[-1].removesuffix(".yaml")
-        folder = results / name
+        folder = results / Path(suite).stem
         frame = pd.read_csv(folder / "results.csv")
         records = json.loads((folder / "results.json").read_text())["cells"]
         return code, out.out + out.err, frame, records

@@ -41,10 +41,10 @@ def plugin_references(factory, params: dict) -> list[dict]:
 def measure_at(factory, params: dict, conditions: dict, level: str) -> dict[str, float]:
     """``{"params_m", "flops_g"}`` of ``factory(**params)`` built at ``conditions`` (CPU, deployed)."""
     tasks = {t: TaskInfo(t, n, tuple(str(i) for i in range(n))) for t, n in conditions["tasks"].items()}
-    model = factory(tasks=tasks, level=conditions.get("level", level), **params)
-    if hasattr(model, "fuse"):
-        model = copy.deepcopy(model).fuse()
-    with torch.random.fork_rng():
+    with torch.random.fork_rng():  # building and measuring leave the cell's random state alone
+        model = factory(tasks=tasks, level=conditions.get("level", level), **params)
+        if hasattr(model, "fuse"):
+            model = copy.deepcopy(model).fuse()
         flops = count_flops(model, conditions["image_size"])
     return {"params_m": count_params(model)["params"] / 1e6, "flops_g": flops}
 
