@@ -104,8 +104,9 @@ def verdict_inputs(detail: dict[str, TaskEvaluation], seed: int, resamples: int 
         if not hasattr(metric, "samples"):  # a metric without per-image records: no CI, no measured chance
             chance_methods[task] = "none (metric keeps no per-image records)"
             continue
-        out["samples"][task] = sample_entry(metric)
-        ci = bootstrap_ci(type(metric).reduce, metric.samples(), None, resamples, level, seed, method)
+        entry = sample_entry(metric)  # samples() once: for det it runs pycocotools' matching
+        out["samples"][task] = entry
+        ci = bootstrap_ci(type(metric).reduce, entry["columns"], None, resamples, level, seed, method)
         out["ci"].update({k: list(v) for k, v in ci.items() if k in ev.values})
         cm, how = chance_metric(task, ev.make_metric, ev.preds, ev.targets, seed)
         chance_methods[task] = how
