@@ -104,17 +104,7 @@ def bootstrap_ci(reduce: Reducer, samples: Samples, keys: list[str] | None = Non
         vals = reduce(data, np.asarray(index, dtype=np.int64))
         return np.array([float(vals.get(k, np.nan)) for k in keys])
 
-    res = stats.bootstrap((np.arange(n),), statistic, n_resamples=resamples, confidence_level=level,
-                          method=method, vectorized=False, random_state=np.random.default_rng(seed))
-    lo, hi = np.atleast_1d(res.confidence_interval.low), np.atleast_1d(res.confidence_interval.high)
-    point = statistic(np.arange(n))
-    out = {}
-    for k, low, high, p in zip(keys, lo, hi, point):
-        if not np.isfinite(p):
-            continue
-        # scipy yields NaN when every resample gives one value (degenerate distribution)
-        out[k] = (float(low), float(high)) if np.isfinite(low) and np.isfinite(high) else (float(p), float(p))
-    return out
+    return _intervals(statistic, n, keys, resamples, level, seed, method)
 
 
 def paired_bootstrap_ci(reduce: Reducer, new: Samples, base: Samples, keys: list[str],
@@ -140,8 +130,16 @@ def paired_bootstrap_ci(reduce: Reducer, new: Samples, base: Samples, keys: list
         va, vb = reduce(a, idx), reduce(b, idx)
         return np.array([float(va.get(k, np.nan)) - float(vb.get(k, np.nan)) for k in keys])
 
+    return _intervals(statistic, n, keys, resamples, level, seed, "percentile")
+
+
+def _intervals(statistic: Callable[[np.ndarray], np.ndarray], n: int, keys: list[str], resamples: int,
+               level: float, seed: int, method: str) -> dict[str, tuple[float, float]]:
+    """``scipy.stats.bootstrap`` over image indices ``0..n-1`` of a vector ``statistic`` (one
+    value per key); a key whose value is the same on every resample (scipy: NaN bounds) gets a
+    zero-width interval, a key without a finite value none."""
     res = stats.bootstrap((np.arange(n),), statistic, n_resamples=resamples, confidence_level=level,
-                          method="percentile", vectorized=False, random_state=np.random.default_rng(seed))
+                          method=method, vectorized=False, random_state=np.random.default_rng(seed))
     lo, hi = np.atleast_1d(res.confidence_interval.low), np.atleast_1d(res.confidence_interval.high)
     point = statistic(np.arange(n))
     return {k: ((float(low), float(high)) if np.isfinite(low) and np.isfinite(high) else (float(p), float(p)))
