@@ -40,7 +40,8 @@ def cmd_validate(args) -> int:
 def cmd_run(args) -> int:
     from mtbench.executors.local import run_local
     from mtbench.diagnostics.binding import errors
-    from mtbench.report import aggregate_table, any_gate_failed, build_frame, not_meaningful_gates, render, write_outputs
+    from mtbench.report import (aggregate_table, any_gate_failed, build_frame, harness_summary, not_meaningful_gates,
+                                render, write_outputs)
     from mtbench.results import ResultStore
     from mtbench.suite import expand, load_suite
 
@@ -66,6 +67,8 @@ def cmd_run(args) -> int:
     print(render(frame if args.by_seed else aggregate_table(frame, records)))
     paths = write_outputs(frame, records, store.dir, loaded.suite.name)
     print(f"\nwrote {paths['csv']}, {paths['csv_by_seed']}, {paths['json']}, {paths['md']}")
+    if harness_summary(records):
+        print(harness_summary(records))
     failed = [r for r in records if r["status"] != "ok"]
     if failed:
         print(f"{len(failed)} cell(s) failed", file=sys.stderr)

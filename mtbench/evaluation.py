@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mtbench.data.base import TaskDataset, collate
-from mtbench.metrics.base import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_ci, sample_entry
+from mtbench.metrics.base import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_ci, full_value, sample_entry
 from mtbench.metrics.chance import chance_metric
 from mtbench.metrics.classification import Top1
 from mtbench.metrics.detection import DetectionMAP
@@ -110,9 +110,10 @@ def verdict_inputs(detail: dict[str, TaskEvaluation], seed: int, resamples: int 
         out["ci"].update({k: list(v) for k, v in ci.items() if k in ev.values})
         cm, how = chance_metric(task, ev.make_metric, ev.preds, ev.targets, seed)
         chance_methods[task] = how
-        values = cm.compute()
-        out["chance"].update({k: v for k, v in values.items() if k in ev.values and k in out["ci"]})
-        cci = bootstrap_ci(type(cm).reduce, cm.samples(), None, resamples, level, seed, method)
+        chance_samples = cm.samples()  # the chance value from its records (= compute(), tested; no second matching)
+        values = full_value(type(cm).reduce, chance_samples)
+        out["chance"].update({k: float(v) for k, v in values.items() if k in ev.values and k in out["ci"]})
+        cci = bootstrap_ci(type(cm).reduce, chance_samples, None, resamples, level, seed, method)
         out["chance_ci"].update({k: list(v) for k, v in cci.items() if k in out["chance"]})
     out["uncertainty"] = {"method": method, "resamples": resamples, "level": level, "seed": seed,
                           "unit": "val images", "chance": chance_methods, "seconds": time.perf_counter() - t0}

@@ -394,3 +394,23 @@ def load_records(path: Path) -> list[dict]:
             return json.loads((path / "results.json").read_text())["cells"]
         return [json.loads(p.read_text()) for p in sorted(path.glob("*.json"))]
     return json.loads(path.read_text())["cells"]
+
+
+def harness_summary(records: list[dict]) -> str:
+    """One line: what the harness's own work (overfit-one-batch check, CIs + chance levels,
+    profiling) cost beside training, over the run and per cell against its budget (``harness``
+    of each record; ``checks.harness_share``); empty when no record has it."""
+    costs = [(r.get("label", r.get("hash", "?")), r["harness"]) for r in records
+             if r.get("status") == "ok" and (r.get("harness") or {}).get("share_of_train") is not None]
+    if not costs:
+        return ""
+    total = sum(h["total_s"] for _, h in costs)
+    train = sum(h["total_s"] / h["share_of_train"] for _, h in costs if h["share_of_train"] > 0)
+    over = [f"{label} {h['share_of_train']:.0%}" for label, h in costs
+            if h["share_of_train"] > h.get("budget_share", float("inf"))]
+    budget = {h.get("budget_share") for _, h in costs} - {None}
+    line = (f"harness (overfit check + CIs/chance + profiling): {total:.1f} s = "
+            f"{total / train:.1%} of {train:.0f} s training"
+            + (f" (budget {'/'.join(f'{b:.0%}' for b in sorted(budget))} a cell)" if budget else ""))
+    return line + (f"; over budget: {', '.join(over)}" if over else "")
+

@@ -158,14 +158,16 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
         result["metrics"] = metrics
         result["extra"] = report.extra
         t_prof = time.perf_counter()
-        result["profile"] = profile(model, size, bs, device, cell.config["profile"]) | {"train_s": train_s}
+        left = harness_left(cfg.get("checks") or {}, result, train_s)
+        result["profile"] = profile(model, size, bs, device, cell.config["profile"], left) | {"train_s": train_s}
         if result["overfit"]:
             result["overfit"]["share_of_train"] = result["overfit"]["seconds"] / train_s if train_s > 0 else None
         refs = reference_entries(cfg, registry.get("model", cfg["architecture"]["name"]).factory,
                                  {t: infos[t].num_classes for t in tasks}, result["profile"])
         if refs:
             result["profile"]["reference"] = refs
-        result["harness"] = harness_cost(result, train_s, time.perf_counter() - t_prof)
+        result["harness"] = harness_cost(result, train_s, time.perf_counter() - t_prof,
+                                         (cfg.get("checks") or {}).get("harness_share", HARNESS_SHARE))
         result["status"] = "ok"
     except Exception as exc:  # a failing cell is recorded, the run goes on
         result["status"] = "failed"
@@ -177,14 +179,27 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
     return result
 
 
-def harness_cost(result: dict, train_s: float, profile_s: float) -> dict:
+HARNESS_SHARE = 0.15  # default budget of the harness's own work, as a share of the cell's training time
+
+
+def harness_left(checks: dict, result: dict, train_s: float) -> float:
+    """Seconds left for profiling in the harness budget (``checks.harness_share`` x
+    ``train_s``, default 15 %) after the overfit-one-batch check and the CIs + chance levels;
+    0 when they already used it."""
+    spent = harness_cost(result, train_s, 0.0)["total_s"]
+    return max(0.0, checks.get("harness_share", HARNESS_SHARE) * train_s - spent)
+
+
+def harness_cost(result: dict, train_s: float, profile_s: float, share: float = HARNESS_SHARE) -> dict:
     """Seconds the harness spent on its own work beside training, and their share of ``train_s``:
-    the overfit-one-batch copy, CIs + measured chance (``uncertainty``), profiling."""
+    the overfit-one-batch copy, CIs + measured chance (``uncertainty``), profiling; ``budget_share``
+    is the suite's ``checks.harness_share`` it is held to."""
     parts = {"overfit_s": float((result.get("overfit") or {}).get("seconds") or 0.0),
              "uncertainty_s": float((result.get("uncertainty") or {}).get("seconds") or 0.0),
              "profile_s": profile_s}
     total = sum(parts.values())
-    return parts | {"total_s": total, "share_of_train": total / train_s if train_s > 0 else None}
+    return parts | {"total_s": total, "share_of_train": total / train_s if train_s > 0 else None,
+                    "budget_share": share}
 
 
 def _overfit(checks: dict, strategy, ctx: TrainContext, model, losses, train_sets, device) -> dict | None:
@@ -201,11 +216,17 @@ def _overfit(checks: dict, strategy, ctx: TrainContext, model, losses, train_set
                              checks.get("overfit_lr", 0.01), steps, images)
 
 
-def profile(model, image_size: int, batch_size: int, device: torch.device, cfg: dict) -> dict:
+def profile(model, image_size: int, batch_size: int, device: torch.device, cfg: dict,
+            time_left: float | None = None) -> dict:
     """Params, GFLOPs, batch-1 latency (p50/p90/CV), FPS at ``batch_size``, peak memory
     (PyTorch eager: top-level keys), and the same figures per extra runtime in ``runtimes``.
     Latency and FPS carry their 95 % intervals (``latency_ms_ci``, ``fps_ci``) and why their
     sampling stopped (``latency_stop``, ``fps_stop``; rule: :func:`stop_rule`).
+
+    ``time_left`` (seconds, the harness budget left: :func:`harness_left`) is shared equally
+    by the timing series (latency and FPS, eager and each runtime) as their time cap when it
+    is below ``latency_max_s``; each series still takes its minimum samples. The cap in
+    effect is recorded as ``series_max_s``.
 
     A model with ``fuse()`` (re-parameterisable blocks such as RepVGG) is profiled as
     deployed: a fused copy is measured (``reparameterised: true``), as its papers report.
@@ -218,7 +239,9 @@ def profile(model, image_size: int, batch_size: int, device: torch.device, cfg: 
     out["params_m"] = out["params"] / 1e6
     out["flops_g"] = count_flops(model, image_size)
     out["device_peak_gflops"] = matmul_peak_gflops(device)
-    rule = stop_rule(cfg)
+    series = 2 * (1 + len(cfg["runtimes"]))
+    rule = stop_rule(cfg, None if time_left is None else time_left / series)
+    out["series_max_s"] = rule.max_s
     out.update(measure_latency(model, image_size, device, cfg["latency_warmup"], cfg["latency_repeats"], rule=rule))
     out["latency_warmup"] = float(cfg["latency_warmup"])
     out["latency_synchronised"] = True  # CPU ops are synchronous; CUDA runs are bracketed by synchronize()
@@ -232,7 +255,8 @@ def profile(model, image_size: int, batch_size: int, device: torch.device, cfg: 
     return out
 
 
-def stop_rule(cfg: dict) -> StopRule:
-    """The timing series' stopping rule from a cell's ``profile`` section (:class:`mtbench.suite.Profile`)."""
-    return StopRule(ci_target=cfg["latency_ci_target"], max_s=cfg["latency_max_s"],
-                    max_samples=cfg["latency_max_repeats"])
+def stop_rule(cfg: dict, max_s: float | None = None) -> StopRule:
+    """The timing series' stopping rule from a cell's ``profile`` section (:class:`mtbench.suite.Profile`);
+    ``max_s`` (seconds) lowers its time cap."""
+    cap = cfg["latency_max_s"] if max_s is None else min(cfg["latency_max_s"], max_s)
+    return StopRule(ci_target=cfg["latency_ci_target"], max_s=cap, max_samples=cfg["latency_max_repeats"])

@@ -175,13 +175,17 @@ class Checks(_Strict):
     ``overfit_one_batch``: ``auto`` (every cell) runs it on ``overfit_images`` images per task
     for ``overfit_share`` of the budget's steps per trained task (at least 4, at most
     ``overfit_steps``); ``on`` runs exactly ``overfit_steps``; ``off`` skips it.
-    Not part of the cell hash: checks do not change what is trained."""
+    ``harness_share``: the harness's own work (that check, CIs + chance levels, profiling) is
+    held to this share of the cell's training time by cutting profiling's timed sampling to
+    what is left (each timing series keeps its minimum samples; the record's ``harness`` says
+    what it cost). Not part of the cell hash: checks do not change what is trained."""
 
     overfit_one_batch: Literal["auto", "on", "off"] = "auto"
     overfit_steps: int = Field(40, gt=0)
     overfit_lr: float = Field(0.01, gt=0)  # AdamW, constant; a memorisation test, not the suite's schedule
     overfit_images: int = Field(2, ge=2)   # per task, pairwise different targets (the input-use test needs 2)
     overfit_share: float = Field(0.1, gt=0, le=1)
+    harness_share: float = Field(0.15, gt=0, le=10)  # budget of overfit check + CIs + profiling / training time
 
     @field_validator("overfit_one_batch", mode="before")
     @classmethod

@@ -4,7 +4,9 @@ Before the real run, a copy of the freshly built model is trained on one fixed b
 task (``images`` images with pairwise different targets, the first such of each train
 split, no shuffling; default 2) for ``steps`` AdamW steps at a constant ``lr`` (0.01), the
 task losses summed with equal weights (Karpathy, "A Recipe for Training Neural Networks",
-2019). The real run is untouched: the copy is discarded and the random state restored.
+2019). The tasks' batches go through the model together, one forward pass per step, each
+task's loss taken on its own images (a multi-task model computes every head anyway). The
+real run is untouched: the copy is discarded and the random state restored.
 
 Two numbers per task come out, both measured above the loss's soft-target ``floor`` (see
 :mod:`mtbench.losses`; a loss with soft targets cannot reach 0):
@@ -60,6 +62,12 @@ def _take(raw, sl: slice):
     return type(raw)(_take(v, sl) for v in raw)
 
 
+def _spans(sizes: list[int]) -> list[slice]:
+    """Consecutive slices of lengths ``sizes`` (each task's images in the concatenated batch)."""
+    ends = [sum(sizes[: i + 1]) for i in range(len(sizes))]
+    return [slice(e - n, e) for e, n in zip(ends, sizes)]
+
+
 def _excess(comps: dict) -> float:
     floor = float(comps["floor"]) if "floor" in comps else 0.0
     return max(float(comps["total"]) - floor, 0.0)
@@ -109,11 +117,15 @@ def overfit_one_batch(model, losses: dict, train_sets: dict, device: torch.devic
             batches[task] = (imgs.to(device), to_device(tgts, device))
         opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr)
         strides = net.strides
+        order = list(batches)
+        spans = _spans([len(batches[t][0]) for t in order])
+        x = torch.cat([batches[t][0] for t in order])  # one forward per step serves every task
         first: dict[str, dict] = {}
         for step in range(steps):
+            out = net(x)
             total = 0.0
-            for task, (imgs, tgts) in batches.items():
-                comps = losses[task](net(imgs)[task], tgts, stride=strides[task])
+            for task, sl in zip(order, spans):
+                comps = losses[task](_take(out[task], sl), batches[task][1], stride=strides[task])
                 if step == 0:
                     first[task] = {k: float(v.detach()) for k, v in comps.items()}
                 total = total + comps["total"]
@@ -121,13 +133,15 @@ def overfit_one_batch(model, losses: dict, train_sets: dict, device: torch.devic
             total.backward()
             opt.step()
         tasks = {}
-        with torch.no_grad():
-            for task, (imgs, tgts) in batches.items():
-                n = len(imgs)
-                out = net(torch.cat([imgs, imgs.roll(1, 0)]))[task]  # one pass: same BatchNorm statistics
-                last = {k: float(v) for k, v in losses[task](_take(out, slice(0, n)), tgts, stride=strides[task]).items()}
+        with torch.no_grad():  # the batch and its roll in one pass: the same BatchNorm statistics
+            out = net(torch.cat([x] + [batches[t][0].roll(1, 0) for t in order]))
+            offset = len(x)
+            for task, sl in zip(order, spans):
+                tgts, n = batches[task][1], sl.stop - sl.start
+                rolled_sl = slice(offset + sl.start, offset + sl.stop)
+                last = {k: float(v) for k, v in losses[task](_take(out[task], sl), tgts, stride=strides[task]).items()}
                 rolled = {k: float(v) for k, v in
-                          losses[task](_take(out, slice(n, 2 * n)), tgts, stride=strides[task]).items()}
+                          losses[task](_take(out[task], rolled_sl), tgts, stride=strides[task]).items()}
                 init, fin, rol = _excess(first[task]), _excess(last), _excess(rolled)
                 tasks[task] = {"initial": init, "final": fin, "rolled": rol, "floor": last.get("floor", 0.0),
                                "fraction_left": fin / init if init > 0 else 0.0,

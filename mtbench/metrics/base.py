@@ -79,6 +79,12 @@ def _as_arrays(samples: Samples) -> dict[str, np.ndarray | list]:
     return out
 
 
+def full_value(reduce: Reducer, samples: Samples) -> dict[str, float]:
+    """The metrics ``reduce`` computes on every image once (the identity resample): the value
+    itself, equal to the metric's ``compute()`` (each built-in metric's tests check it)."""
+    return reduce(_as_arrays(samples), np.arange(num_samples(samples)))
+
+
 def bootstrap_ci(reduce: Reducer, samples: Samples, keys: list[str] | None = None,
                  resamples: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL, seed: int = 0,
                  method: str = "percentile") -> dict[str, tuple[float, float]]:

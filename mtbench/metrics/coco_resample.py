@@ -74,19 +74,18 @@ def _ap(scores: np.ndarray, match: np.ndarray, ignore: np.ndarray, npig: int) ->
     """AP at each IoU threshold of one category (``float64 (T,)``), as ``accumulate`` does."""
     order = np.argsort(-scores, kind="mergesort")
     match, ignore = match[order], ignore[order]
-    tps = np.cumsum(match & ~ignore, axis=0, dtype=np.float64)
+    tps = np.cumsum(match & ~ignore, axis=0, dtype=np.float64)  # (D, T)
     fps = np.cumsum(~match & ~ignore, axis=0, dtype=np.float64)
     out = np.zeros(match.shape[1])
+    if not len(tps):
+        return out
+    rc = tps / npig
+    pr = tps / (fps + tps + np.spacing(1))
+    pr = np.maximum.accumulate(pr[::-1], axis=0)[::-1]  # precision envelope, per threshold
+    last = len(pr) - 1
     for t in range(match.shape[1]):
-        tp, fp = tps[:, t], fps[:, t]
-        if not len(tp):
-            continue
-        rc = tp / npig
-        pr = tp / (fp + tp + np.spacing(1))
-        pr = np.maximum.accumulate(pr[::-1])[::-1]  # precision envelope
-        inds = np.searchsorted(rc, REC_THRS, side="left")
-        q = np.where(inds < len(pr), pr[np.minimum(inds, len(pr) - 1)], 0.0)
-        out[t] = q.mean()
+        inds = np.searchsorted(rc[:, t], REC_THRS, side="left")
+        out[t] = np.where(inds <= last, pr[np.minimum(inds, last), t], 0.0).mean()
     return out
 
 

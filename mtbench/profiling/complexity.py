@@ -7,6 +7,8 @@ only the ops it knows are counted (conv, matmul and friends), so elementwise wor
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -31,12 +33,19 @@ def count_flops(model: nn.Module, image_size: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
-@torch.no_grad()
 def matmul_peak_gflops(device: torch.device, n: int = 1024, repeats: int = 10) -> float:
     """Achievable dense float32 GFLOP/s of ``device``: best of ``repeats`` ``n x n`` matmuls.
 
     The reference the ``implausible-speed`` diagnostic compares a model's FLOPs x FPS with.
+    Measured once per device, thread count and size in a process (cells of a run share it).
     """
+    return _matmul_peak(str(device), torch.get_num_threads(), n, repeats)
+
+
+@functools.lru_cache(maxsize=None)
+@torch.no_grad()
+def _matmul_peak(device_name: str, threads: int, n: int, repeats: int) -> float:
+    device = torch.device(device_name)
     import time
 
     a = torch.rand(n, n, device=device)
