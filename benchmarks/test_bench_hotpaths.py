@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mtbench.data.base import TaskInfo
-from mtbench.metrics.detection import coco_stats
+from mtbench.metrics.coco_eval import coco_stats
 from mtbench.plugins import get_registry
 
 REG = get_registry(load_entrypoints=False)

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mtbench import __version__
-from mtbench.data.base import collate
+from mtbench.data.base import collate, dropped_summary
 from mtbench.diagnostics import diagnose
 from mtbench.diagnostics.overfit import SHARE, budget_steps, overfit_one_batch
 from mtbench.evaluation import evaluate_detailed, verdict_inputs
@@ -91,7 +91,9 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
 
     :return: the result record (JSON-serialisable): ``schema_version``, ``suite``, ``label``,
         ``hash``, ``axes``, ``config``, ``status`` (``ok``/``failed``), ``reason``,
-        ``metrics``, ``stages``, ``profile``, ``history``, ``diagnostics``, ``env``.
+        ``metrics``, ``stages``, ``profile``, ``history``, ``diagnostics``, ``env``, ``data``
+        (``dropped``: annotations the loaders left out of training and evaluation alike,
+        :func:`mtbench.data.base.dropped_summary`).
     """
     cfg, fixed = cell.config, cell.config["fixed"]
     result = {"schema_version": SCHEMA_VERSION, "suite": cell.suite, "label": cell.label, "hash": cell.hash,
@@ -111,6 +113,7 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
             for split, sets in (("train", train_sets), ("val", val_sets)):
                 sets[task] = registry.create("dataset", td["dataset"], task=task, split=split, root=root,
                                              image_size=size, **td["params"])
+        result["data"] = {"dropped": dropped_summary({"train": train_sets, "val": val_sets})}
         tasks = list(cfg["tasks"])
         infos = {t: train_sets[t].info for t in tasks}
         model = registry.create_model(cfg["architecture"]["name"], tasks=infos, level=cfg["level"],

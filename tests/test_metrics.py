@@ -11,7 +11,7 @@ import torch
 
 from mtbench.cli import main
 from mtbench.metrics.classification import Top1
-from mtbench.metrics.detection import COCO_STATS, coco_stats
+from mtbench.metrics.coco_eval import COCO_STATS, coco_stats
 from mtbench.metrics.forgetting import forgetting
 from mtbench.metrics.segmentation import SegmentationMIoU
 

@@ -17,8 +17,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from mtbench.metrics.base import bootstrap_ci, paired_bootstrap_ci, reducer_of, sample_entry
 from mtbench.metrics.chance import chance_metric, derangement
 from mtbench.metrics.classification import Top1
+from mtbench.metrics.coco_eval import coco_stats
 from mtbench.metrics.coco_resample import ap_from_matches, per_image_matches
-from mtbench.metrics.detection import DetectionMAP, coco_stats
+from mtbench.metrics.detection import DetectionMAP
 from mtbench.metrics.segmentation import SegmentationMIoU
 
 

@@ -9,6 +9,11 @@ A :class:`TaskDataset` serves one task (``det``, ``seg`` or ``cls``) of one spli
 - seg target: ``int64 (S, S)`` class indices, 255 = ignore.
 - cls target: ``int64 ()`` class index.
 
+A loader that leaves annotations out (a degenerate box, one outside its image) leaves them
+out of training **and** of the evaluation ground truth alike, and says so in ``dropped``
+(:func:`dropped_record`); the runner stores every split's count with the cell's result
+(:func:`dropped_summary`).
+
 Decoded images are cached after the first read (the mini data sets hold a few hundred
 images), so every epoch after the first costs no JPEG decoding.
 """
@@ -66,8 +71,39 @@ def resolve_dir(root: Path | None, path: str, what: str) -> Path:
     return full
 
 
+def dropped_record(file: Path, problems: dict[str, list]) -> dict:
+    """What a loader dropped from one file: ``{"file": str, "count": int, "reasons": {reason:
+    count}, "ids": {reason: [first 20 annotation ids]}}`` (``count`` 0 and empty dicts when
+    nothing was dropped). ``problems`` maps each reason to the dropped annotation ids."""
+    return {"file": str(file), "count": sum(len(ids) for ids in problems.values()),
+            "reasons": {r: len(ids) for r, ids in problems.items()},
+            "ids": {r: list(ids[:20]) for r, ids in problems.items()}}
+
+
+def dropped_summary(splits: dict[str, dict[str, "TaskDataset"]]) -> dict:
+    """Per task, what its loaders dropped, for the cell's result record.
+
+    :param splits: ``{"train": {task: dataset}, "val": {task: dataset}}``.
+    :return: ``{task: {"train": n, "val": m, "reasons": {split: {reason: count}}, "ids": {split:
+        {reason: [annotation ids]}}, "files": {split: path}}}`` for every task with a drop
+        (``{}`` when nothing was dropped).
+    """
+    out: dict[str, dict] = {}
+    for split, sets in splits.items():
+        for task, ds in sets.items():
+            rec = ds.dropped
+            if rec.get("count"):
+                entry = out.setdefault(task, {"train": 0, "val": 0, "reasons": {}, "ids": {}, "files": {}})
+                entry[split] = rec["count"]
+                entry["reasons"][split], entry["ids"][split], entry["files"][split] = rec["reasons"], rec["ids"], rec["file"]
+    return out
+
+
 class TaskDataset(Dataset):
     """Base class: subclasses fill ``self.info`` and implement ``__len__`` and ``load``.
+
+    ``dropped``: what the loader left out of training and evaluation (:func:`dropped_record`;
+    nothing by default).
 
     :param task: the task served.
     :param image_size: square input side in pixels (multiple of 32).
@@ -75,6 +111,7 @@ class TaskDataset(Dataset):
     """
 
     info: TaskInfo
+    dropped: dict = {"count": 0}
 
     def __init__(self, task: str, image_size: int, train: bool):
         self.task = task

@@ -8,48 +8,45 @@ train and val, so matching by id would silently mislabel every box.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Literal
 
 import torch
 
-from mtbench.data.base import TaskDataset, TaskInfo, open_image, resolve_dir
+from mtbench.data.base import TaskDataset, TaskInfo, dropped_record, open_image, resolve_dir
+from mtbench.data.coco_json import box_problems, id_list, read_instances, unknown_references
 from mtbench.data.transforms import resize_image
 from mtbench.errors import DataError
 from mtbench.plugins import Spec, hookimpl
 
 
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise DataError(f"annotation file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot parse annotation file {path}: {exc}") from exc
-    for key in ("images", "annotations", "categories"):
-        if key not in data:
-            raise DataError(f"annotation file {path} has no {key!r} list (not COCO instances JSON)")
-    return data
-
-
 class CocoDetection(TaskDataset):
     """COCO-style detection split; boxes ``[x, y, w, h]`` are converted to xyxy.
 
+    Data policy (:mod:`mtbench.data.coco_json`): a broken file, an annotation naming an image
+    or category the file does not list, or a category name that is not a string is refused;
+    a box that is not finite, has width or height <= 0 or below ``min_box``, or lies wholly
+    outside its image is dropped from the training targets **and** from the evaluation
+    ground truth alike (so perfect detections still score 1.0), and recorded in
+    :attr:`dropped`. Crowd boxes stay out of training and in the ground truth, where COCO
+    evaluation ignores them.
+
     :param root: data root (``MTBENCH_DATA``); ``path`` is relative to it.
     :param split: ``train`` or ``val``.
-    :param min_box: boxes narrower or shorter than this many original pixels are dropped
-        from training targets (never from the evaluation ground truth).
-    :raises DataError: missing folder, file, or an annotation naming an unknown image or category.
+    :param min_box: boxes narrower or shorter than this many original pixels are dropped.
+    :param invalid_boxes: ``drop`` (default: drop and report) or ``error`` (refuse the file).
+    :raises DataError: missing folder or file, or a refused annotation; names the file and
+        the annotation id.
     """
 
     def __init__(self, root: Path | None, path: str, split: str, image_size: int, train: bool,
-                 min_box: float = 1.0):
+                 min_box: float = 1.0, invalid_boxes: str = "drop"):
         super().__init__("det", image_size, train)
         base = resolve_dir(root, path, "COCO detection")
         self.image_dir = base / split / "data"
         self.ann_file = base / split / "labels.json"
-        data = _read_json(self.ann_file)
-        ref = data if split == "train" else _read_json(base / "train" / "labels.json")
+        data = read_instances(self.ann_file, image_keys=("file_name", "width", "height"))
+        ref = data if split == "train" else read_instances(base / "train" / "labels.json")
         cats = sorted(ref["categories"], key=lambda c: c["id"])
         names = tuple(c["name"] for c in cats)
         self.info = TaskInfo("det", len(names), names)
@@ -59,17 +56,24 @@ class CocoDetection(TaskDataset):
             if c["name"] not in index_of_name:
                 raise DataError(f"{self.ann_file}: category {c['name']!r} is not in the train split's categories")
             local_index[c["id"]] = index_of_name[c["name"]]
+        if invalid_boxes not in ("drop", "error"):
+            raise DataError(f"invalid_boxes must be 'drop' or 'error', not {invalid_boxes!r}")
+        unknown = unknown_references(data)
+        for what, listed in (("image", "images"), ("category", "categories")):
+            if unknown[what]:
+                raise DataError(f"{self.ann_file}: annotation(s) {id_list(unknown[what])} name {what} ids that "
+                                f"are not in its {listed!r} list")
+        problems = box_problems(data, min_box)
+        if problems and invalid_boxes == "error":
+            raise DataError(f"{self.ann_file}: " + "; ".join(f"annotation(s) {id_list(ids)}: box {reason}"
+                                                             for reason, ids in problems.items()))
+        skip = {i for ids in problems.values() for i in ids}
+        self.dropped = dropped_record(self.ann_file, problems)
         self.images = sorted(data["images"], key=lambda im: im["id"])
-        known = {im["id"] for im in self.images}
         self.anns: dict[int, list] = {im["id"]: [] for im in self.images}
         for a in data["annotations"]:
-            if a["image_id"] not in known or a["category_id"] not in local_index:
-                raise DataError(
-                    f"{self.ann_file}: annotation {a.get('id')} names unknown image {a['image_id']} "
-                    f"or category {a['category_id']}"
-                )
-            self.anns[a["image_id"]].append({**a, "label": local_index[a["category_id"]]})
-        self.min_box = min_box
+            if a["id"] not in skip:
+                self.anns[a["image_id"]].append({**a, "label": local_index[a["category_id"]]})
 
     def __len__(self) -> int:
         return len(self.images)
@@ -82,7 +86,7 @@ class CocoDetection(TaskDataset):
         boxes, labels = [], []
         for a in self.anns[meta["id"]]:
             x, y, bw, bh = a["bbox"]
-            if a.get("iscrowd", 0) or bw < self.min_box or bh < self.min_box:
+            if a.get("iscrowd", 0):
                 continue
             boxes.append([x * sx, y * sy, (x + bw) * sx, (y + bh) * sy])
             labels.append(a["label"])
@@ -111,5 +115,7 @@ def mtbench_register_datasets():
     return [Spec("dataset", "coco", _build, "COCO instances JSON detection (images in <split>/data)", task="det")]
 
 
-def _build(task: str, split: str, root: Path | None, image_size: int, path: str = "mini_coco_det", **params):
-    return CocoDetection(root, path, split, image_size, train=split == "train", **params)
+def _build(task: str, split: str, root: Path | None, image_size: int, path: str = "mini_coco_det",
+           min_box: float = 1.0, invalid_boxes: Literal["drop", "error"] = "drop"):
+    return CocoDetection(root, path, split, image_size, train=split == "train", min_box=min_box,
+                         invalid_boxes=invalid_boxes)

@@ -18,6 +18,7 @@ result) on a not-meaningful gate or an ``error`` finding.
 | ``task-weight-collapse`` | a learned task weight at ~0 (< 0.1 % of the mean, error) or at <= 1:50 of the largest for >= 25 % of the steps (warning) (:mod:`.weights`) | the starved task's metrics |
 | ``implausible-speed`` | FLOPs x FPS above the device's measured matmul peak, or latency without warm-up/sync | ``fps``, latencies |
 | ``reference-figures`` | params/FLOPs off the suite's ``expect`` or the plugin's paper figures by more than the tolerance (:mod:`.reference`) | ``params_m``/``flops_g`` |
+| ``dropped-annotations`` | a loader dropped boxes nothing can match (degenerate, wholly outside the image) from training and evaluation alike; file, reasons, annotation ids (warning) (:mod:`.data`) | - |
 """
 
 from __future__ import annotations

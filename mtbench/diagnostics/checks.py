@@ -12,6 +12,7 @@ from typing import Callable
 
 from mtbench.diagnostics.binding import SPEED_METRICS, Finding, task_metrics
 from mtbench.diagnostics.chance_level import chance_level
+from mtbench.diagnostics.data import dropped_annotations
 from mtbench.diagnostics.reference import reference_figures
 from mtbench.diagnostics.weights import task_weight_collapse
 
@@ -200,7 +201,7 @@ CHECKS: dict[str, Callable[[dict], list[Finding]]] = {
     "overfit-one-batch": overfit, "dead-loss": dead_loss, "positive-ratio": positive_ratio,
     "chance-level": chance_level, "divergence": divergence, "gradient-conflict": gradient_conflict,
     "task-weight-collapse": task_weight_collapse, "implausible-speed": implausible_speed,
-    "reference-figures": reference_figures,
+    "reference-figures": reference_figures, "dropped-annotations": dropped_annotations,
 }
 #: Checks that read the loss history, which ``results.json`` does not keep: ``mtbench doctor``
 #: shows their stored findings when the history is absent.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from mtbench.diagnostics.data import dropped_annotations
 from mtbench.plugins import Registry
 from mtbench.results import ResultStore
 from mtbench.runner import run_cell
@@ -32,5 +33,7 @@ def run_local(cells: list[Cell], registry: Registry, store: ResultStore, force: 
         store.write(rec)
         status = "ok" if rec["status"] == "ok" else f"FAILED: {rec['reason']}"
         echo(f"[{i}/{len(cells)}] {cell.label}: {status} in {rec['wall_s']:.0f} s")
+        for finding in dropped_annotations(rec):
+            echo(f"  warning: {finding.message}")
         records.append(rec)
     return records

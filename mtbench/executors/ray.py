@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from mtbench.diagnostics.data import dropped_annotations
 from mtbench.errors import MtbenchError
 from mtbench.results import ResultStore
 from mtbench.suite import Cell
@@ -60,5 +61,7 @@ def run_ray(cells: list[Cell], store: ResultStore, force: bool = False, address:
         rec = ray.get(done[0])
         store.write(rec)
         echo(f"{cell.label}: {rec['status']}" + ("" if rec["status"] == "ok" else f" ({rec['reason']})"))
+        for finding in dropped_annotations(rec):
+            echo(f"  warning: {finding.message}")
         records[cell.hash] = rec
     return [records[c.hash] for c in cells]

@@ -1,63 +1,19 @@
 """COCO box mAP: mAP@[.5:.95], AP50 and the other 10 standard stats.
 
-Computed by faster-coco-eval (its stats are identical to pycocotools' and it is several
-times faster); ``backend="pycocotools"`` runs the reference implementation (tests).
+Computed by :func:`mtbench.metrics.coco_eval.coco_stats` (faster-coco-eval; its stats are
+identical to pycocotools'; ``backend="pycocotools"`` runs the reference implementation).
 Reduction: one evaluation over the whole split, averaged over categories that have
 ground truth (COCO convention); predictions are mapped back to original image pixels.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from mtbench.metrics.base import SampleMetricBase
+from mtbench.metrics.coco_eval import coco_stats
 from mtbench.metrics.coco_resample import ap_from_matches, per_image_matches
-
-COCO_STATS = ("mAP@[.5:.95]", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
-              "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
-
-
-def coco_stats(gt: dict, dets: list[dict], backend: str = "faster-coco-eval") -> np.ndarray:
-    """The 12 COCO bbox stats of ``dets`` against ``gt``.
-
-    :param gt: COCO instances dict (``images``, ``annotations``, ``categories``).
-    :param dets: ``[{"image_id", "category_id", "bbox": [x, y, w, h] pixels, "score"}]``.
-    :return: ``float64 (12,)`` in ``COCO_STATS`` order; with no detections all AP/AR are 0
-        (no prediction recalls nothing) rather than an error.
-    """
-    if not dets:
-        return np.zeros(12)
-    gt = {"info": {}, "licenses": [], **gt}
-    quiet = contextlib.redirect_stdout(io.StringIO())
-    if backend == "pycocotools":
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-        with quiet:
-            cg = COCO()
-            cg.dataset = json.loads(json.dumps(gt))
-            cg.createIndex()
-            ev = COCOeval(cg, cg.loadRes(json.loads(json.dumps(dets))), "bbox")
-            ev.evaluate(); ev.accumulate(); ev.summarize()
-        return np.asarray(ev.stats, dtype=np.float64)
-    from faster_coco_eval import COCO, COCOeval_faster
-    with quiet:
-        cg = COCO(json.loads(json.dumps(gt)))
-        ev = COCOeval_faster(cg, cg.loadRes(json.loads(json.dumps(dets))), "bbox", print_function=lambda *a: None)
-        ev.evaluate(); ev.accumulate(); ev.summarize()
-    return np.asarray(ev.stats[:12], dtype=np.float64)
-
-
-def coco_stats_files(gt_path: Path, dt_path: Path, backend: str = "faster-coco-eval") -> np.ndarray:
-    """:func:`coco_stats` for a GT instances JSON and a detections JSON list on disk."""
-    gt = json.loads(Path(gt_path).read_text())
-    dets = json.loads(Path(dt_path).read_text())
-    return coco_stats(gt, dets, backend)
 
 
 class DetectionMAP(SampleMetricBase):
