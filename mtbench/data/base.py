@@ -57,6 +57,27 @@ def open_image(path: Path, mode: str | None = "RGB") -> Image.Image:
         raise DataError(f"cannot read image {path}: {exc}") from exc
 
 
+def check_same_size(mask: Image.Image, mask_path: Path, image: Image.Image, image_path: Path) -> None:
+    """A mask must cover its image pixel for pixel (resizing both would silently misalign them).
+
+    :raises DataError: the sizes differ; names both files.
+    """
+    if mask.size != image.size:
+        raise DataError(f"mask {mask_path} is {mask.size[0]}x{mask.size[1]} pixels but its image {image_path} "
+                        f"is {image.size[0]}x{image.size[1]}")
+
+
+def check_files_exist(paths: list[Path], what: str) -> None:
+    """Every listed file is there, checked when a split is built (not after training).
+
+    :raises DataError: names the first missing file and how many are missing.
+    """
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        more = f" ({len(missing)} of {len(paths)} {what} files missing)" if len(missing) > 1 else ""
+        raise DataError(f"{what} file not found: {missing[0]}{more}")
+
+
 def resolve_dir(root: Path | None, path: str, what: str) -> Path:
     """Join a data-set ``path`` to the data ``root`` and check the folder exists.
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from mtbench.data.base import TaskDataset, TaskInfo, dropped_record, open_image, resolve_dir
+from mtbench.data.base import TaskDataset, TaskInfo, check_files_exist, dropped_record, open_image, resolve_dir
 from mtbench.data.coco_json import box_problems, id_list, read_instances, unknown_references
 from mtbench.data.transforms import resize_image
 from mtbench.errors import DataError
@@ -70,6 +70,7 @@ class CocoDetection(TaskDataset):
         skip = {i for ids in problems.values() for i in ids}
         self.dropped = dropped_record(self.ann_file, problems)
         self.images = sorted(data["images"], key=lambda im: im["id"])
+        check_files_exist([self.image_dir / im["file_name"] for im in self.images], "image")
         self.anns: dict[int, list] = {im["id"]: [] for im in self.images}
         for a in data["annotations"]:
             if a["id"] not in skip:

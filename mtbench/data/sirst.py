@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mtbench.data.base import TaskDataset, TaskInfo, open_image, resolve_dir
+from mtbench.data.base import TaskDataset, TaskInfo, check_files_exist, check_same_size, open_image, resolve_dir
 from mtbench.data.transforms import resize_image, resize_mask
 from mtbench.errors import DataError
 from mtbench.metrics.points import components
@@ -45,7 +45,8 @@ def read_voc_boxes(path: Path) -> list[list[float]]:
 class SirstPoints(TaskDataset):
     """SIRST split as point targets.
 
-    :raises DataError: missing folder, split list, image, mask or XML; each names the file.
+    :raises DataError: missing folder, split list, image, mask or XML, a mask of another
+        size than its image; each names the file.
     """
 
     def __init__(self, root: Path | None, path: str, split: str, image_size: int, train: bool):
@@ -55,6 +56,9 @@ class SirstPoints(TaskDataset):
         if not split_file.is_file():
             raise DataError(f"split list not found: {split_file}")
         self.ids = [ln.strip() for ln in split_file.read_text().splitlines() if ln.strip()]
+        check_files_exist([self.base / "images" / f"{i}.png" for i in self.ids], "image")
+        check_files_exist([self.base / "masks" / f"{i}{end}" for i in self.ids for end in ("_pixels0.png", ".xml")],
+                          "mask or annotation")
         self.info = TaskInfo("points", 1, ("Target",))
 
     def __len__(self) -> int:
@@ -62,8 +66,10 @@ class SirstPoints(TaskDataset):
 
     def load(self, index: int):
         stem = self.ids[index]
-        img = open_image(self.base / "images" / f"{stem}.png")
-        mask_img = open_image(self.base / "masks" / f"{stem}_pixels0.png", mode="L")
+        img_path, mask_path = self.base / "images" / f"{stem}.png", self.base / "masks" / f"{stem}_pixels0.png"
+        img = open_image(img_path)
+        mask_img = open_image(mask_path, mode="L")
+        check_same_size(mask_img, mask_path, img, img_path)
         w, h = img.size
         sx, sy = self.image_size / w, self.image_size / h
         binary = np.asarray(mask_img) > 127

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mtbench.data.base import TaskDataset, TaskInfo, open_image, resolve_dir
+from mtbench.data.base import TaskDataset, TaskInfo, check_same_size, open_image, resolve_dir
 from mtbench.data.transforms import resize_image, resize_mask
 from mtbench.errors import DataError
 from mtbench.plugins import Spec, hookimpl
@@ -26,8 +26,9 @@ VOC_CLASSES = (
 class VocSegmentation(TaskDataset):
     """VOC-style split: every ``<id>.jpg`` must have its ``<id>.png`` mask.
 
-    :raises DataError: missing folder, an image without a mask, a mask with a class
-        index outside ``[0, num_classes)`` other than 255; each names the file.
+    :raises DataError: missing folder, an image without a mask, a mask of another size than
+        its image, a mask with a class index outside ``[0, num_classes)`` other than 255;
+        each names the file.
     """
 
     def __init__(self, root: Path | None, path: str, split: str, image_size: int, train: bool):
@@ -48,9 +49,10 @@ class VocSegmentation(TaskDataset):
 
     def load(self, index: int):
         stem = self.ids[index]
-        img = open_image(self.dir / f"{stem}.jpg")
-        mask_path = self.dir / f"{stem}.png"
+        img_path, mask_path = self.dir / f"{stem}.jpg", self.dir / f"{stem}.png"
+        img = open_image(img_path)
         mask = open_image(mask_path, mode=None)
+        check_same_size(mask, mask_path, img, img_path)
         if mask.mode not in ("P", "L"):
             raise DataError(f"mask {mask_path} has mode {mask.mode}; expected a palette (P) or grey (L) PNG")
         values = np.unique(np.asarray(mask))

@@ -1,0 +1,191 @@
+"""Bad data and bad ``metrics coco`` inputs: one line naming the file, a documented exit code,
+no traceback (issue 11; the table is the README's "Errors and exit codes", data rows).
+
+- ``mtbench run`` on a suite whose data is broken: the cell fails with the loader's one-line
+  reason (exit 1, a failed cell), naming the file and, for an annotation, its id;
+- ``mtbench metrics coco`` on a broken ground truth or detections file: exit 2 (invalid input).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mtbench.cli import main
+from tests._coco_files import write_coco, write_voc
+
+SUITE = """\
+    name: bad-data
+    data_root: {root}
+    tasks:
+      {task}: {{dataset: {dataset}, params: {params}}}
+    matrix:
+      architecture:
+        - name: unified-onehead
+          label: mnv3s
+          params: {{backbone: mobilenetv3_small_100, neck_channels: 16}}
+      level: [P4]
+      strategy: [equal]
+    fixed: {{image_size: 64, batch_size: 2, budget: {{steps: 1}}, threads: 2}}
+    profile: {{runtimes: [], latency_warmup: 1, latency_repeats: 3, fps_repeats: 1}}
+    checks: {{overfit_one_batch: "off"}}
+"""
+
+
+def _edit(path: Path, fn) -> Path:
+    """Rewrite a JSON file after ``fn`` changed its parsed content in place."""
+    data = json.loads(path.read_text())
+    fn(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _ann(data: dict, **changes) -> None:
+    data["annotations"][0].update(changes)
+
+
+# ---- broken data sets, run through `mtbench run` (exit 1: the cell failed) -----------------
+# each: (tmp root) -> (dataset name, params, file the message must name, further text it must hold)
+
+def _coco(root: Path, val_fn=None, params: str = "{path: tiny_coco}"):
+    labels = write_coco(root) / "val" / "labels.json"
+    if val_fn:
+        val_fn(labels)
+    return "coco", params, labels
+
+
+DATA_CASES = {
+    "coco labels not JSON": lambda r: (*_coco(r, lambda p: p.write_text("{broken")), "line 1 column 2"),
+    "coco labels a JSON list": lambda r: (*_coco(r, lambda p: p.write_text("[]")), "not COCO instances JSON"),
+    "coco labels without annotations": lambda r: (*_coco(r, lambda p: _edit(p, lambda d: d.pop("annotations"))),
+                                                  "no 'annotations' list"),
+    "annotation of an unknown image": lambda r: (*_coco(r, lambda p: _edit(p, lambda d: _ann(d, image_id=99))),
+                                                 "annotation(s) 1 name image ids"),
+    "annotation of an unknown category": lambda r: (*_coco(r, lambda p: _edit(p, lambda d: _ann(d, category_id=7))),
+                                                    "annotation(s) 1 name category ids"),
+    "category name not a string": lambda r: (*_coco(r, lambda p: _edit(
+        p, lambda d: d["categories"][0].update(name={"en": "box"}))), "category 1 has a name that is not a string"),
+    "bbox not 4 numbers": lambda r: (*_coco(r, lambda p: _edit(p, lambda d: _ann(d, bbox="10,10,5,5"))),
+                                     "annotation 1 has bbox"),
+    "duplicated annotation ids": lambda r: (*_coco(r, lambda p: _edit(p, lambda d: _ann(d, id=2))),
+                                            "annotation id(s) 2 appear more than once"),
+    "negative width, invalid_boxes error": lambda r: (*_coco(
+        r, lambda p: _edit(p, lambda d: _ann(d, bbox=[10, 10, -5, 8])), "{path: tiny_coco, invalid_boxes: error}"),
+        "annotation(s) 1: box width or height <= 0"),
+    "broken image file": lambda r: _broken_image(r),
+    "missing image file": lambda r: _missing_image(r),
+    "mask class out of range": lambda r: _voc_mask(r, lambda m: m.__setitem__((0, 0), 50), "class indices [50]"),
+    "mask of another size": lambda r: _voc_mask(r, lambda m: m[:16], "is 32x16 pixels but its image"),
+}
+
+
+def _broken_image(root: Path):
+    base = write_coco(root)
+    victim = base / "val" / "data" / "000001.png"
+    victim.write_bytes(b"not a png")
+    return "coco", "{path: tiny_coco}", victim, "cannot read image"
+
+
+def _missing_image(root: Path):
+    base = write_coco(root)
+    victim = base / "val" / "data" / "000002.png"
+    victim.unlink()
+    return "coco", "{path: tiny_coco}", victim, "image file not found"
+
+
+def _voc_mask(root: Path, change, text: str):
+    base = write_voc(root)
+    victim = base / "val" / "0.png"
+    mask = np.array(Image.open(victim))
+    changed = change(mask)
+    Image.fromarray(mask if changed is None else np.ascontiguousarray(changed)).save(victim)
+    return "voc", "{path: tiny_voc}", victim, text
+
+
+@pytest.mark.parametrize("case", list(DATA_CASES))
+def test_run_on_bad_data(case, tmp_path, capsys):
+    dataset, params, named, text = DATA_CASES[case](tmp_path / "data")
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(textwrap.dedent(SUITE.format(root=tmp_path / "data", task="seg" if dataset == "voc" else "det",
+                                                  dataset=dataset, params=params)))
+    code = main(["--no-entrypoints", "run", str(suite), "--results", str(tmp_path / "results"), "--no-progress"])
+    out = capsys.readouterr()
+    text_all = out.out + out.err
+    failed = [line for line in text_all.splitlines() if "FAILED: DataError:" in line]
+    assert code == 1 and len(failed) == 1, text_all
+    assert str(named) in failed[0] and text in failed[0], failed[0]
+    assert "Traceback" not in text_all
+
+
+# ---- broken `metrics coco` inputs (exit 2: invalid input) ---------------------------------
+
+def _files(root: Path) -> tuple[Path, Path]:
+    gt = write_coco(root, n={"val": 4}) / "val" / "labels.json"
+    dets = [{"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 0.9}
+            for a in json.loads(gt.read_text())["annotations"]]
+    dt = root / "dt.json"
+    dt.write_text(json.dumps(dets))
+    return gt, dt
+
+
+def _gt(change):
+    def build(root):
+        gt, dt = _files(root)
+        change(gt)
+        return gt, dt, gt
+    return build
+
+
+def _dt(change):
+    def build(root):
+        gt, dt = _files(root)
+        change(dt)
+        return gt, dt, dt
+    return build
+
+
+COCO_CASES = {
+    "gt not JSON": (_gt(lambda p: p.write_text('{"images": [')), "cannot parse annotation file"),
+    "gt not UTF-8": (_gt(lambda p: p.write_bytes(b'{"images": "\xff\xfe"}')), "cannot read annotation file"),
+    "gt a JSON list": (_gt(lambda p: p.write_text("[]")), "not COCO instances JSON"),
+    "gt without categories": (_gt(lambda p: _edit(p, lambda d: d.pop("categories"))), "no 'categories' list"),
+    "gt category name not a string": (_gt(lambda p: _edit(p, lambda d: d["categories"][0].update(name=["box"]))),
+                                      "category 1 has a name that is not a string"),
+    "gt annotation without area": (_gt(lambda p: _edit(p, lambda d: d["annotations"][2].pop("area"))),
+                                    "annotation 3 has no 'area'"),
+    "dt an object": (_dt(lambda p: p.write_text("{}")), "detections must be a JSON list"),
+    "dt missing": (_dt(lambda p: p.unlink()), "detections file not found"),
+    "dt of unknown images": (_dt(lambda p: _edit(p, lambda d: d.append({**d[0], "image_id": 77}))),
+                             "1 detection(s) name image ids that are not in"),
+    "dt without score": (_dt(lambda p: _edit(p, lambda d: d[1].pop("score"))), "detection #1 is"),
+    "dt bbox of 3 numbers": (_dt(lambda p: _edit(p, lambda d: d[0].update(bbox=[1, 2, 3]))), "detection #0 is"),
+}
+
+
+@pytest.mark.parametrize("case", list(COCO_CASES))
+def test_metrics_coco_on_bad_input(case, tmp_path, capsys):
+    build, text = COCO_CASES[case]
+    gt, dt, named = build(tmp_path)
+    code = main(["metrics", "coco", "--gt", str(gt), "--dt", str(dt)])
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and out.out == "", out.err
+    assert str(named) in lines[0] and text in lines[0], lines[0]
+    assert "Traceback" not in out.err
+
+
+def test_metrics_coco_imports_neither_torch_nor_torchvision(tmp_path):
+    """A separate interpreter, as the user runs it: the modules loaded after a full evaluation."""
+    import subprocess
+    import sys
+    gt, dt = _files(tmp_path)
+    code = ("import sys; from mtbench.cli import main; rc = main(['metrics', 'coco', '--gt', sys.argv[1], "
+            "'--dt', sys.argv[2]]); print(rc, sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'torchvision')))")
+    out = subprocess.run([sys.executable, "-c", code, str(gt), str(dt)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "0 []", out.stdout + out.stderr
