@@ -7,12 +7,14 @@ integer pixels, its only ground-truth box (category ``box``). ``BrightBoxOracle`
 bright pixels of the last input: on these images its detections are the ground truth
 exactly, so a clean ground truth scores mAP 1.0 and anything else is the ground truth's
 doing. ``write_voc`` lays out ``<root>/<path>/{train,val}/<id>.jpg`` + palette ``<id>.png``.
+``suite_text`` is a one-cell, one-task suite on such data (a tiny, quick budget).
 """
 
 from __future__ import annotations
 
 import json
 import random
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +68,31 @@ def write_voc(root: Path, path: str = "tiny_voc", size: int = 32, n: int = 2) ->
             Image.fromarray((mask * 200).astype(np.uint8)).convert("RGB").save(base / split / f"{i}.jpg")
             Image.fromarray(mask, mode="L").save(base / split / f"{i}.png")
     return base
+
+
+SUITE = """\
+    name: {name}
+    data_root: {root}
+    tasks:
+      {task}: {{dataset: {dataset}, params: {params}}}
+    matrix:
+      architecture:
+        - name: {model}
+          label: {label}
+          params: {{backbone: mobilenetv3_small_100, neck_channels: 16}}
+      level: [P4]
+      strategy: [equal]
+    fixed: {{image_size: 64, batch_size: {batch_size}, budget: {{steps: {steps}}}, threads: 2}}
+    profile: {{runtimes: [], latency_warmup: 1, latency_repeats: 3, fps_repeats: 1}}
+    checks: {{overfit_one_batch: "off"}}
+"""
+
+
+def suite_text(name: str, root: Path, task: str, dataset: str, params: str, model: str = "unified-onehead",
+               label: str = "mnv3s", batch_size: int = 2, steps: int = 1) -> str:
+    """A one-cell suite training ``model`` (mobilenetv3_small_100 backbone) on one task at 64 px."""
+    return textwrap.dedent(SUITE.format(name=name, root=root, task=task, dataset=dataset, params=params, model=model,
+                                        label=label, batch_size=batch_size, steps=steps))
 
 
 class BrightBoxOracle(UnifiedOneHead):

@@ -9,7 +9,6 @@ no traceback (issue 11; the table is the README's "Errors and exit codes", data 
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -17,25 +16,7 @@ import pytest
 from PIL import Image
 
 from mtbench.cli import main
-from tests._coco_files import write_coco, write_voc
-
-SUITE = """\
-    name: bad-data
-    data_root: {root}
-    tasks:
-      {task}: {{dataset: {dataset}, params: {params}}}
-    matrix:
-      architecture:
-        - name: unified-onehead
-          label: mnv3s
-          params: {{backbone: mobilenetv3_small_100, neck_channels: 16}}
-      level: [P4]
-      strategy: [equal]
-    fixed: {{image_size: 64, batch_size: 2, budget: {{steps: 1}}, threads: 2}}
-    profile: {{runtimes: [], latency_warmup: 1, latency_repeats: 3, fps_repeats: 1}}
-    checks: {{overfit_one_batch: "off"}}
-"""
-
+from tests._coco_files import suite_text, write_coco, write_voc
 
 def _edit(path: Path, fn) -> Path:
     """Rewrite a JSON file after ``fn`` changed its parsed content in place."""
@@ -61,7 +42,7 @@ def _coco(root: Path, val_fn=None, params: str = "{path: tiny_coco}"):
 
 DATA_CASES = {
     "coco labels not JSON": lambda r: (*_coco(r, lambda p: p.write_text("{broken")), "line 1 column 2"),
-    "coco labels a JSON list": lambda r: (*_coco(r, lambda p: p.write_text("[]")), "not COCO instances JSON"),
+    "coco labels a JSON list": lambda r: (*_coco(r, lambda p: p.write_text("[]")), "top level is a JSON array"),
     "coco labels without annotations": lambda r: (*_coco(r, lambda p: _edit(p, lambda d: d.pop("annotations"))),
                                                   "no 'annotations' list"),
     "annotation of an unknown image": lambda r: (*_coco(r, lambda p: _edit(p, lambda d: _ann(d, image_id=99))),
@@ -111,8 +92,7 @@ def _voc_mask(root: Path, change, text: str):
 def test_run_on_bad_data(case, tmp_path, capsys):
     dataset, params, named, text = DATA_CASES[case](tmp_path / "data")
     suite = tmp_path / "suite.yaml"
-    suite.write_text(textwrap.dedent(SUITE.format(root=tmp_path / "data", task="seg" if dataset == "voc" else "det",
-                                                  dataset=dataset, params=params)))
+    suite.write_text(suite_text("bad-data", tmp_path / "data", "seg" if dataset == "voc" else "det", dataset, params))
     code = main(["--no-entrypoints", "run", str(suite), "--results", str(tmp_path / "results"), "--no-progress"])
     out = capsys.readouterr()
     text_all = out.out + out.err
@@ -133,20 +113,21 @@ def _files(root: Path) -> tuple[Path, Path]:
     return gt, dt
 
 
-def _gt(change):
+def _broken(which: int, change):
+    """A builder: the good files with ``change`` applied to the GT (0) or the detections (1)."""
     def build(root):
-        gt, dt = _files(root)
-        change(gt)
-        return gt, dt, gt
+        files = _files(root)
+        change(files[which])
+        return (*files, files[which])
     return build
+
+
+def _gt(change):
+    return _broken(0, change)
 
 
 def _dt(change):
-    def build(root):
-        gt, dt = _files(root)
-        change(dt)
-        return gt, dt, dt
-    return build
+    return _broken(1, change)
 
 
 COCO_CASES = {
@@ -158,7 +139,7 @@ COCO_CASES = {
                                       "category 1 has a name that is not a string"),
     "gt annotation without area": (_gt(lambda p: _edit(p, lambda d: d["annotations"][2].pop("area"))),
                                     "annotation 3 has no 'area'"),
-    "dt an object": (_dt(lambda p: p.write_text("{}")), "detections must be a JSON list"),
+    "dt an object": (_dt(lambda p: p.write_text("{}")), "objects, not a JSON object"),
     "dt missing": (_dt(lambda p: p.unlink()), "detections file not found"),
     "dt of unknown images": (_dt(lambda p: _edit(p, lambda d: d.append({**d[0], "image_id": 77}))),
                              "1 detection(s) name image ids that are not in"),

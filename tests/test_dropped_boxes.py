@@ -8,7 +8,6 @@ instead of 1.0. ``metrics coco`` keeps pycocotools' semantics (it is its contrac
 from __future__ import annotations
 
 import json
-import textwrap
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from mtbench.errors import DataError
 from mtbench.metrics.coco_eval import COCO_STATS, coco_stats
 from mtbench.metrics.detection import DetectionMAP
 from tests import _coco_files
-from tests._coco_files import write_coco
+from tests._coco_files import suite_text, write_coco
 
 BAD = {"train": [{"image_id": 3, "bbox": [5, 5, -3, 4]}], "val": [{"image_id": 2, "bbox": [10, 10, -5, 8]}]}
 
@@ -79,24 +78,6 @@ def test_metrics_coco_equals_pycocotools_and_warns(tmp_path, capsys):
     assert len(warning) == 1 and str(gt_path) in warning[0] and "annotation ids 5" in warning[0]
 
 
-SUITE = """\
-    name: {name}
-    data_root: {root}
-    tasks:
-      det: {{dataset: coco, params: {{path: tiny_coco}}}}
-    matrix:
-      architecture:
-        - name: bright-box-oracle
-          label: oracle
-          params: {{backbone: mobilenetv3_small_100, neck_channels: 16}}
-      level: [P4]
-      strategy: [equal]
-    fixed: {{image_size: 64, batch_size: 4, budget: {{steps: 2}}, threads: 2}}
-    profile: {{runtimes: [], latency_warmup: 1, latency_repeats: 3, fps_repeats: 1}}
-    checks: {{overfit_one_batch: "off"}}
-"""
-
-
 def test_suite_run_scores_as_if_the_box_were_absent(tmp_path, monkeypatch, capsys):
     """Acceptance: the same suite on the data with and without the negative-width boxes (a
     detector that finds the rectangles exactly): the same mAP (1.0), and the dropped counts stored."""
@@ -108,7 +89,8 @@ def test_suite_run_scores_as_if_the_box_were_absent(tmp_path, monkeypatch, capsy
         root = tmp_path / name
         write_coco(root, extra=extra)
         suite = tmp_path / f"{name}.yaml"
-        suite.write_text(textwrap.dedent(SUITE.format(name=name, root=root)))
+        suite.write_text(suite_text(name, root, "det", "coco", "{path: tiny_coco}", model="bright-box-oracle",
+                                    label="oracle", batch_size=4, steps=2))
         results = tmp_path / "results"
         main(["--no-entrypoints", "run", str(suite), "--results", str(results), "--no-progress", "--allow-suspect"])
         outputs[name] = capsys.readouterr().out

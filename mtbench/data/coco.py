@@ -42,6 +42,8 @@ class CocoDetection(TaskDataset):
     def __init__(self, root: Path | None, path: str, split: str, image_size: int, train: bool,
                  min_box: float = 1.0, invalid_boxes: str = "drop"):
         super().__init__("det", image_size, train)
+        if invalid_boxes not in ("drop", "error"):
+            raise DataError(f"invalid_boxes must be 'drop' or 'error', not {invalid_boxes!r}")
         base = resolve_dir(root, path, "COCO detection")
         self.image_dir = base / split / "data"
         self.ann_file = base / split / "labels.json"
@@ -56,8 +58,6 @@ class CocoDetection(TaskDataset):
             if c["name"] not in index_of_name:
                 raise DataError(f"{self.ann_file}: category {c['name']!r} is not in the train split's categories")
             local_index[c["id"]] = index_of_name[c["name"]]
-        if invalid_boxes not in ("drop", "error"):
-            raise DataError(f"invalid_boxes must be 'drop' or 'error', not {invalid_boxes!r}")
         unknown = unknown_references(data)
         for what, listed in (("image", "images"), ("category", "categories")):
             if unknown[what]:

@@ -7,21 +7,23 @@ each reported with the file and the annotation (or image, category) id:
 - **structure** (:func:`read_instances`, always refused with :class:`DataError`): a missing,
   unreadable or non-JSON file; no ``images`` / ``annotations`` / ``categories`` list; an
   entry that is not an object or lacks a key pycocotools reads (``id``; an annotation's
-  ``image_id``, ``category_id``, ``bbox``); an id that is not an integer; a ``bbox`` that is not 4 numbers; a category
-  name that is not a string; an id used twice (pycocotools would silently evaluate one
-  annotation in place of the other);
+  ``image_id``, ``category_id``, ``bbox``); an id that is not an integer; a ``bbox`` that
+  is not 4 numbers; a category name that is not a string; an id used twice (pycocotools
+  would silently evaluate one annotation in place of the other);
 - **references** (:func:`unknown_references`): annotations naming an image id or a
   category id the file does not list (the loader refuses them; pycocotools ignores them);
-- **boxes** (:func:`box_problem`): not finite, width or height <= 0, below a minimum size,
-  or wholly outside the image. The loader drops them from training *and* from the
+- **boxes** (:func:`box_problem`): not finite, width or height <= 0, or wholly outside the
+  image (no detection can match them), or below the loader's minimum size (``min_box``, a
+  policy: such a box is valid COCO). The loader drops them from training *and* from the
   evaluation ground truth alike; ``metrics coco`` keeps them (pycocotools' semantics) and
-  warns.
+  warns about the first three.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 from mtbench.errors import DataError
@@ -47,6 +49,12 @@ def read_json(path: Path, what: str = "annotation file"):
         raise DataError(f"cannot parse {what} {path}: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
     except (UnicodeDecodeError, OSError, RecursionError) as exc:
         raise DataError(f"cannot read {what} {path}: {exc}") from exc
+
+
+def json_type(value) -> str:
+    """The JSON name of a parsed value's type (``object``, ``array``, ``string`` ...), for messages."""
+    return {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+            type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def id_list(ids: list, limit: int = 10) -> str:
@@ -76,11 +84,11 @@ def read_instances(path: Path, image_keys: tuple[str, ...] = (), annotation_keys
     """
     data = read_json(path)
     if not isinstance(data, dict):
-        raise DataError(f"{path} is not COCO instances JSON: its top level is a {type(data).__name__}, not an "
+        raise DataError(f"{path} is not COCO instances JSON: its top level is a JSON {json_type(data)}, not an "
                         "object with 'images', 'annotations' and 'categories' lists")
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
-            what = "no" if key not in data else f"a {type(data[key]).__name__} as its"
+            what = "no" if key not in data else f"a JSON {json_type(data[key])} as its"
             raise DataError(f"{path} is not COCO instances JSON: it has {what} {key!r} list")
     _check_entries(path, data["images"], "image", ("id", *image_keys))
     for im in data["images"]:
@@ -103,7 +111,7 @@ def read_instances(path: Path, image_keys: tuple[str, ...] = (), annotation_keys
 def _check_entries(path: Path, entries: list, what: str, keys: tuple[str, ...]) -> None:
     for i, e in enumerate(entries):
         if not isinstance(e, dict):
-            raise DataError(f"{path}: {what} #{i} is a {type(e).__name__}, not an object")
+            raise DataError(f"{path}: {what} #{i} is a JSON {json_type(e)}, not an object")
         missing = [k for k in keys if k not in e]
         if missing:
             name = f"{what} {e['id']}" if _is_int(e.get("id")) else f"{what} #{i}"
@@ -111,12 +119,9 @@ def _check_entries(path: Path, entries: list, what: str, keys: tuple[str, ...]) 
         bad = [k for k in ("id", "image_id", "category_id") if k in e and not _is_int(e[k])]
         if bad:
             raise DataError(f"{path}: {what} #{i} has {bad[0]} {json.dumps(e[bad[0]])[:80]}; expected an integer id")
-    ids = [e["id"] for e in entries]
-    if len(set(ids)) != len(ids):
-        seen: set = set()
-        dup = [i for i in ids if i in seen or seen.add(i)]
-        raise DataError(f"{path}: {what} id(s) {id_list(sorted(set(dup), key=str))} appear more than once "
-                        "(ids must be unique)")
+    dup = [i for i, n in Counter(e["id"] for e in entries).items() if n > 1]
+    if dup:
+        raise DataError(f"{path}: {what} id(s) {id_list(dup)} appear more than once (ids must be unique)")
 
 
 def unknown_references(data: dict) -> dict[str, list]:
@@ -132,7 +137,7 @@ def unknown_references(data: dict) -> dict[str, list]:
 
 def box_problem(bbox: list[float], width: float | None = None, height: float | None = None,
                 min_size: float = 0.0) -> str | None:
-    """Why a ``[x, y, w, h]`` box (pixels) can never be matched, or None when it is fine.
+    """Why a ``[x, y, w, h]`` box (pixels) is dropped, or None when it is kept.
 
     :param width, height: the image's size in pixels (None: the outside test is skipped).
     :param min_size: boxes with ``0 < w < min_size`` or ``0 < h < min_size`` are too small.

@@ -1,7 +1,7 @@
 """``dropped-annotations``: annotations a loader left out of training and evaluation alike.
 
-A loader drops a box that nothing can match (not finite, width or height <= 0, below the
-loader's minimum size, wholly outside its image; :mod:`mtbench.data.coco_json`) from the
+A loader drops a box that nothing can match (not finite, width or height <= 0, wholly
+outside its image) or that is below its minimum size (:mod:`mtbench.data.coco_json`) from the
 training targets and from the evaluation ground truth together, and the runner stores the
 counts in ``record["data"]["dropped"]`` (:func:`mtbench.data.base.dropped_summary`). The
 finding is a **warning** that invalidates nothing: the metrics still measure what their names

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtbench.data.coco_json import box_problems, id_list, read_instances, read_json, unknown_references
+from mtbench.data.coco_json import box_problems, id_list, json_type, read_instances, read_json, unknown_references
 from mtbench.errors import DataError
 
 COCO_STATS = ("mAP@[.5:.95]", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
@@ -91,7 +91,7 @@ def check_files(gt_path: Path, dt_path: Path) -> tuple[dict, list[dict], list[st
     dets = read_json(dt_path, "detections file")
     if not isinstance(dets, list):
         raise DataError(f"{dt_path}: detections must be a JSON list of {{{', '.join(DET_KEYS)}}} objects, "
-                        f"not a JSON {type(dets).__name__}")
+                        f"not a JSON {json_type(dets)}")
     bad = next((i for i, d in enumerate(dets) if not _is_detection(d)), None)
     if bad is not None:
         raise DataError(f"{dt_path}: detection #{bad} is {json.dumps(dets[bad])[:120]}; expected an object with "
