@@ -78,5 +78,9 @@ def mtbench_register_datasets():
     :return: a list of ``Spec(kind="dataset", name, factory, summary, task=None|str)``.
         ``factory(task=str, split="train"|"val", root=Path|None, image_size=int, **params)``
         returns a :class:`mtbench.data.base.TaskDataset`. ``task`` on the spec restricts
-        which task the loader can serve (``None``: several, e.g. ``synthetic``).
+        which task the loader can serve (``None``: several, e.g. ``synthetic``). A loader
+        that leaves annotations out leaves them out of training and of its evaluation
+        ground truth alike and says so in the dataset's ``dropped``
+        (:func:`mtbench.data.base.dropped_record`): the runner stores the counts with the
+        cell's result and ``mtbench run`` warns.
     """
