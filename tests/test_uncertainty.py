@@ -14,7 +14,7 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-from mtbench.metrics.base import bootstrap_ci, paired_bootstrap_ci, reducer_of, sample_entry
+from mtbench.metrics.base import bootstrap_ci, full_value, paired_bootstrap_ci, reducer_of, sample_entry
 from mtbench.metrics.chance import chance_metric, derangement
 from mtbench.metrics.classification import Top1
 from mtbench.metrics.coco_resample import ap_from_matches, per_image_matches
@@ -156,3 +156,23 @@ def test_chance_det_permutation_of_perfect_detections_is_low(registry):
     chance, method = chance_metric("det", lambda: DetectionMAP(ds.coco_gt()), preds, targets, seed=0)
     assert method == "permutation"
     assert chance.compute()["det/mAP"] < 0.3
+
+
+def test_full_value_equals_compute_for_every_builtin_metric(registry):
+    """The chance level is read from its records (``full_value``), not a second ``compute()``."""
+    gen = torch.Generator().manual_seed(0)
+    seg = SegmentationMIoU(5)
+    seg.update(torch.randint(0, 5, (6, 16, 16), generator=gen), torch.randint(0, 4, (6, 16, 16), generator=gen))
+    cls = Top1(4)
+    cls.update(torch.randn(30, 4, generator=gen), torch.randint(0, 4, (30,), generator=gen))
+    ds = registry.create("dataset", "synthetic", task="det", split="val", root=None, image_size=128,
+                         num_images=12, max_shapes=3)
+    targets = [ds[i][1] for i in range(len(ds))]
+    noisy = [{"boxes": t["boxes"] + torch.randn(t["boxes"].shape, generator=gen) * 4,
+              "scores": torch.rand(len(t["boxes"]), generator=gen), "labels": t["labels"]} for t in targets]
+    det = DetectionMAP(ds.coco_gt())
+    det.update(noisy, targets)
+    for m in (seg, cls, det):
+        ours, ref = full_value(type(m).reduce, m.samples()), m.compute()
+        for k, v in ours.items():
+            assert v == pytest.approx(ref[k], abs=1e-12), k
