@@ -176,3 +176,26 @@ def test_full_value_equals_compute_for_every_builtin_metric(registry):
         ours, ref = full_value(type(m).reduce, m.samples()), m.compute()
         for k, v in ours.items():
             assert v == pytest.approx(ref[k], abs=1e-12), k
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_coco_resample_with_repeated_images_equals_pycocotools_on_the_copies(seed):
+    """A bootstrap resample (images drawn with repeats) scores what pycocotools scores on a
+    split where each drawn image is really there that many times (copies with new ids, kept
+    next to each other so score ties break in the same order); tied scores included."""
+    gt, dets = _coco_case(seed, crowd=True)
+    index = np.sort(np.random.default_rng(seed).integers(0, len(gt["images"]), len(gt["images"])))
+    copies = {"images": [], "annotations": [], "categories": gt["categories"]}
+    copy_dets = []
+    for j, i in enumerate(index):
+        old = gt["images"][i]["id"]
+        new = old * 1000 + j  # sorted ids keep the copies in draw order
+        copies["images"].append({**gt["images"][i], "id": new})
+        copies["annotations"] += [{**a, "id": len(copies["annotations"]) + k + 1, "image_id": new}
+                                  for k, a in enumerate(a for a in gt["annotations"] if a["image_id"] == old)]
+        copy_dets += [{**d, "image_id": new} for d in dets if d["image_id"] == old]
+    ref = coco_stats(copies, copy_dets, backend="pycocotools")
+    ours = ap_from_matches(per_image_matches(gt, dets), index)
+    assert len(set(index.tolist())) < len(index)  # some image really drawn twice
+    assert ours["det/mAP"] == pytest.approx(ref[0], abs=1e-12)
+    assert ours["det/AP50"] == pytest.approx(ref[1], abs=1e-12)
