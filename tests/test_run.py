@@ -119,7 +119,7 @@ def test_failing_cell_is_recorded_and_run_goes_on(write_suite, tmp_path):
     assert json.loads(store.path(cells[0].hash).read_text())["status"] == "failed"
     said = []
     local.run_local(cells, registry, store, show_progress=False, echo=said.append)  # resume keeps the failure
-    assert said[0].endswith("stored result (failed), skipped")
+    assert said[0].endswith("stored result (failed), skipped; re-run it with --retry-failed")
     said.clear()
     retry = ResultStore(tmp_path, "tiny", retry_failed=True)
     again = local.run_local(cells, registry, retry, show_progress=False, echo=said.append)
