@@ -1,27 +1,32 @@
 """The ``mtbench`` command: parses arguments, calls the library, sets the exit code.
 
-Exit codes:
+Exit codes (:class:`mtbench.errors.Exit`; README, "Errors and exit codes"):
 
 - 0 success;
 - 1 a cell failed or a gate failed (``run``), a rule was violated (``compare``);
-- 2 invalid input (suite, plugin, file);
+- 2 invalid input (suite, plugin, data, result file, command-line argument): one line
+  ``mtbench: error: FILE[:LINE]: ...`` (a list under it when a suite has several problems);
 - 3 suspect result: every cell ran and no gate failed, but a gate is ``not meaningful``
   (its metric is invalidated by a diagnostic finding) or a cell has an ``error`` finding
   (``run``; ``run --allow-suspect`` reports it and exits 0), or ``doctor`` printed an
   ``error`` finding;
+- 4 the results folder is in use by another ``mtbench run`` (the message names it);
+- 70 an internal error (a bug in mtbench or a plugin): one line, ``--debug`` for the traceback;
 - 130 interrupted (stored results stay valid; re-run to resume).
+
+No traceback reaches the terminal unless ``mtbench --debug COMMAND ...`` asks for it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+import traceback
 from pathlib import Path
 
-from mtbench.errors import MtbenchError
+from mtbench.errors import Exit, MtbenchError, ResultFileError
 
-EXIT_SUSPECT = 3
+EXIT_SUSPECT = Exit.SUSPECT
 
 
 def _registry(args):
@@ -54,18 +59,21 @@ def cmd_run(args) -> int:
         print(f"{len(cells)} cells (dry run: nothing trained)")
         return 0
     store = ResultStore(args.results, loaded.suite.name, retry_failed=args.retry_failed)
-    print(f"suite {loaded.suite.name}: {len(cells)} cells -> {store.dir} ({args.executor} executor)")
-    force = args.force or not args.resume
-    if args.executor == "ray":
-        from mtbench.executors.ray import run_ray
-        records = run_ray(cells, store, force=force, address=args.address, cpus_per_cell=args.cpus_per_cell,
-                          gpus_per_cell=args.gpus_per_cell, load_entrypoints=not args.no_entrypoints)
-    else:
-        records = run_local(cells, registry, store, force=force, show_progress=not args.no_progress)
-    frame = build_frame(records, loaded.suite.gates, delta_m=loaded.suite.delta_m)
-    print()
-    print(render(frame if args.by_seed else aggregate_table(frame, records)))
-    paths = write_outputs(frame, records, store.dir, loaded.suite.name)
+    with store.locked() as stale:  # before any training: a second run on this folder stops here (exit 4)
+        if stale:
+            print(f"removed {len(stale)} temporary file(s) an interrupted run left: {', '.join(p.name for p in stale)}")
+        print(f"suite {loaded.suite.name}: {len(cells)} cells -> {store.dir} ({args.executor} executor)")
+        force = args.force or not args.resume
+        if args.executor == "ray":
+            from mtbench.executors.ray import run_ray
+            records = run_ray(cells, store, force=force, address=args.address, cpus_per_cell=args.cpus_per_cell,
+                              gpus_per_cell=args.gpus_per_cell, load_entrypoints=not args.no_entrypoints)
+        else:
+            records = run_local(cells, registry, store, force=force, show_progress=not args.no_progress)
+        frame = build_frame(records, loaded.suite.gates, delta_m=loaded.suite.delta_m)
+        print()
+        print(render(frame if args.by_seed else aggregate_table(frame, records)))
+        paths = write_outputs(frame, records, store.dir, loaded.suite.name)
     print(f"\nwrote {paths['csv']}, {paths['csv_by_seed']}, {paths['json']}, {paths['md']}")
     if harness_summary(records):
         print(harness_summary(records))
@@ -89,13 +97,15 @@ def cmd_run(args) -> int:
 
 
 def _records(path: str) -> list[dict]:
+    """The records of a run folder, a ``results.json`` or a cell JSON (:func:`mtbench.report.load_records`).
+
+    :raises ResultFileError: missing, unreadable or malformed (naming the file), or no record in it.
+    """
     from mtbench.report import load_records
-    p = Path(path)
-    if not p.exists():
-        raise MtbenchError(f"results not found: {p}")
-    records = load_records(p)
+    records = load_records(Path(path))
     if not records:
-        raise MtbenchError(f"no cell results in {p}")
+        raise ResultFileError(f"{path}: no cell results in it (expected a run folder, its results.json "
+                              f"or a cell JSON)")
     return records
 
 
@@ -127,6 +137,8 @@ def cmd_report(args) -> int:
     run = Path(args.run)
     out = Path(args.out) if args.out else (run if run.is_dir() else run.parent)
     records = _records(args.run)
+    if out.exists() and not out.is_dir():
+        raise ResultFileError(f"--out {out}: is a file; give a folder for report.md and its plots")
     path = write_report(records, out, title=run.resolve().name, by_seed=args.by_seed)
     frame = build_frame(records, [])
     print(render(frame if args.by_seed else aggregate_table(frame, records)))
@@ -136,8 +148,7 @@ def cmd_report(args) -> int:
 
 def cmd_doctor(args) -> int:
     from mtbench.diagnostics.checks import rediagnose
-    records = _records(args.result) if Path(args.result).is_dir() or args.result.endswith("results.json") \
-        else [json.loads(Path(args.result).read_text())]
+    records = _records(args.result)
     total, errors = 0, 0
     for rec in records:
         findings, stored = rediagnose(rec)  # current checks; stored findings where the history is gone
@@ -182,9 +193,32 @@ def cmd_metrics_coco(args) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
+
+
+def _amount(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number >= 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mtbench", description="Benchmark multi-task vision models.")
     p.add_argument("--no-entrypoints", action="store_true", help="load built-in plugins only")
+    p.add_argument("--debug", action="store_true", help="on an error, show its traceback (default: one line)")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run (or resume) every cell of a suite and print the table")
@@ -201,8 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: in this process, one cell after another; ray: one Ray task per cell")
     r.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
-    r.add_argument("--cpus-per-cell", type=int, default=None, help="Ray CPUs per cell (default: fixed.threads or 1)")
-    r.add_argument("--gpus-per-cell", type=float, default=0.0, help="Ray GPUs per cell")
+    r.add_argument("--cpus-per-cell", type=_count, default=None, help="Ray CPUs per cell (default: fixed.threads or 1)")
+    r.add_argument("--gpus-per-cell", type=_amount, default=0.0, help="Ray GPUs per cell")
     r.add_argument("--by-seed", action="store_true",
                    help="print one row per seed instead of cells that differ only in seed aggregated")
     r.set_defaults(fn=cmd_run)
@@ -244,15 +278,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one ``mtbench`` command; return its exit code (module docstring). Every failure ends
+    in one ``mtbench: error: ...`` line on stderr; the traceback only with ``--debug``."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse printed usage and its one-line error (exit 2), or --help (0)
+        return exc.code if isinstance(exc.code, int) else Exit.INVALID
     try:
         return args.fn(args)
-    except MtbenchError as exc:
-        print(f"mtbench: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("\nmtbench: interrupted; finished cells are stored, re-run to resume", file=sys.stderr)
-        return 130
+        return Exit.INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the one place every failure becomes a line and an exit code
+        if args.debug:
+            traceback.print_exc()
+        print(f"mtbench: error: {_one_line(exc)}", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, MtbenchError) else \
+            Exit.INVALID if isinstance(exc, OSError) else Exit.INTERNAL
+
+
+def _one_line(exc: Exception) -> str:
+    """What the user reads: an :class:`MtbenchError`'s message; a file system error with its
+    file; anything else as an internal error to report (``--debug`` shows where)."""
+    if isinstance(exc, MtbenchError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc)
+    first = (str(exc).splitlines() or [""])[0]
+    return (f"internal error: {type(exc).__name__}: {first} (a bug in mtbench or a plugin; "
+            f"re-run with --debug for the traceback and report it)")
 
 
 if __name__ == "__main__":

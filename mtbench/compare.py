@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mtbench.errors import MtbenchError
+from mtbench.errors import MtbenchError, did_you_mean
 from mtbench.metrics.base import paired_bootstrap_ci, reducer_of
 
 Z95 = 1.959963984540054
@@ -139,11 +139,11 @@ def _unpaired_ci(n: dict, b: dict, metric: str, delta: float) -> tuple[float, fl
 
 def check_rule_metrics(rules: list[Rule], records: list[dict]) -> None:
     """:raises MtbenchError: a rule naming a metric that no cell has (listing the known ones)."""
-    known = set().union(*(_values(r) for r in records)) if records else set()
+    known = sorted(set().union(*(_values(r) for r in records))) if records else []
     for r in rules:
         if r.metric not in known:
-            raise MtbenchError(f"--fail-on rule {r} names metric {r.metric!r}, which no cell has; "
-                               f"known: {', '.join(sorted(known))}")
+            raise MtbenchError(f"--fail-on rule {r} names metric {r.metric!r}, which no cell has."
+                               f"{did_you_mean(r.metric, known)} Known: {', '.join(known)}")
 
 
 def compare(new: list[dict], base: list[dict], rules: list[Rule]) -> tuple[pd.DataFrame, list[str]]:

@@ -10,6 +10,16 @@ without breaking existing implementations; an argument is never renamed.
 Registration hooks return a list of :class:`mtbench.plugins.Spec`; every result is
 collected (no hook stops at the first non-None result). Registering a name twice for
 the same kind is a :class:`mtbench.errors.PluginError` naming both sources.
+
+Parameters a suite gives a plugin (``params``) are checked when the suite is validated,
+before anything is built (:meth:`mtbench.plugins.Registry.param_errors`): each name against
+the factory's signature and each value against its annotation (pydantic; annotate with
+constrained types such as ``pydantic.PositiveInt`` to have a bound checked too). A factory
+(for a class: the class itself, not inherited) may also offer
+``param_problems(tasks: list[str], **params) -> dict[str, str]``, called with the suite's
+tasks and every given parameter, returning ``{parameter: problem}`` for values that must
+agree with the suite (``sequential``'s ``order`` naming its tasks); each problem is reported
+with the parameter's file and line.
 """
 
 from __future__ import annotations
@@ -79,8 +89,12 @@ def mtbench_register_datasets():
         ``factory(task=str, split="train"|"val", root=Path|None, image_size=int, **params)``
         returns a :class:`mtbench.data.base.TaskDataset`. ``task`` on the spec restricts
         which task the loader can serve (``None``: several, e.g. ``synthetic``). A loader
-        that leaves annotations out leaves them out of training and of its evaluation
-        ground truth alike and says so in the dataset's ``dropped``
+        that reads files takes them from ``root / path``: its factory has a ``path``
+        parameter (relative to the data root, usually with a default), and validation
+        checks that the data root (``data_root`` / ``MTBENCH_DATA``) and ``root / path`` are
+        folders, naming them; a loader without ``path`` (generated data) needs no root.
+        A loader that leaves annotations out leaves them out of training and of its
+        evaluation ground truth alike and says so in the dataset's ``dropped``
         (:func:`mtbench.data.base.dropped_record`): the runner stores the counts with the
         cell's result and ``mtbench run`` warns.
     """

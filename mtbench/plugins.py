@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import inspect
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import pluggy
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic.errors import PydanticUserError
 
 from mtbench import __version__, hookspecs
 from mtbench.errors import PluginError, did_you_mean
@@ -23,6 +27,9 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 KINDS = ("model", "loss", "strategy", "dataset")
 PLURAL = {"model": "models", "loss": "losses", "strategy": "strategies", "dataset": "datasets"}
+#: factory arguments mtbench passes itself (hookspecs), never a suite's ``params``
+RESERVED = {"model": {"tasks", "level"}, "dataset": {"task", "split", "root", "image_size"},
+            "loss": {"num_classes"}, "strategy": set()}
 _HOOK_OF_KIND = {
     "model": "mtbench_register_models",
     "loss": "mtbench_register_losses",
@@ -141,6 +148,43 @@ class Registry:
                 f"unknown {kind} {name!r}.{did_you_mean(name, known)} Known {PLURAL[kind]}: {', '.join(known)}"
             ) from None
 
+    def param_errors(self, kind: str, name: str, params: dict[str, Any],
+                     tasks: list[str] | None = None) -> dict[str, str]:
+        """What is wrong with a suite's ``params`` for plugin ``name`` of ``kind``, before anything
+        is built: ``{parameter: problem}`` (empty when nothing is).
+
+        Checked against the factory's signature: a name it does not take (unless it takes
+        ``**kwargs``), a required parameter left out, and each value against the parameter's
+        annotation (a pydantic ``TypeAdapter``, lax mode: an int where a float is annotated and a
+        list for a tuple pass; a quoted number where a number is meant does not). Then, when the
+        factory has one, its ``param_problems(tasks=..., **params)`` (cross-references such as
+        ``sequential``'s ``order`` naming the suite's tasks; see :mod:`mtbench.hookspecs`).
+        Annotations that do not resolve at run time are not checked.
+        """
+        factory = self.get(kind, name).factory
+        sig = inspect.signature(factory)
+        reserved = RESERVED[kind]
+        takes = {n: p for n, p in sig.parameters.items()
+                 if n not in reserved and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        errors = {}
+        if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+            errors.update({k: f"unknown parameter {k!r} for {kind} {name!r}; its parameters: "
+                              f"{', '.join(takes) or '(none)'}" for k in params if k not in takes})
+        errors.update({n: f"{kind} {name!r} needs parameter {n!r}" for n, p in takes.items()
+                       if p.default is p.empty and n not in params})
+        hints = _annotations(factory)
+        for k, v in params.items():
+            if k in takes and k in hints and k not in errors:
+                problem = _type_problem(hints[k], v)
+                if problem:
+                    errors[k] = f"parameter {k!r} of {kind} {name!r}: {problem} (got {_short(v)})"
+        check = getattr(factory, "param_problems", None)
+        if inspect.isclass(factory) and "param_problems" not in vars(factory):
+            check = None  # a base class's check: this subclass may take other parameters
+        if check is not None and not errors:
+            errors.update(check(tasks=list(tasks or []), **params))
+        return errors
+
     def create(self, kind: str, name: str, **params: Any) -> Any:
         """Build ``name`` of ``kind`` with ``params`` (``create_model`` in timm's sense)."""
         return self.get(kind, name).factory(**params)
@@ -150,6 +194,51 @@ class Registry:
 
     def list_models(self, pattern: str = "*") -> list[str]:
         return self.names("model", pattern)
+
+
+def _annotations(factory: Callable) -> dict[str, Any]:
+    """The factory's parameter annotations, resolved (``Annotated`` constraints kept), or {}."""
+    try:
+        return typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory,
+                                     include_extras=True)
+    except Exception:  # noqa: BLE001 - e.g. a name imported only under TYPE_CHECKING: names are still checked
+        return {}
+
+
+def _type_problem(annotation: Any, value: Any) -> str | None:
+    """Why ``value`` does not fit ``annotation`` (pydantic's words), or None."""
+    try:
+        adapter = TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True))
+    except (PydanticUserError, TypeError):
+        return None  # a type pydantic cannot check (a model class with its own config): not checked
+    try:
+        out = adapter.validate_python(value)
+    except ValidationError as exc:
+        found = [(_value_path(value, err["loc"]), err["msg"]) for err in exc.errors()]
+        deep = [f"{msg} at {'.'.join(map(str, at))}" for at, msg in found if at]
+        return deep[0] if deep else " or ".join(dict.fromkeys(msg for _, msg in found))
+    if isinstance(value, str) and isinstance(out, (int, float)):
+        return f"a quoted {type(out).__name__} (write it without quotes)"
+    if isinstance(value, bool) and not isinstance(out, bool):
+        return f"a boolean where {type(out).__name__} is expected (YAML reads unquoted yes/no/on/off as booleans)"
+    return None
+
+
+def _value_path(value: Any, loc: tuple) -> list:
+    """The keys/indices of a pydantic error location that exist in ``value`` (a union's member
+    names, e.g. ``constrained-int``, are not part of where the value is)."""
+    path = []
+    for part in loc:
+        if isinstance(value, dict) and part in value or isinstance(value, list) and isinstance(part, int) \
+                and part < len(value):
+            path.append(part)
+            value = value[part]
+    return path
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _distribution_of(pm: pluggy.PluginManager, plugin: object) -> tuple[str, str]:

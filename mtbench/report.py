@@ -15,7 +15,6 @@ them in its ``flags`` column (``metric:check; ...``); a gate on such a number re
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -28,7 +27,7 @@ from mtbench.aggregate import aggregate_seeds, ci_columns, std_column
 from mtbench.gates import check_gates
 from mtbench.metrics import PRIMARY
 from mtbench.metrics.delta_m import attach_delta_m
-from mtbench.results import write_json_atomic
+from mtbench.results import read_json, read_record, records_of, write_json_atomic
 
 #: (column, where in the record, digits (None: a text column)[, scale])
 COLUMNS = [
@@ -384,16 +383,19 @@ def not_meaningful_gates(frame: pd.DataFrame) -> list[str]:
 def load_records(path: Path) -> list[dict]:
     """Records of a run: its ``cells/`` folder, else its ``results.json``, else loose cell JSONs.
 
-    ``path`` may be a run folder (``results/<suite>``), a ``results.json`` or a ``cells`` folder.
+    ``path`` may be a run folder (``results/<suite>``), a ``results.json``, a ``cells`` folder or
+    one cell JSON.
+
+    :raises ResultFileError: a missing path, or a file that is not JSON or not a cell record /
+        ``results.json`` (naming the file and line or key; :mod:`mtbench.results`).
     """
     path = Path(path)
     if path.is_dir():
-        if (path / "cells").is_dir():
-            path = path / "cells"
-        elif (path / "results.json").is_file():
-            return json.loads((path / "results.json").read_text())["cells"]
-        return [json.loads(p.read_text()) for p in sorted(path.glob("*.json"))]
-    return json.loads(path.read_text())["cells"]
+        if (path / "cells").is_dir() or not (path / "results.json").is_file():
+            folder = path / "cells" if (path / "cells").is_dir() else path
+            return [read_record(p) for p in sorted(folder.glob("*.json")) if not p.name.startswith(".")]
+        path = path / "results.json"
+    return records_of(read_json(path), str(path))
 
 
 def harness_summary(records: list[dict]) -> str:

@@ -1,10 +1,18 @@
-"""Suite files: load (``yaml.safe_load`` semantics), validate (pydantic, strict), expand.
+"""Suite files: load (strict YAML), validate (pydantic, strict), expand.
 
-A suite is plain YAML; see ``suites/compare.yaml`` for a commented example. Validation has
-two passes, both before anything runs: the schema (typos such as ``bach_size`` fail, every
-error names the key path and line), then the registry (every plugin name exists, every
-``params`` key is a parameter of that plugin's factory). :func:`expand` turns the matrix
-into :class:`Cell` objects, each a fully resolved config with a stable hash.
+A suite is plain YAML (:mod:`mtbench.strict_yaml`: no repeated keys, no aliases, at most
+1 MiB of UTF-8); see ``suites/compare.yaml`` for a commented example. Validation has three
+passes, all before anything runs, and every error names file, line and key path:
+
+1. the schema (typos such as ``bach_size`` fail; batch sizes and image sizes are bounded;
+   the suite name is one safe folder name) and the references inside the suite
+   (:func:`check_references`: gates name metrics its tasks report, ``losses`` its tasks);
+2. the registry (:func:`check_registry`): every plugin name exists, every ``params`` key is a
+   parameter of that plugin's factory and its value fits the annotation, cross-references
+   such as ``sequential``'s ``order`` name the suite's tasks, and the data folders exist;
+3. :func:`expand` turns the matrix into :class:`Cell` objects, each a fully resolved config
+   with a stable hash; an ``exclude`` that matches no cell, an ``include`` that adds none and
+   a suite of 0 cells are errors.
 """
 
 from __future__ import annotations
@@ -19,18 +27,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mtbench.errors import PluginError, SuiteError
-from mtbench.metrics import HIGHER_IS_BETTER
+from mtbench.errors import PluginError, SuiteError, did_you_mean, fail
+from mtbench.metrics import metric_names
 from mtbench.plugins import Registry
+from mtbench.strict_yaml import load_yaml
 
 TaskName = Literal["det", "seg", "cls", "points"]
 LEVELS = ("P2", "P3", "P4", "P5", "multi")
 AXES = ("architecture", "loss", "level", "strategy", "seed")
 UNHASHED = ("checks", "uncertainty", "delta_m", "expect")  # config sections that do not change what is trained or measured
 GATE_RE = re.compile(r"^\s*(?P<metric>[\w/\-@\[\].:]+)\s*(?P<op><=|>=|<|>|==)\s*(?P<value>[-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}$")
+MAX_BATCH = 4096  # images per batch; more is a typo (1e8) that would fail inside torch
+MAX_IMAGE_SIZE = 8192  # pixels
 DEFAULT_LOSSES = {"det": "fcos", "seg": "ce", "cls": "ce", "points": "focal-heatmap"}
 
 
@@ -44,12 +55,9 @@ Level = Annotated[str, AfterValidator(_check_level)]
 
 
 def _check_gate(g: str) -> str:
-    m = GATE_RE.match(g)
-    if not m:
+    if not GATE_RE.match(g):
         raise ValueError(f"gate {g!r} is not 'METRIC OP NUMBER' (OP one of < <= > >= ==)")
-    if m["metric"] not in HIGHER_IS_BETTER and "/" not in m["metric"]:
-        raise ValueError(f"gate {g!r}: unknown metric {m['metric']!r}; known: {', '.join(HIGHER_IS_BETTER)}")
-    return g
+    return g  # its metric is checked against the suite's tasks by check_references
 
 
 Gate = Annotated[str, AfterValidator(_check_gate)]
@@ -152,9 +160,9 @@ class Budget(_Strict):
 class Fixed(_Strict):
     """Parameters every cell shares."""
 
-    image_size: int = Field(gt=0)
-    batch_size: int = Field(gt=0)
-    eval_batch_size: int | None = Field(None, gt=0)
+    image_size: int = Field(gt=0, le=MAX_IMAGE_SIZE)
+    batch_size: int = Field(gt=0, le=MAX_BATCH)
+    eval_batch_size: int | None = Field(None, gt=0, le=MAX_BATCH)
     optimizer: Optimizer = Field(default_factory=Optimizer)
     budget: Budget
     threads: int | None = Field(None, gt=0)
@@ -235,7 +243,7 @@ class Uncertainty(_Strict):
 class Suite(_Strict):
     """A whole suite file."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: str  # the results folder's name: one safe path component (_safe_name)
     description: str = ""
     data_root: str | None = None
     tasks: dict[TaskName, TaskData] = Field(min_length=1)
@@ -251,23 +259,17 @@ class Suite(_Strict):
     #: Not part of the cell hash: it changes the table, not what is trained.
     delta_m: Literal["headline", "all"] = "headline"
 
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        """Results go to ``<results>/<name>``: one path component, no ``..``, no ``/``."""
+        if not SAFE_NAME.match(v):
+            raise ValueError(f"name {v!r} must be a plain folder name: letters, digits, '_', '-', '.', "
+                             f"not starting with '.' (results go to <results>/<name>)")
+        return v
+
 
 # --- loading with line numbers ------------------------------------------------------------
-
-def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
-    """Map every key path in a composed YAML node tree to its 1-based line."""
-    out = {} if out is None else out
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            p = path + (k.value,)
-            out[p] = k.start_mark.line + 1
-            _line_index(v, p, out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            _line_index(v, path + (i,), out)
-    return out
-
 
 def _line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
     loc = tuple(int(x) if isinstance(x, str) and x.isdigit() else x for x in loc)
@@ -285,6 +287,12 @@ def _where(path: Path, lines: dict, loc: tuple) -> str:
     return f"{path}:{line}: {'.'.join(keys) or '<top>'}" if line else f"{path}: {'.'.join(keys)}"
 
 
+def _schema_errors(exc: ValidationError) -> list[tuple[tuple, str]]:
+    """(location, message) of each schema error, in the suite's words."""
+    return [(err["loc"], "unknown field (typo?)" if err["type"] == "extra_forbidden"
+             else err["msg"].removeprefix("Value error, ")) for err in exc.errors()]
+
+
 @dataclass
 class LoadedSuite:
     suite: Suite
@@ -296,35 +304,24 @@ class LoadedSuite:
 
 
 def load_suite(path: str | Path) -> LoadedSuite:
-    """Read and schema-validate a suite file.
+    """Read (strict YAML, :mod:`mtbench.strict_yaml`) and schema-validate a suite file, and
+    check the references inside it (:func:`check_references`).
 
-    :raises SuiteError: unreadable file, invalid YAML, or a schema error; the message names
-        the file, line and key path of every problem.
+    :raises SuiteError: unreadable, too large or non-UTF-8 file, invalid YAML (repeated keys,
+        aliases included), a schema error or a dangling reference; the message names the file,
+        line and key path of every problem (at most 20 lines, then how many more).
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SuiteError(f"cannot read suite {path}: {exc.strerror}") from exc
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SuiteError(f"{path}: invalid YAML: {exc}") from exc
+    data, lines = load_yaml(path)
     if not isinstance(data, dict):
         raise SuiteError(f"{path}: a suite must be a YAML mapping, got {type(data).__name__}")
-    lines = _line_index(node)
     try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
-        msgs = []
-        for err in exc.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown field (typo?)"
-            msgs.append(f"  {_where(path, lines, err['loc'])}: {msg}")
-        raise SuiteError(f"invalid suite {path}:\n" + "\n".join(dict.fromkeys(msgs))) from None
-    return LoadedSuite(suite, path, lines)
+        _fail(path, list(dict.fromkeys(f"{_where(path, lines, loc)}: {msg}" for loc, msg in _schema_errors(exc))))
+    loaded = LoadedSuite(suite, path, lines)
+    check_references(loaded)
+    return loaded
 
 
 # --- registry checks and expansion -----------------------------------------------------
@@ -333,21 +330,12 @@ def _named(v: str | Named) -> Named:
     return Named(name=v) if isinstance(v, str) else v
 
 
-def _check_params(loaded: LoadedSuite, registry: Registry, kind: str, key: str, params: dict, loc: tuple) -> None:
-    factory = registry.get(kind, key).factory
-    sig = inspect.signature(factory)
-    if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
-        return
-    reserved = {"model": {"tasks", "level"}, "dataset": {"task", "split", "root", "image_size"},
-                "loss": {"num_classes"}}.get(kind, set())
-    allowed = [n for n in sig.parameters if n not in reserved]
-    for k in params:
-        if k not in allowed:
-            raise SuiteError(f"{loaded.where(*loc, k)}: unknown parameter {k!r} for {kind} {key!r}; "
-                             f"its parameters: {', '.join(allowed) or '(none)'}")
+def _fail(path: Path, problems: list[str]) -> None:
+    """Raise one :class:`SuiteError` for ``problems`` (each ``file:line: key: what``), if any."""
+    fail(f"invalid suite {path}:", problems, SuiteError)
 
 
-def _loss_entry(registry: Registry, tasks: list[str], entry: str | dict, loaded: LoadedSuite, i: int
+def _loss_entry(registry: Registry, tasks: list[str], entry: str | dict, loaded: LoadedSuite, loc: tuple
                 ) -> dict[str, Named]:
     """Task -> loss choice (``name`` = registry key ``task/name``) of one ``matrix.loss`` entry."""
     if isinstance(entry, dict):
@@ -363,7 +351,7 @@ def _loss_entry(registry: Registry, tasks: list[str], entry: str | dict, loaded:
     if len(owners) != 1:
         known = registry.names("loss")
         what = "is ambiguous (write task/name)" if owners else "is not a loss of this suite's tasks"
-        raise SuiteError(f"{loaded.where('matrix', 'loss', i)}: loss {entry!r} {what}; known losses: {', '.join(known)}")
+        raise SuiteError(f"{loaded.where(*loc)}: loss {entry!r} {what}; known losses: {', '.join(known)}")
     return {owners[0]: Named(name=f"{owners[0]}/{entry}")}
 
 
@@ -371,42 +359,130 @@ def _loss_label(chosen: dict[str, Named]) -> str:
     return "+".join(sorted(n.label or n.name for n in chosen.values())) if chosen else "default"
 
 
-def check_registry(loaded: LoadedSuite, registry: Registry) -> None:
-    """Check every plugin name and parameter of the suite against ``registry``.
+def _loss_choice(loaded: LoadedSuite, registry: Registry, entry: str | dict, loc: tuple
+                 ) -> tuple[dict[str, Named], list[str]]:
+    """A loss-axis entry (``matrix.loss`` or an ``include``'s ``loss``) resolved, and what is
+    wrong with it: a task the suite does not have, its parameters (file:line each).
 
-    :raises SuiteError: unknown name (listing the known ones) or parameter, with file and line.
+    :raises SuiteError: an unknown, ambiguous or foreign loss name.
     """
-    s = loaded.suite
+    tasks = list(loaded.suite.tasks)
+    try:
+        chosen = _loss_entry(registry, tasks, entry, loaded, loc)
+    except PluginError as exc:
+        raise SuiteError(f"{loaded.where(*loc)}: {exc}") from None
+    problems = []
+    for task, n in chosen.items():
+        at = loc + (task,) if isinstance(entry, dict) else loc
+        if task not in tasks:
+            problems.append(f"  {loaded.where(*at)}: loss {n.name!r} is for task {task!r}, which the suite "
+                            f"does not have (tasks: {', '.join(tasks)})")
+            continue
+        problems += [f"  {loaded.where(*at, 'params', k) if k in n.params else loaded.where(*at)}: {m}"
+                     for k, m in registry.param_errors("loss", n.name, n.params, tasks).items()]
+    return chosen, problems
 
-    def guard(loc: tuple, fn):
+
+def check_references(loaded: LoadedSuite) -> None:
+    """Check what the suite refers to inside itself: gates name metrics its tasks report,
+    ``losses`` names its tasks, ``include``/``exclude`` give valid levels and
+    seeds. (Plugin names and parameters: :func:`check_registry`; ``include``/``exclude``
+    matching cells: :func:`expand`.)
+
+    :raises SuiteError: every dangling reference, with file and line.
+    """
+    s, problems = loaded.suite, []
+    known = metric_names(s.tasks)
+    for i, gate in enumerate(s.gates):
+        metric = GATE_RE.match(gate)["metric"]
+        if metric not in known:
+            problems.append(f"  {loaded.where('gates', i)}: gate {gate!r} names metric {metric!r}, which no "
+                            f"cell of tasks {', '.join(s.tasks)} reports.{did_you_mean(metric, known)} "
+                            f"Known: {', '.join(known)}")
+    problems += [f"  {loaded.where('losses', t)}: a loss for task {t!r}, which the suite does not have "
+                 f"(tasks: {', '.join(s.tasks)})" for t in s.losses if t not in s.tasks]
+    for part in ("include", "exclude"):
+        for j, entry in enumerate(getattr(s.matrix, part)):
+            if "level" in entry and entry["level"] not in LEVELS:
+                problems.append(f"  {loaded.where('matrix', part, j, 'level')}: level {entry['level']!r} is not "
+                                f"one of {', '.join(LEVELS)}")
+            if "seed" in entry and (not isinstance(entry["seed"], int) or isinstance(entry["seed"], bool)):
+                problems.append(f"  {loaded.where('matrix', part, j, 'seed')}: seed {entry['seed']!r} is not "
+                                f"an integer")
+    _fail(loaded.path, problems)
+
+
+def _data_problems(loaded: LoadedSuite, registry: Registry) -> list[str]:
+    """Missing data: a data root (``data_root`` / ``MTBENCH_DATA``) that is not a folder, or a
+    data set's folder (``root/path``) that is not there. Only data sets whose loader takes a
+    ``path`` (files under the data root, :mod:`mtbench.hookspecs`); generated data needs none."""
+    s = loaded.suite
+    root = resolve_data_root(s, loaded.path)
+    origin = loaded.where("data_root") if s.data_root else f"MTBENCH_DATA={os.environ.get('MTBENCH_DATA')}"
+    problems = []
+    for task, td in s.tasks.items():
+        takes = inspect.signature(registry.get("dataset", td.dataset).factory).parameters
+        rel = td.params.get("path", takes["path"].default if "path" in takes else inspect.Parameter.empty)
+        if rel is inspect.Parameter.empty or not isinstance(rel, str):
+            continue  # generated data, or a path already reported as missing / mistyped
+        if root and not Path(root).is_dir():
+            return [f"  {origin}: data root {root} is not a folder (dataset {td.dataset!r} of task {task!r} "
+                    f"reads its files under it)"]
+        folder = Path(root, rel) if root else Path(rel)
+        if not folder.is_dir():
+            at = loaded.where("tasks", task, "params", "path") if "path" in td.params else loaded.where("tasks", task)
+            problems.append(f"  {at}: {td.dataset} data folder not found: {folder} (set MTBENCH_DATA or the "
+                            f"suite's data_root to the folder holding {rel!r})")
+    return problems
+
+
+def check_registry(loaded: LoadedSuite, registry: Registry) -> None:
+    """Check every plugin name and parameter of the suite against ``registry``, then the data
+    folders its data sets read.
+
+    :raises SuiteError: every unknown name (listing the known ones), unknown, missing or
+        mistyped parameter or dangling task reference (:meth:`Registry.param_errors`), missing
+        data folder, with file and line.
+    """
+    s, tasks, problems = loaded.suite, list(loaded.suite.tasks), []
+
+    def found(loc: tuple, fn):
+        """``fn()``, or None with its error recorded at ``loc``."""
         try:
             return fn()
         except PluginError as exc:
-            raise SuiteError(f"{loaded.where(*loc)}: {exc}") from None
+            problems.append(f"  {loaded.where(*loc)}: {exc}")
+        except SuiteError as exc:
+            problems.append(f"  {exc}")
+        return None
+
+    def params(kind: str, key: str, given: dict, loc: tuple) -> None:
+        problems.extend(f"  {loaded.where(*loc, k) if k in given else loaded.where(*loc)}: {msg}"
+                        for k, msg in registry.param_errors(kind, key, given, tasks).items())
 
     for task, td in s.tasks.items():
-        spec = guard(("tasks", task, "dataset"), lambda: registry.get("dataset", td.dataset))
-        if spec.task not in (None, task):
-            raise SuiteError(f"{loaded.where('tasks', task, 'dataset')}: dataset {td.dataset!r} serves "
-                             f"task {spec.task!r}, not {task!r}")
-        _check_params(loaded, registry, "dataset", td.dataset, td.params, ("tasks", task, "params"))
+        spec = found(("tasks", task, "dataset"), lambda: registry.get("dataset", td.dataset))
+        if spec is not None and spec.task not in (None, task):
+            problems.append(f"  {loaded.where('tasks', task, 'dataset')}: dataset {td.dataset!r} serves "
+                            f"task {spec.task!r}, not {task!r}")
+        elif spec is not None:
+            params("dataset", td.dataset, td.params, ("tasks", task, "params"))
     for task, choice in s.losses.items():
         choice = _named(choice)
-        key = guard(("losses", task), lambda: registry.loss_key(task, choice.name))
-        _check_params(loaded, registry, "loss", key, choice.params, ("losses", task, "params"))
-    for i, a in enumerate(s.matrix.architecture):
-        a = _named(a)
-        guard(("matrix", "architecture", i), lambda: registry.get("model", a.name))
-        _check_params(loaded, registry, "model", a.name, a.params, ("matrix", "architecture", i, "params"))
-    for i, st in enumerate(s.matrix.strategy):
-        st = _named(st)
-        guard(("matrix", "strategy", i), lambda: registry.get("strategy", st.name))
-        _check_params(loaded, registry, "strategy", st.name, st.params, ("matrix", "strategy", i, "params"))
+        key = found(("losses", task), lambda: registry.loss_key(task, choice.name))
+        if key is not None:
+            params("loss", key, choice.params, ("losses", task, "params"))
+    for axis, kind in (("architecture", "model"), ("strategy", "strategy")):
+        for i, entry in enumerate(getattr(s.matrix, axis)):
+            n = _named(entry)
+            if found(("matrix", axis, i), lambda: registry.get(kind, n.name)) is not None:
+                params(kind, n.name, n.params, ("matrix", axis, i, "params"))
     for i, entry in enumerate(s.matrix.loss):
-        chosen = guard(("matrix", "loss", i), lambda: _loss_entry(registry, list(s.tasks), entry, loaded, i))
-        for task, n in chosen.items():
-            loc = ("matrix", "loss", i, task, "params") if isinstance(entry, dict) else ("matrix", "loss", i)
-            _check_params(loaded, registry, "loss", n.name, n.params, loc)
+        problems += (found(("matrix", "loss", i), lambda: _loss_choice(loaded, registry, entry, ("matrix", "loss", i)))
+                     or ({}, []))[1]
+    if not problems:
+        problems += _data_problems(loaded, registry)
+    _fail(loaded.path, problems)
 
 
 @dataclass
@@ -449,6 +525,9 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
     ``include`` entries fix some axes and cross the rest over the matrix's values;
     ``exclude`` entries drop every cell whose axes match all their keys (by label or name).
     Cells are de-duplicated by hash, keeping the first.
+
+    :raises SuiteError: what :func:`check_registry` finds; an ``exclude`` entry that matches no
+        cell, an ``include`` entry that adds none, a suite of 0 cells (file and line each).
     """
     check_registry(loaded, registry)
     s = loaded.suite
@@ -461,46 +540,56 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
         "seed": [(str(x), x) for x in s.matrix.seed],
     }
     for i, entry in enumerate(s.matrix.loss):
-        chosen = _loss_entry(registry, tasks, entry, loaded, i)
+        chosen = _loss_entry(registry, tasks, entry, loaded, ("matrix", "loss", i))
         axis_values["loss"].append((_loss_label(chosen), chosen))
 
-    def normalise(entry: dict, where: str) -> dict[str, list]:
+    def new_value(ax: str, v: Any, loc: tuple) -> tuple[str, Any]:
+        """An ``include`` value that is not among the matrix's: checked like a matrix entry."""
+        if ax == "loss":
+            chosen, problems = _loss_choice(loaded, registry, v, loc)
+            _fail(loaded.path, problems)
+            return _loss_label(chosen), chosen
+        if ax in ("architecture", "strategy"):
+            kind = "model" if ax == "architecture" else "strategy"
+            try:
+                nv = (Architecture if ax == "architecture" else Named).model_validate(v) if isinstance(v, dict) \
+                    else Named(name=v)
+                problems = registry.param_errors(kind, nv.name, nv.params, tasks)
+            except ValidationError as exc:
+                _fail(loaded.path, [f"{loaded.where(*loc, *at)}: {msg}" for at, msg in _schema_errors(exc)])
+            except PluginError as exc:
+                raise SuiteError(f"{loaded.where(*loc)}: {exc}") from None
+            _fail(loaded.path, [f"  {loaded.where(*loc, 'params')}: {m}" for m in problems.values()])
+            return nv.display, nv
+        return str(v), v  # level and seed: checked by check_references
+
+    def normalise(entry: dict, loc: tuple | None) -> dict[str, list]:
+        """The axis values an include (``loc`` given) or exclude entry names."""
         out = {}
         for ax in AXES:
             if ax not in entry:
                 out[ax] = axis_values[ax]
                 continue
-            v = entry[ax]
-            hits = [av for av in axis_values[ax] if _matches(v, av)]
-            if not hits and where == "include":
-                if ax == "loss":
-                    chosen = _loss_entry(registry, tasks, v, loaded, 0)
-                    hits = [(_loss_label(chosen), chosen)]
-                elif ax in ("architecture", "strategy"):
-                    kls = Architecture if ax == "architecture" else Named
-                    nv = kls.model_validate(v) if isinstance(v, dict) else Named(name=v)
-                    kind = "model" if ax == "architecture" else "strategy"
-                    try:
-                        registry.get(kind, nv.name)
-                    except PluginError as exc:
-                        raise SuiteError(f"{loaded.where('matrix', 'include')}: {exc}") from None
-                    hits = [(nv.display, nv)]
-                else:
-                    hits = [(str(v), v)]
-            out[ax] = hits
+            hits = [av for av in axis_values[ax] if _matches(entry[ax], av)]
+            out[ax] = hits or ([new_value(ax, entry[ax], loc + (ax,))] if loc else [])
         return out
 
-    combos = [dict(zip(AXES, c)) for c in itertools.product(*(axis_values[a] for a in AXES))]
-    for entry in s.matrix.include:
-        n = normalise(entry, "include")
-        combos += [dict(zip(AXES, c)) for c in itertools.product(*(n[a] for a in AXES))]
-    for entry in s.matrix.exclude:
-        combos = [c for c in combos if not all(_matches(entry[ax], c[ax]) for ax in entry)]
+    combos = [(dict(zip(AXES, c)), None) for c in itertools.product(*(axis_values[a] for a in AXES))]
+    for j, entry in enumerate(s.matrix.include):
+        n = normalise(entry, ("matrix", "include", j))
+        combos += [(dict(zip(AXES, c)), j) for c in itertools.product(*(n[a] for a in AXES))]
+    problems = []
+    for j, entry in enumerate(s.matrix.exclude):
+        kept = [(c, src) for c, src in combos if not all(_matches(entry[ax], c[ax]) for ax in entry)]
+        if len(kept) == len(combos):
+            problems.append(f"  {loaded.where('matrix', 'exclude', j)}: exclude entry {entry} matches no cell "
+                            f"(values are matched by label or name)")
+        combos = kept
 
     data_root = resolve_data_root(s, loaded.path)
     fixed = s.fixed.model_dump()
-    cells, seen = [], set()
-    for c in combos:
+    cells, seen, added = [], set(), set()
+    for c, src in combos:
         arch, strat = c["architecture"][1], c["strategy"][1]
         choice = {t: _named(s.losses.get(t, DEFAULT_LOSSES[t])) for t in tasks}
         choice = {t: Named(name=registry.loss_key(t, n.name), params=n.params) for t, n in choice.items()}
@@ -529,4 +618,11 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
         if cell.hash not in seen:
             seen.add(cell.hash)
             cells.append(cell)
+            added.add(src)
+    problems += [f"  {loaded.where('matrix', 'include', j)}: include entry {entry} adds no cell (each cell it "
+                 f"names is already in the matrix, or excluded)"
+                 for j, entry in enumerate(s.matrix.include) if j not in added]
+    if not cells and not problems:
+        problems.append(f"  {loaded.where('matrix')}: the suite expands to 0 cells (exclude removes every one)")
+    _fail(loaded.path, problems)
     return cells

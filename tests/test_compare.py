@@ -119,7 +119,7 @@ def test_unpaired_ci_from_stored_intervals():
 
 
 def test_rule_on_unknown_metric_is_an_error():
-    with pytest.raises(MtbenchError, match="'seg/mIOU'.*known: .*seg/mIoU"):
+    with pytest.raises(MtbenchError, match="'seg/mIOU'.*Did you mean 'seg/mIoU'.*Known: .*seg/mIoU"):
         compare([_rec()], [_rec()], parse_rules("seg/mIOU<-0.02"))
 
 

@@ -62,6 +62,31 @@ def test_onnx_parity_for_builtin_architectures(registry, name, params):
     assert not model.training  # export must not flip BatchNorm back to training
 
 
+def test_onnx_one_dynamic_export_or_a_static_one_where_the_batch_is_baked():
+    class Baked(nn.Module):  # int(x.shape[0]) is traced as a constant: the graph only runs batch 1
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, stride=4)
+
+        def forward(self, x):
+            return {"cls": self.conv(x).view(int(x.shape[0]), -1)}
+
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3, stride=4))
+    ok = measure_runtimes(["onnx"], _DictOut(plain).eval(), 32, 4, torch.device("cpu"), 0, 1, 1, FIXED)["onnx"]
+    baked = measure_runtimes(["onnx"], Baked().eval(), 32, 4, torch.device("cpu"), 0, 1, 1, FIXED)["onnx"]
+    assert ok["batch_export"] == "dynamic" and ok["parity_ok"]
+    assert baked["batch_export"] == "static" and baked["parity_ok"] and baked["fps"] > 0
+
+
+class _DictOut(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return {"seg": self.net(x)}
+
+
 def test_failing_runtime_is_recorded_not_raised():
     class Bad(nn.Module):
         def forward(self, x):

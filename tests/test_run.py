@@ -119,7 +119,7 @@ def test_failing_cell_is_recorded_and_run_goes_on(write_suite, tmp_path):
     assert json.loads(store.path(cells[0].hash).read_text())["status"] == "failed"
     said = []
     local.run_local(cells, registry, store, show_progress=False, echo=said.append)  # resume keeps the failure
-    assert said[0].endswith("stored result (failed), skipped")
+    assert said[0].endswith("stored result (failed), skipped; re-run it with --retry-failed")
     said.clear()
     retry = ResultStore(tmp_path, "tiny", retry_failed=True)
     again = local.run_local(cells, registry, retry, show_progress=False, echo=said.append)
@@ -144,3 +144,22 @@ def test_dry_run_and_validate(write_suite, capsys):
     bad = write_suite(TINY_SUITE.replace("batch_size", "bach_size"), "bad.yaml")
     assert main(["--no-entrypoints", "validate", str(bad)]) == 2
     assert "fixed.bach_size: unknown field" in capsys.readouterr().err
+
+
+def test_harness_budget_caps_profiling_and_is_reported():
+    """Profiling gets what is left of ``checks.harness_share`` x training time after the
+    overfit check and the CIs; each timing series' cap is that share of it."""
+    from mtbench.report import harness_summary
+    from mtbench.runner import harness_cost, harness_left, stop_rule
+
+    rec = {"overfit": {"seconds": 0.5}, "uncertainty": {"seconds": 0.3}}
+    assert harness_left({}, rec, 10.0) == pytest.approx(0.15 * 10 - 0.8)
+    assert harness_left({"harness_share": 0.05}, rec, 10.0) == 0.0  # already spent: minimum samples only
+    cfg = {"latency_max_s": 0.5, "latency_ci_target": 0.02, "latency_max_repeats": 1000}
+    assert stop_rule(cfg).max_s == 0.5 and stop_rule(cfg, 0.1).max_s == 0.1 and stop_rule(cfg, 9.0).max_s == 0.5
+    cheap = {"label": "a", "status": "ok", "harness": harness_cost(rec, 10.0, 0.2)}
+    dear = {"label": "b", "status": "ok", "harness": harness_cost(rec, 2.0, 0.2)}
+    assert cheap["harness"]["share_of_train"] == pytest.approx(0.1)
+    line = harness_summary([cheap, dear, {"label": "c", "status": "failed"}])
+    assert "2.0 s = 16.7% of 12 s training" in line and "over budget: b 50%" in line and "a 10%" not in line
+    assert harness_summary([]) == ""

@@ -101,3 +101,22 @@ def test_data_root_from_env(write_suite, registry, monkeypatch, tmp_path):
     monkeypatch.setenv("MTBENCH_DATA", str(tmp_path))
     cells = expand(load_suite(write_suite()), registry)
     assert cells[0].config["data_root"] == str(tmp_path.resolve())
+
+
+@pytest.mark.parametrize("written, read", [("off", "off"), ("on", "on"), ("'off'", "off"), ("auto", "auto")])
+def test_overfit_check_reads_yaml_booleans_as_on_off(write_suite, written, read):
+    """YAML 1.1 reads an unquoted on/off as a boolean; where the schema expects on/off it means on/off."""
+    loaded = load_suite(write_suite(TINY_SUITE + f"checks: {{overfit_one_batch: {written}}}\n"))
+    assert loaded.suite.checks.overfit_one_batch == read
+
+
+def test_anchor_without_alias_and_lines_of_keys(write_suite):
+    loaded = load_suite(write_suite(TINY_SUITE.replace("fixed:", "fixed: &fixed")))
+    assert loaded.suite.fixed.batch_size == 4 and loaded.lines[("fixed", "batch_size")] == 15
+
+
+def test_include_adds_a_new_strategy_with_checked_params(write_suite, registry):
+    text = TINY_SUITE.replace("  strategy: [equal, sequential]\n", "  strategy: [equal]\n  include:\n"
+                              "    - {strategy: {name: sequential, params: {order: [cls, det, seg]}}}\n")
+    cells = expand(load_suite(write_suite(text)), registry)
+    assert [c.config["strategy"]["params"].get("order") for c in cells] == [None, ["cls", "det", "seg"]]

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
-from mtbench.metrics.base import bootstrap_ci, paired_bootstrap_ci, reducer_of, sample_entry
+from mtbench.metrics.base import bootstrap_ci, full_value, paired_bootstrap_ci, reducer_of, sample_entry
 from mtbench.metrics.chance import chance_metric, derangement
 from mtbench.metrics.classification import Top1
 from mtbench.metrics.coco_eval import coco_stats
@@ -157,3 +157,46 @@ def test_chance_det_permutation_of_perfect_detections_is_low(registry):
     chance, method = chance_metric("det", lambda: DetectionMAP(ds.coco_gt()), preds, targets, seed=0)
     assert method == "permutation"
     assert chance.compute()["det/mAP"] < 0.3
+
+
+def test_full_value_equals_compute_for_every_builtin_metric(registry):
+    """The chance level is read from its records (``full_value``), not a second ``compute()``."""
+    gen = torch.Generator().manual_seed(0)
+    seg = SegmentationMIoU(5)
+    seg.update(torch.randint(0, 5, (6, 16, 16), generator=gen), torch.randint(0, 4, (6, 16, 16), generator=gen))
+    cls = Top1(4)
+    cls.update(torch.randn(30, 4, generator=gen), torch.randint(0, 4, (30,), generator=gen))
+    ds = registry.create("dataset", "synthetic", task="det", split="val", root=None, image_size=128,
+                         num_images=12, max_shapes=3)
+    targets = [ds[i][1] for i in range(len(ds))]
+    noisy = [{"boxes": t["boxes"] + torch.randn(t["boxes"].shape, generator=gen) * 4,
+              "scores": torch.rand(len(t["boxes"]), generator=gen), "labels": t["labels"]} for t in targets]
+    det = DetectionMAP(ds.coco_gt())
+    det.update(noisy, targets)
+    for m in (seg, cls, det):
+        ours, ref = full_value(type(m).reduce, m.samples()), m.compute()
+        for k, v in ours.items():
+            assert v == pytest.approx(ref[k], abs=1e-12), k
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_coco_resample_with_repeated_images_equals_pycocotools_on_the_copies(seed):
+    """A bootstrap resample (images drawn with repeats) scores what pycocotools scores on a
+    split where each drawn image is really there that many times (copies with new ids, kept
+    next to each other so score ties break in the same order); tied scores included."""
+    gt, dets = _coco_case(seed, crowd=True)
+    index = np.sort(np.random.default_rng(seed).integers(0, len(gt["images"]), len(gt["images"])))
+    copies = {"images": [], "annotations": [], "categories": gt["categories"]}
+    copy_dets = []
+    for j, i in enumerate(index):
+        old = gt["images"][i]["id"]
+        new = old * 1000 + j  # sorted ids keep the copies in draw order
+        copies["images"].append({**gt["images"][i], "id": new})
+        copies["annotations"] += [{**a, "id": len(copies["annotations"]) + k + 1, "image_id": new}
+                                  for k, a in enumerate(a for a in gt["annotations"] if a["image_id"] == old)]
+        copy_dets += [{**d, "image_id": new} for d in dets if d["image_id"] == old]
+    ref = coco_stats(copies, copy_dets, backend="pycocotools")
+    ours = ap_from_matches(per_image_matches(gt, dets), index)
+    assert len(set(index.tolist())) < len(index)  # some image really drawn twice
+    assert ours["det/mAP"] == pytest.approx(ref[0], abs=1e-12)
+    assert ours["det/AP50"] == pytest.approx(ref[1], abs=1e-12)

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from pydantic import PositiveInt
 
 from mtbench.data.base import TaskDataset, TaskInfo
 from mtbench.plugins import Spec, hookimpl
@@ -113,8 +115,9 @@ def mtbench_register_datasets():
     return [Spec("dataset", "synthetic", _build, "GENERATED shapes data for det/seg/cls (no download needed)")]
 
 
-def _build(task: str, split: str, root: Path | None, image_size: int, num_images: dict | int | None = None,
-           seed: int = 0, max_shapes: int = 3):
+def _build(task: str, split: str, root: Path | None, image_size: int,
+           num_images: dict[Literal["train", "val"], PositiveInt] | PositiveInt | None = None,
+           seed: int = 0, max_shapes: PositiveInt = 3):
     counts = {"train": 96, "val": 48}
     if isinstance(num_images, int):
         counts = {"train": num_images, "val": num_images}

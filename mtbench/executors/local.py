@@ -23,9 +23,10 @@ def run_local(cells: list[Cell], registry: Registry, store: ResultStore, force: 
     records = []
     for i, cell in enumerate(cells, 1):
         if not force:
-            stored = store.reusable(cell.hash)
+            stored, note = store.resume(cell.hash)
+            if note:
+                echo(f"[{i}/{len(cells)}] {cell.label}: {note}")
             if stored is not None:
-                echo(f"[{i}/{len(cells)}] {cell.label}: stored result ({stored['status']}), skipped")
                 records.append(stored)
                 continue
         echo(f"[{i}/{len(cells)}] {cell.label} ({cell.hash}) ...")

@@ -47,9 +47,10 @@ def run_ray(cells: list[Cell], store: ResultStore, force: bool = False, address:
     records: dict[str, dict] = {}
     pending = {}
     for cell in cells:
-        stored = None if force else store.reusable(cell.hash)
+        stored, note = (None, None) if force else store.resume(cell.hash)
+        if note:
+            echo(f"{cell.label}: {note}")
         if stored is not None:
-            echo(f"{cell.label}: stored result ({stored['status']}), skipped")
             records[cell.hash] = stored
             continue
         cpus = cpus_per_cell or cell.config["fixed"].get("threads") or 1

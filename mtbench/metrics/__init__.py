@@ -16,3 +16,15 @@ HIGHER_IS_BETTER = {
 #: points: point-level F1 of Pd and precision (decoded points matched to target centroids,
 #: :mod:`mtbench.metrics.point_level`; Pd alone rewards predicting everywhere).
 PRIMARY = {"det": "det/mAP", "seg": "seg/mIoU", "cls": "cls/Top-1", "points": "points/F1"}
+
+#: metrics a sequential cell also reports per task: ``forgetting/<task>`` ... (mtbench.metrics.forgetting)
+PER_TASK = ("forgetting", "forgetting_rel", "BWT")
+
+
+def metric_names(tasks) -> list[str]:
+    """Every metric name a cell of a suite with ``tasks`` can report, sorted: the registered
+    metrics of those tasks (``points_mask/*`` belongs to ``points``), the task-free ones
+    (profile figures, forgetting, BWT, delta-m) and ``forgetting/<task>``, ``BWT/<task>`` ...
+    Suite gates may name only these (checked when the suite is loaded)."""
+    own = [m for m in HIGHER_IS_BETTER if "/" not in m or m.split("/")[0].split("_")[0] in tasks]
+    return sorted(own + [f"{m}/{t}" for m in PER_TASK for t in tasks])

@@ -70,20 +70,18 @@ def per_image_matches(gt: dict, dets: list[dict]) -> dict[str, list]:
     return cols
 
 
-def _ap(scores: np.ndarray, match: np.ndarray, ignore: np.ndarray, npig: int) -> np.ndarray:
-    """AP at each IoU threshold of one category (``float64 (T,)``), as ``accumulate`` does."""
-    order = np.argsort(-scores, kind="mergesort")
-    match, ignore = match[order], ignore[order]
-    tps = np.cumsum(match & ~ignore, axis=0, dtype=np.float64)  # (D, T)
-    fps = np.cumsum(~match & ~ignore, axis=0, dtype=np.float64)
-    out = np.zeros(match.shape[1])
+def _ap(tps: np.ndarray, fps: np.ndarray, npig: int) -> np.ndarray:
+    """AP at each IoU threshold of one category (``float64 (T,)``) from its cumulative true and
+    false positives in score order (``(D, T)``), as ``accumulate`` does: recall, precision, the
+    precision envelope, precision at the 101 recall thresholds (0 past the last recall)."""
+    out = np.zeros(tps.shape[1])
     if not len(tps):
         return out
     rc = tps / npig
     pr = tps / (fps + tps + np.spacing(1))
     pr = np.maximum.accumulate(pr[::-1], axis=0)[::-1]  # precision envelope, per threshold
     last = len(pr) - 1
-    for t in range(match.shape[1]):
+    for t in range(tps.shape[1]):
         inds = np.searchsorted(rc[:, t], REC_THRS, side="left")
         out[t] = np.where(inds <= last, pr[np.minimum(inds, last), t], 0.0).mean()
     return out
@@ -93,8 +91,11 @@ _FLAT_CACHE: dict[int, tuple] = {}
 
 
 def _flat(cols: dict) -> tuple:
-    """The ragged per-image columns as flat arrays (cached per columns object: a bootstrap
-    calls :func:`ap_from_matches` hundreds of times on the same columns)."""
+    """The ragged per-image columns as arrays, per category with ground truth: its detections
+    in ``accumulate``'s order (score descending, stable over images in split order), their
+    image, and their true / false positive flags per IoU threshold (``float64 (D, T)``), plus
+    the per-image non-ignored ground-truth counts ``(N, C)``. Cached per columns object: a
+    bootstrap calls :func:`ap_from_matches` hundreds of times on the same columns."""
     key = id(cols["dets"])
     hit = _FLAT_CACHE.get(key)
     if hit is not None and hit[0] is cols["dets"]:
@@ -103,14 +104,21 @@ def _flat(cols: dict) -> tuple:
     img = np.repeat(np.arange(n), [len(d) for d in cols["dets"]])
     arr = np.asarray([r for d in cols["dets"] for r in d], dtype=np.float64).reshape(-1, 4)
     bits = 1 << np.arange(len(IOU_THRS))
+    match = (arr[:, 2].astype(np.int64)[:, None] & bits) > 0
+    ignore = (arr[:, 3].astype(np.int64)[:, None] & bits) > 0
     cats = sorted({int(c) for g in cols["gt"] for c, _ in g})
     gt = np.zeros((n, len(cats)), dtype=np.int64)
     col = {c: j for j, c in enumerate(cats)}
     for i, g in enumerate(cols["gt"]):
         for c, cnt in g:
             gt[i, col[int(c)]] += int(cnt)
-    flat = (img, arr[:, 0].astype(np.int64), arr[:, 1], (arr[:, 2].astype(np.int64)[:, None] & bits) > 0,
-            (arr[:, 3].astype(np.int64)[:, None] & bits) > 0, np.asarray(cats, dtype=np.int64), gt)
+    per_cat = []
+    for c in cats:
+        rows = np.flatnonzero(arr[:, 0].astype(np.int64) == c)
+        rows = rows[np.argsort(-arr[rows, 1], kind="mergesort")]
+        per_cat.append((img[rows], (match[rows] & ~ignore[rows]).astype(np.float64),
+                        (~match[rows] & ~ignore[rows]).astype(np.float64)))
+    flat = (per_cat, gt)
     if len(_FLAT_CACHE) > 8:
         _FLAT_CACHE.clear()
     _FLAT_CACHE[key] = (cols["dets"], flat)
@@ -123,13 +131,27 @@ def ap_from_matches(cols: dict, index: np.ndarray) -> dict[str, float]:
     The images' records are pooled as ``accumulate`` pools them (an image drawn twice counts
     twice). Categories without non-ignored ground truth in the resample are left out (COCO's
     -1); with none left, both are 0.0 (nothing to recall).
+
+    An image drawn ``k`` times puts ``k`` adjacent copies of each of its detections in the
+    score order; the curve is evaluated at the end of each run of copies only, with the
+    cumulative counts weighted by ``k``. That is exact, not an approximation: recall first
+    reaches a threshold on a true positive, where precision rises along the run of copies, so
+    the precision envelope there equals its value at the run's end; inside a run of false
+    positives precision only falls below the point before it (tested against pycocotools on
+    resamples with repeated images).
     """
-    img, cats, scores, match, ignore, gt_cats, gt = _flat(cols)
+    per_cat, gt = _flat(cols)
     w = np.bincount(np.asarray(index, dtype=np.int64), minlength=len(cols["dets"]))
     npig = w @ gt
     if not (npig > 0).any():
         return {"det/mAP": 0.0, "det/AP50": 0.0}
-    rows = np.repeat(np.arange(len(img)), w[img])
-    aps = np.array([_ap(scores[sel], match[sel], ignore[sel], int(n))
-                    for c, n in zip(gt_cats, npig) if n > 0 for sel in [rows[cats[rows] == c]]])
+    aps = []
+    for (img_c, tp_c, fp_c), n in zip(per_cat, npig):
+        if n == 0:
+            continue
+        k = w[img_c]
+        drawn = k > 0
+        kk = k[drawn].astype(np.float64)[:, None]
+        aps.append(_ap(np.cumsum(kk * tp_c[drawn], axis=0), np.cumsum(kk * fp_c[drawn], axis=0), int(n)))
+    aps = np.array(aps)
     return {"det/mAP": float(aps.mean()), "det/AP50": float(aps[:, 0].mean())}

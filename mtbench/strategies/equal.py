@@ -22,6 +22,13 @@ class Equal(JointStrategy):
     def __init__(self, weights: dict[str, float] | None = None):
         self.weights = weights or {}
 
+    @staticmethod
+    def param_problems(tasks: list[str], weights: dict[str, float] | None = None, **_) -> dict[str, str]:
+        """The suite-time check: ``weights`` name the suite's tasks (:meth:`mtbench.plugins.Registry.param_errors`)."""
+        unknown = sorted(set(weights or {}) - set(tasks))
+        return {"weights": f"weights for {unknown}, which are not tasks of the suite ({', '.join(tasks)})"} \
+            if unknown else {}
+
     def train_step(self, ctx, batches, step):
         shared = self.probe_parameters(ctx, step, len(batches))
         measure = bool(shared)

@@ -9,12 +9,23 @@ computed from those per-stage scores (see :mod:`mtbench.metrics.forgetting`).
 
 from __future__ import annotations
 
-from mtbench.errors import SuiteError
+from mtbench.errors import SuiteError, did_you_mean
 from mtbench.plugins import Spec, hookimpl
 from mtbench.strategies.base import StrategyReport, TrainContext
 from mtbench.strategies.continual import build_mitigations
 
 DEFAULT_ORDER = ("seg", "det", "cls")
+
+
+def order_problem(order: list[str] | None, tasks: list[str]) -> str | None:
+    """Why ``order`` (None: :data:`DEFAULT_ORDER`'s tasks of the suite) is not an order of
+    ``tasks`` (each exactly once), or None."""
+    resolved = list(order) if order else [t for t in DEFAULT_ORDER if t in tasks]
+    if sorted(resolved) == sorted(tasks):
+        return None
+    unknown = [t for t in resolved if t not in tasks]
+    hint = f" Unknown: {', '.join(map(repr, unknown))}.{did_you_mean(str(unknown[0]), list(tasks))}" if unknown else ""
+    return f"sequential order {resolved} must list each of the suite's tasks {list(tasks)} once.{hint}"
 
 
 class Sequential:
@@ -34,10 +45,17 @@ class Sequential:
         self.order = list(order) if order else None
         self.options = (lwf, ewc, replay, freeze)
 
+    @staticmethod
+    def param_problems(tasks: list[str], order: list[str] | None = None, **_) -> dict[str, str]:
+        """The suite-time check of ``order`` (:meth:`mtbench.plugins.Registry.param_errors`)."""
+        problem = order_problem(order, tasks)
+        return {"order": problem} if problem else {}
+
     def fit(self, ctx: TrainContext) -> StrategyReport:
+        problem = order_problem(self.order, ctx.tasks)
+        if problem:
+            raise SuiteError(problem)
         order = self.order or [t for t in DEFAULT_ORDER if t in ctx.tasks]
-        if sorted(order) != sorted(ctx.tasks):
-            raise SuiteError(f"sequential order {order} must list each of the suite's tasks {ctx.tasks} once")
         mitigations = build_mitigations(*self.options)
         stages = []
         for k, task in enumerate(order):

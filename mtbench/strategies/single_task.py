@@ -24,13 +24,20 @@ class SingleTask:
     def __init__(self, task: str):
         self.task = task
 
+    @staticmethod
+    def param_problems(tasks: list[str], task: str, **_) -> dict[str, str]:
+        """The suite-time check of ``task`` (:meth:`mtbench.plugins.Registry.param_errors`)."""
+        return {} if task in tasks else {"task": f"single-task: task {task!r} is not one of the suite's tasks "
+                                                 f"{list(tasks)}"}
+
     def trained_tasks(self, tasks: list[str]) -> list[str]:
         """The tasks this strategy trains (the overfit-one-batch check looks only at those)."""
         return [self.task]
 
     def fit(self, ctx: TrainContext) -> StrategyReport:
-        if self.task not in ctx.tasks:
-            raise SuiteError(f"single-task: task {self.task!r} is not one of the suite's tasks {ctx.tasks}")
+        problem = self.param_problems(ctx.tasks, self.task).get("task")
+        if problem:
+            raise SuiteError(problem)
         total = ctx.steps([self.task])
         opt, sched = ctx.make_optimizer(total)
         stream = ctx.batches(self.task)
