@@ -29,7 +29,7 @@ from mtbench.metrics import PRIMARY
 from mtbench.metrics.forgetting import forgetting
 from mtbench.plugins import Registry
 from mtbench.profiling.complexity import count_flops, count_params, matmul_peak_gflops
-from mtbench.profiling.latency import StopRule, measure_fps, measure_latency
+from mtbench.profiling.latency import Budget, StopRule, measure_fps, measure_latency
 from mtbench.profiling.memory import peak_memory_mib
 from mtbench.profiling.reference import reference_entries
 from mtbench.profiling.runtimes import measure_runtimes
@@ -226,10 +226,11 @@ def profile(model, image_size: int, batch_size: int, device: torch.device, cfg: 
     Latency and FPS carry their 95 % intervals (``latency_ms_ci``, ``fps_ci``) and why their
     sampling stopped (``latency_stop``, ``fps_stop``; rule: :func:`stop_rule`).
 
-    ``time_left`` (seconds, the harness budget left: :func:`harness_left`) is shared equally
-    by the timing series (latency and FPS, eager and each runtime) as their time cap when it
-    is below ``latency_max_s``; each series still takes its minimum samples. The cap in
-    effect is recorded as ``series_max_s``.
+    ``time_left`` (seconds, the harness budget left: :func:`harness_left`, recorded as
+    ``harness_left_s``) is shared by the timing series (latency and FPS, eager then each
+    runtime): each, when it starts, may use an equal share of what is left of it
+    (:class:`~mtbench.profiling.latency.Budget`), at most ``latency_max_s``; each still takes
+    its minimum samples.
 
     A model with ``fuse()`` (re-parameterisable blocks such as RepVGG) is profiled as
     deployed: a fused copy is measured (``reparameterised: true``), as its papers report.
@@ -242,9 +243,10 @@ def profile(model, image_size: int, batch_size: int, device: torch.device, cfg: 
     out["params_m"] = out["params"] / 1e6
     out["flops_g"] = count_flops(model, image_size)
     out["device_peak_gflops"] = matmul_peak_gflops(device)
-    series = 2 * (1 + len(cfg["runtimes"]))
-    rule = stop_rule(cfg, None if time_left is None else time_left / series)
-    out["series_max_s"] = rule.max_s
+    rule: StopRule | Budget = stop_rule(cfg)
+    if time_left is not None:
+        rule = Budget(rule, time_left, series=2 * (1 + len(cfg["runtimes"])))
+        out["harness_left_s"] = time_left
     out.update(measure_latency(model, image_size, device, cfg["latency_warmup"], cfg["latency_repeats"], rule=rule))
     out["latency_warmup"] = float(cfg["latency_warmup"])
     out["latency_synchronised"] = True  # CPU ops are synchronous; CUDA runs are bracketed by synchronize()
@@ -258,8 +260,7 @@ def profile(model, image_size: int, batch_size: int, device: torch.device, cfg: 
     return out
 
 
-def stop_rule(cfg: dict, max_s: float | None = None) -> StopRule:
-    """The timing series' stopping rule from a cell's ``profile`` section (:class:`mtbench.suite.Profile`);
-    ``max_s`` (seconds) lowers its time cap."""
-    cap = cfg["latency_max_s"] if max_s is None else min(cfg["latency_max_s"], max_s)
-    return StopRule(ci_target=cfg["latency_ci_target"], max_s=cap, max_samples=cfg["latency_max_repeats"])
+def stop_rule(cfg: dict) -> StopRule:
+    """The timing series' stopping rule from a cell's ``profile`` section (:class:`mtbench.suite.Profile`)."""
+    return StopRule(ci_target=cfg["latency_ci_target"], max_s=cfg["latency_max_s"],
+                    max_samples=cfg["latency_max_repeats"])

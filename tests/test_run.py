@@ -150,13 +150,20 @@ def test_harness_budget_caps_profiling_and_is_reported():
     """Profiling gets what is left of ``checks.harness_share`` x training time after the
     overfit check and the CIs; each timing series' cap is that share of it."""
     from mtbench.report import harness_summary
-    from mtbench.runner import harness_cost, harness_left, stop_rule
+    from mtbench.profiling.latency import Budget, StopRule
+    from mtbench.runner import harness_cost, harness_left
 
     rec = {"overfit": {"seconds": 0.5}, "uncertainty": {"seconds": 0.3}}
     assert harness_left({}, rec, 10.0) == pytest.approx(0.15 * 10 - 0.8)
     assert harness_left({"harness_share": 0.05}, rec, 10.0) == 0.0  # already spent: minimum samples only
-    cfg = {"latency_max_s": 0.5, "latency_ci_target": 0.02, "latency_max_repeats": 1000}
-    assert stop_rule(cfg).max_s == 0.5 and stop_rule(cfg, 0.1).max_s == 0.1 and stop_rule(cfg, 9.0).max_s == 0.5
+    now = [100.0]
+    budget = Budget(StopRule(max_s=0.5), seconds=1.0, series=4, clock=lambda: now[0])
+    assert budget.next_rule().max_s == pytest.approx(0.25)       # an equal share of 1 s over 4 series
+    now[0] += 0.6                                                 # that series and an export used 0.6 s
+    assert budget.next_rule().max_s == pytest.approx(0.4 / 3)
+    now[0] += 1.0                                                 # past the deadline: minimum samples only
+    assert budget.next_rule().max_s == 0.0
+    assert Budget(StopRule(max_s=0.5), 60.0, 2).next_rule().max_s == 0.5  # ample: the suite's own cap
     cheap = {"label": "a", "status": "ok", "harness": harness_cost(rec, 10.0, 0.2)}
     dear = {"label": "b", "status": "ok", "harness": harness_cost(rec, 2.0, 0.2)}
     assert cheap["harness"]["share_of_train"] == pytest.approx(0.1)

@@ -46,7 +46,7 @@ import gc
 import math
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -168,6 +168,31 @@ class StopRule:
 FIXED = StopRule(max_s=0.0)  # exactly the minimum number of samples (no adaptive extension)
 
 
+class Budget:
+    """A time budget shared by the timing series still to come (the harness budget of a cell).
+
+    Each series, when it starts (:meth:`next_rule`), gets ``rule`` with its time cap lowered to
+    an equal share of the seconds left before ``deadline``: whatever the series before it and
+    the work between them (exports, compilation, warm-up) cost is taken out first. The
+    minimum samples are still taken, so the budget can be overrun by them.
+
+    :param rule: the suite's stopping rule (its ``max_s`` is the cap when the budget is ample).
+    :param seconds: seconds of profiling left from now (>= 0).
+    :param series: how many series will share them (>= 1).
+    """
+
+    def __init__(self, rule: StopRule, seconds: float, series: int,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.rule, self.series, self.clock = rule, max(1, series), clock
+        self.deadline = clock() + max(0.0, seconds)
+
+    def next_rule(self) -> StopRule:
+        """The rule of the series starting now (its share of what is left)."""
+        share = max(0.0, self.deadline - self.clock()) / self.series
+        self.series = max(1, self.series - 1)
+        return replace(self.rule, max_s=min(self.rule.max_s, share))
+
+
 @dataclass
 class Sampled:
     """A timing series: per-call seconds, why it stopped, its p50 interval and its cost."""
@@ -182,15 +207,16 @@ class Sampled:
         return statistics.median(self.times)
 
 
-def sample_adaptive(fn: Callable[[], object], warmup: int, min_samples: int, rule: StopRule = StopRule(),
-                    sync: bool = False, number: int = 1,
+def sample_adaptive(fn: Callable[[], object], warmup: int, min_samples: int,
+                    rule: StopRule | Budget = StopRule(), sync: bool = False, number: int = 1,
                     clock: Callable[[], float] = time.perf_counter) -> Sampled:
     """Time ``fn`` until the p50's interval is narrow enough, or the time or sample cap.
 
     :param fn: the call to time (one forward).
     :param warmup: untimed calls first.
     :param min_samples: samples always taken (raised to :func:`min_samples_for_ci`).
-    :param rule: the stopping rule.
+    :param rule: the stopping rule, or a :class:`Budget` that gives this series its rule when
+        it starts (after the warm-up).
     :param sync: bracket every sample by ``torch.cuda.synchronize()``.
     :param number: calls per sample; a sample is their mean (see :func:`time_calls`).
     :param clock: seconds, monotone (``time.perf_counter``; injectable for tests).
@@ -201,6 +227,8 @@ def sample_adaptive(fn: Callable[[], object], warmup: int, min_samples: int, rul
         fn()
     if sync:
         torch.cuda.synchronize()
+    if isinstance(rule, Budget):
+        rule = rule.next_rule()
     n_min = max(min_samples, min_samples_for_ci(rule.level))
     n_max = max(rule.max_samples, n_min)
     times: list[float] = []
@@ -284,7 +312,7 @@ def torch_runner(model: nn.Module, batch: int, image_size: int, device: torch.de
 
 
 def measure_latency(model: nn.Module, image_size: int, device: torch.device, warmup: int = 5,
-                    repeats: int = 30, number: int = 1, rule: StopRule = StopRule()) -> dict:
+                    repeats: int = 30, number: int = 1, rule: StopRule | Budget = StopRule()) -> dict:
     """Batch-1 latency of PyTorch eager: p50, p90 (ms), CV, the p50's interval, the thread count.
 
     :param repeats: the minimum number of samples; ``rule`` decides how many more.
@@ -297,7 +325,7 @@ def measure_latency(model: nn.Module, image_size: int, device: torch.device, war
 
 
 def measure_fps(model: nn.Module, image_size: int, batch_size: int, device: torch.device,
-                warmup: int = 2, repeats: int = 5, rule: StopRule = StopRule()) -> dict:
+                warmup: int = 2, repeats: int = 5, rule: StopRule | Budget = StopRule()) -> dict:
     """Throughput of PyTorch eager at ``batch_size``: :func:`fps_figures` (``repeats`` = minimum samples)."""
     s = sample_adaptive(torch_runner(model, batch_size, image_size, device), warmup, repeats, rule,
                         device.type == "cuda")

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtbench.profiling.latency import StopRule, fps_figures, latency_figures, sample_adaptive, torch_runner
+from mtbench.profiling.latency import Budget, StopRule, fps_figures, latency_figures, sample_adaptive, torch_runner
 
 PARITY_TOL = 1e-4
 
@@ -133,7 +133,7 @@ def _same_function(model: nn.Module, x: np.ndarray, sess, device: torch.device) 
 
 
 def measure_onnx(model: nn.Module, image_size: int, batch_size: int, device: torch.device, warmup: int,
-                 repeats: int, fps_repeats: int, rule: StopRule = StopRule()) -> dict:
+                 repeats: int, fps_repeats: int, rule: StopRule | Budget = StopRule()) -> dict:
     """ONNX Runtime batch-1 latency, FPS at ``batch_size`` (with intervals) and parity with PyTorch.
 
     One export with a dynamic batch axis serves both series when it computes the model's
@@ -158,7 +158,7 @@ def measure_onnx(model: nn.Module, image_size: int, batch_size: int, device: tor
 
 
 def measure_compile(model: nn.Module, image_size: int, batch_size: int, device: torch.device, warmup: int,
-                    repeats: int, fps_repeats: int, rule: StopRule = StopRule()) -> dict:
+                    repeats: int, fps_repeats: int, rule: StopRule | Budget = StopRule()) -> dict:
     """``torch.compile`` latency and FPS (compilation happens in the warm-up; its time is reported)."""
     import time
 
@@ -181,7 +181,7 @@ RUNTIMES = {"onnx": measure_onnx, "compile": measure_compile}
 
 
 def measure_runtimes(names: list[str], model: nn.Module, image_size: int, batch_size: int, device: torch.device,
-                     warmup: int, repeats: int, fps_repeats: int, rule: StopRule = StopRule()) -> dict[str, dict]:
+                     warmup: int, repeats: int, fps_repeats: int, rule: StopRule | Budget = StopRule()) -> dict[str, dict]:
     """Figures per runtime in ``names`` (besides eager); a failing runtime gives ``{"error": reason}``.
 
     ``repeats`` / ``fps_repeats`` are the minimum samples of the latency / FPS series; ``rule``
