@@ -178,3 +178,20 @@ def test_regression_suite_other_seed_then_degraded_cell(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "degraded.json"), "results/baselines/regression", "--fail-on", rules]) == 1
     out = capsys.readouterr().out
     assert f"FAIL {new[0]['label'].replace('|s1', '|s0')}: seg/mIoU" in out and "excludes 0" in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["compare", "results/baselines/regression", "results/baselines/regression", "--fail-on", "det/mAP<-0.05"],
+    ["doctor", "results/baselines/regression/results.json"],
+    ["report", "results/baselines/regression", "--out", "{tmp}"],
+])
+def test_reading_commands_import_neither_torch_nor_torchvision(argv, tmp_path):
+    """compare / doctor / report read stored records (their per-image samples included, through
+    the metrics' numpy-only ``reduce``): a separate interpreter, as the user runs them."""
+    import subprocess
+    import sys
+    argv = [a.replace("{tmp}", str(tmp_path / "report")) for a in argv]
+    code = ("import sys; from mtbench.cli import main; rc = main(sys.argv[1:]); print(rc, sorted(m for m in "
+            "sys.modules if m.split('.')[0] in ('torch', 'torchvision')))")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "0 []", out.stdout[-2000:] + out.stderr[-2000:]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from mtbench.metrics.base import SampleMetricBase
+
+if TYPE_CHECKING:  # torch only for annotations: compare / doctor load this class for reduce()
+    import torch
 
 
 class Top1(SampleMetricBase):

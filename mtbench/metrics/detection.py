@@ -9,7 +9,6 @@ ground truth (COCO convention); predictions are mapped back to original image pi
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from mtbench.metrics.base import SampleMetricBase
 from mtbench.metrics.coco_eval import coco_stats
@@ -32,6 +31,8 @@ class DetectionMAP(SampleMetricBase):
         self.dets: list[dict] = []
 
     def update(self, preds: list[dict], targets: list[dict]) -> None:
+        import torch  # here, not at import: compare / doctor load this class for reduce() only
+
         for p, t in zip(preds, targets):
             sx, sy = t["scale"]
             b = p["boxes"].detach().cpu().double() / torch.tensor([sx, sy, sx, sy], dtype=torch.float64)
