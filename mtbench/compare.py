@@ -19,6 +19,11 @@ an unpaired normal approximation from the two half-widths. A rule fires only whe
 is beyond its threshold AND its CI excludes 0 ("beyond noise"); a change without any CI is
 judged on its threshold alone and says so (``ci: none``).
 
+Timing figures (``latency_ms``, ``fps``) carry order-statistic CIs of their own series: they
+hold the run's timing noise, not the run-to-run variation of a machine (frequency, load, a new
+process), so their CIs are marked ``within-run`` and a change beyond them is reported apart
+from the quality metrics' significant changes (a rule on them still fires on threshold + CI).
+
 A baseline cell missing from the new run, failed in the baseline, or ok in the baseline and
 failed in the new run is always a failure; so is a new cell without a baseline. A rule naming
 a metric that no cell of either run has is an error (a typo must not disable a gate).
@@ -40,6 +45,7 @@ _SEED_RE = re.compile(r"\|s-?\d+$")
 
 RULE_RE = re.compile(r"^\s*(?P<metric>[\w/\-@\[\].:]+)\s*(?P<op>[<>])\s*(?P<value>[-+]?[0-9.]+(?:[eE][-+]?\d+)?)(?P<pct>%?)\s*$")
 PROFILE_KEYS = ("params", "flops_g", "latency_ms", "latency_p90_ms", "fps", "peak_mem_mib", "train_s")
+TIMING_KEYS = ("latency_ms", "fps")  # CIs of one timing series: within-run noise only
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,7 @@ def compare(new: list[dict], base: list[dict], rules: list[Rule]) -> tuple[pd.Da
             ci, kind = (paired[metric], "paired") if metric in paired else (None, "none")
             if ci is None and delta is not None:
                 ci = _unpaired_ci(n, b, metric, delta)
-                kind = "unpaired" if ci else "none"
+                kind = ("within-run" if metric in TIMING_KEYS else "unpaired") if ci else "none"
             significant = None if ci is None else not ci[0] <= 0.0 <= ci[1]
             broken = [r for r in rules if r.metric == metric and r.violated(delta, rel, ci)]
             for r in broken:
