@@ -22,11 +22,14 @@ class GradNormBalancer:
     :param num_tasks: number of tasks ``T``.
     :param alpha: asymmetry (paper: 0.12 for its toy, 1.5 on NYUv2).
     :param lr: Adam learning rate of the weights.
+    :param device: device of the weights ``w`` (the task losses' device).
+    :param dtype: dtype of ``w`` (the model's).
     """
 
-    def __init__(self, num_tasks: int, alpha: float = 1.5, lr: float = 0.025):
+    def __init__(self, num_tasks: int, alpha: float = 1.5, lr: float = 0.025,
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None):
         self.alpha = alpha
-        self.w = torch.ones(num_tasks, requires_grad=True)
+        self.w = torch.ones(num_tasks, device=device, dtype=dtype, requires_grad=True)
         self.opt = torch.optim.Adam([self.w], lr=lr)
         self.initial: torch.Tensor | None = None
         self.grad_cosine: list[float] = []
@@ -68,7 +71,7 @@ class GradNorm(JointStrategy):
 
     def setup(self, ctx):
         self.tasks = list(ctx.tasks)
-        self.balancer = GradNormBalancer(len(self.tasks), self.alpha, self.weight_lr)
+        self.balancer = GradNormBalancer(len(self.tasks), self.alpha, self.weight_lr, ctx.device, ctx.dtype)
         self.last_shared = ctx.model.last_shared_parameters()
 
     def backward(self, ctx, losses, step):

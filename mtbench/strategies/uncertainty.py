@@ -26,7 +26,7 @@ class Uncertainty(JointStrategy):
 
     def setup(self, ctx):
         self.tasks = list(ctx.tasks)
-        self.log_var = torch.zeros(len(self.tasks), requires_grad=True)
+        self.log_var = torch.zeros(len(self.tasks), device=ctx.device, dtype=ctx.dtype, requires_grad=True)
         self.opt = torch.optim.Adam([self.log_var], lr=self.lr or ctx.fixed["optimizer"]["lr"])
 
     def backward(self, ctx, losses, step):
