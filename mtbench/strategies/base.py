@@ -73,11 +73,11 @@ class TrainContext:
         """The model's floating-point dtype (default dtype for a model without parameters)."""
         return next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.get_default_dtype())
 
-    def generator(self, offset: int = 0) -> torch.Generator:
-        """A ``torch.Generator`` on ``device`` seeded from the cell's seed (+ ``offset``).
-
-        A CPU generator stands in where the device has none (``meta``)."""
-        device = self.device if self.device.type in ("cpu", "cuda") else torch.device("cpu")
+    def generator(self, device: torch.device | None = None, offset: int = 0) -> torch.Generator:
+        """A ``torch.Generator`` on ``device`` (default: the context's) seeded from the cell's
+        seed (+ ``offset``); a CPU generator stands in where the device has none (``meta``)."""
+        device = device or self.device
+        device = device if device.type in ("cpu", "cuda") else torch.device("cpu")
         return torch.Generator(device).manual_seed(self.seed + offset)
 
     # -- budget -------------------------------------------------------------------------

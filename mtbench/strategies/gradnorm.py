@@ -5,7 +5,7 @@ on the last shared layer ``W``, ``r_i = (L_i / L_i(0)) / mean_j (L_j / L_j(0))``
 inverse training rate), the weights minimise ``sum_i |G_i - mean(G) * r_i^alpha|`` (the
 target treated as a constant) with their own Adam; then they are renormalised to sum to
 the number of tasks. The network is updated with ``sum_i w_i L_i`` using the weights
-before their update. The weight trajectory is stored (``extra.task_weights``).
+before their update; those applied weights are stored per step (``extra.task_weights``).
 """
 
 from __future__ import annotations
@@ -34,8 +34,11 @@ class GradNormBalancer:
         self.initial: torch.Tensor | None = None
         self.grad_cosine: list[float] = []
 
-    def backward(self, losses: list[torch.Tensor], last_shared: list[torch.nn.Parameter]) -> None:
-        """Back-propagate ``sum_i w_i L_i`` into the network and update the weights."""
+    def backward(self, losses: list[torch.Tensor], last_shared: list[torch.nn.Parameter]) -> torch.Tensor:
+        """Back-propagate ``sum_i w_i L_i`` into the network and update the weights.
+
+        :return: the weights ``(T,)`` that multiplied the losses in this step (before the update).
+        """
         L = torch.stack(losses)
         if self.initial is None:
             self.initial = L.detach().clamp(min=1e-12)
@@ -49,11 +52,13 @@ class GradNormBalancer:
         target = (G.mean() * (ratio / ratio.mean()) ** self.alpha).detach()
         self.opt.zero_grad(set_to_none=True)
         (G - target).abs().sum().backward()
-        (self.w.detach() * L).sum().backward()
+        applied = self.w.detach().clone()
+        (applied * L).sum().backward()
         self.opt.step()
         with torch.no_grad():
             self.w.clamp_(min=1e-8)
             self.w.mul_(len(losses) / self.w.sum())
+        return applied
 
 
 class GradNorm(JointStrategy):
@@ -67,7 +72,6 @@ class GradNorm(JointStrategy):
 
     def __init__(self, alpha: float = 1.5, weight_lr: float = 0.025):
         self.alpha, self.weight_lr = alpha, weight_lr
-        self.trajectory: list[dict[str, float]] = []
 
     def setup(self, ctx):
         self.tasks = list(ctx.tasks)
@@ -75,11 +79,10 @@ class GradNorm(JointStrategy):
         self.last_shared = ctx.model.last_shared_parameters()
 
     def backward(self, ctx, losses, step):
-        self.balancer.backward([losses[t] for t in self.tasks], self.last_shared)
-        self.trajectory.append(dict(zip(self.tasks, self.balancer.w.detach().tolist())))
+        self.record_weights(self.tasks, self.balancer.backward([losses[t] for t in self.tasks], self.last_shared))
 
     def extra(self):
-        return {"task_weights": self.trajectory, "grad_cosine": self.balancer.grad_cosine}
+        return {"grad_cosine": self.balancer.grad_cosine}
 
 
 @hookimpl
