@@ -62,10 +62,10 @@ class GradNormBalancer:
 
 
 class GradNorm(JointStrategy):
-    """GradNorm joint training (see module docstring).
+    """GradNorm joint training (Chen et al., ICML 2018, Algorithm 1; see module docstring).
 
-    :param alpha: GradNorm's alpha.
-    :param weight_lr: learning rate of the task weights.
+    :param alpha: GradNorm's asymmetry alpha (default 1.5, the paper's NYUv2 value).
+    :param weight_lr: Adam learning rate of the task weights (default 0.025).
     """
 
     needs_per_task_grads = True

@@ -1,4 +1,5 @@
-"""The joint-training loop shared by ``equal``, ``gradnorm``, ``uncertainty``, ``dwa``, ``pcgrad``.
+"""The joint-training loop shared by every joint strategy (``equal``, the loss weightings, the
+gradient-combining methods).
 
 Each step draws one batch from every task's data, computes each task's loss only on its
 own batch (an image carries labels only for its data set's task), lets the strategy turn
@@ -8,6 +9,7 @@ the per-task losses into gradients (:meth:`JointStrategy.backward`), checks the 
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 
 import torch
@@ -58,6 +60,10 @@ class JointStrategy:
     multiplied each task's loss at that step (gradient-combining methods: the effective weight
     of each task's gradient in the combined one); they are stored as ``extra.task_weights``
     (one ``{task: weight}`` per step), read by the task-weight-collapse check and the plots.
+
+    ``extra.step_s``: mean wall seconds per joint step (batches, forward, the strategy's
+    backward, optimiser step): a method's cost per step, compared with ``equal``'s on the same
+    cell by ``benchmarks/strategies_step.py`` and the strategies suite.
     """
 
     needs_per_task_grads = False
@@ -103,7 +109,7 @@ class JointStrategy:
 
     def report_extra(self) -> dict:
         out = self.extra()
-        for key in ("task_weights", "grad_cosine"):
+        for key in ("task_weights", "grad_cosine", "step_s"):
             if key not in out and getattr(self, key, None):
                 out[key] = getattr(self, key)
         return out
@@ -114,6 +120,7 @@ class JointStrategy:
         opt, sched = ctx.make_optimizer(total)
         streams = {t: ctx.batches(t) for t in ctx.tasks}
         ctx.model.train()
+        started = time.perf_counter()
         for step in ctx.progress(total, "joint"):
             opt.zero_grad(set_to_none=True)
             batches = {t: next(streams[t]) for t in ctx.tasks}
@@ -121,4 +128,5 @@ class JointStrategy:
             ctx.record(step, "joint", parts, opt)
             ctx.step(opt, sched)
             self.after_step(ctx, batches, step)
+        self.step_s = (time.perf_counter() - started) / total
         return StrategyReport(extra=self.report_extra())
