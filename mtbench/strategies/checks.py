@@ -62,11 +62,18 @@ def owned_tensors(obj, path: str = "strategy") -> dict[str, torch.Tensor]:
 
 def state_mismatches(strategy, ctx: TrainContext) -> list[str]:
     """Tensors of ``strategy`` not on ``ctx.device`` or (floating point) not in ``ctx.dtype``;
-    ``[]`` when all conform. Each entry names the attribute path, device and dtype."""
+    ``[]`` when all conform. Each entry names the attribute path, device and dtype.
+
+    A strategy may declare ``host_state``: attribute-name endings of tensors a library keeps on
+    the CPU by design and only ever combines with CPU tensors (torchjd's GradVac runs its
+    ``(T, T)`` loop on the CPU); those are exempt from the device check, not the dtype check.
+    """
     bad = []
+    host = tuple(getattr(strategy, "host_state", ()))
     for path, t in owned_tensors(strategy).items():
-        wrong_device = t.device.type != ctx.device.type or (
-            ctx.device.index is not None and t.device.index != ctx.device.index)
+        on_host = bool(host) and path.endswith(host) and t.device.type == "cpu"
+        wrong_device = not on_host and (t.device.type != ctx.device.type or (
+            ctx.device.index is not None and t.device.index != ctx.device.index))
         if wrong_device or (t.is_floating_point() and t.dtype != ctx.dtype):
             bad.append(f"{path}: {t.device} {t.dtype} (context: {ctx.device} {ctx.dtype})")
     return bad

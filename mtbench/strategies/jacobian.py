@@ -85,6 +85,8 @@ class JacobianDescent(GradientAggregation):
     :param params: the aggregator's parameters (the method's defaults, overridden by the suite).
     """
 
+    host_state = ("['_phi_t']",)  # torchjd's GradVac keeps its (T, T) cosine EMA on the CPU by design
+
     def __init__(self, method: Method, **params):
         self.method, self.params = method, {**method.params, **params}
 
