@@ -6,71 +6,29 @@ shared gradients, head gradients and task weights are compared at every step (1 
 Where LibMTL follows a different design, the test names it and its paper, and checks what
 does agree.
 
-LibMTL 1.1.5's package ``__init__`` imports ``torchvision.models.utils`` (removed from
-torchvision), so its weighting modules are loaded by path under a stub package (its code,
-unchanged); its shared-parameter ``zero_grad`` must keep zero tensors under torch 2
-(``set_to_none=False``), as its ``_reset_grad`` writes into ``param.grad.data``. Its gradient
+LibMTL's weighting modules are loaded by path (see ``tests/_libmtl.py``); its gradient
 buffers are created with the default dtype, so the comparisons run under float64 default.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
-import sys
 import types
-from pathlib import Path
 
 import pytest
 import torch
 
 from mtbench.plugins import get_registry
 from mtbench.strategies.checks import ToyLoss, toy_context
+from tests._libmtl import bind
 
 REGISTRY = get_registry(load_entrypoints=False)
 LR = 0.05
 
 
-def _libmtl_weighting(name: str):
-    """LibMTL's ``weighting/<name>.py`` class, loaded by path under a stub ``LibMTL`` package."""
-    root = Path(importlib.util.find_spec("LibMTL").submodule_search_locations[0]) / "weighting"
-    saved = {k: sys.modules.get(k) for k in ("LibMTL", "LibMTL.weighting", "LibMTL.weighting.abstract_weighting")}
-    try:
-        for pkg in ("LibMTL", "LibMTL.weighting"):
-            sys.modules[pkg] = types.ModuleType(pkg)
-        mods = {}
-        for mod in ("abstract_weighting", name):
-            spec = importlib.util.spec_from_file_location(f"LibMTL.weighting.{mod}", root / f"{mod}.py")
-            mods[mod] = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = mods[mod]
-            spec.loader.exec_module(mods[mod])
-        return mods[name]
-    finally:
-        for k, v in saved.items():
-            sys.modules.pop(k, None) if v is None else sys.modules.__setitem__(k, v)
-        sys.modules.pop(f"LibMTL.weighting.{name}", None)
-
-
 def _peer(name: str, model, tasks, shared=lambda m: m.trunk):
-    """LibMTL's ``name`` weighting bound to ``model`` as LibMTL's trainer binds it (rep_grad False);
-    ``shared(model)``: the module whose parameters LibMTL treats as shared."""
-    module = _libmtl_weighting(name)
-
-    class Peer(getattr(module, name)):
-        def __init__(self):
-            super().__init__()
-            self.net, self.task_num, self.task_name = model, len(tasks), list(tasks)
-            self.device, self.rep_grad, self.epoch = torch.device("cpu"), False, 0
-
-        def get_share_params(self):
-            return shared(self.net).parameters()
-
-        def zero_grad_share_params(self):
-            shared(self.net).zero_grad(set_to_none=False)  # torch 2's default (None) breaks _reset_grad
-
-    peer = Peer()
-    peer.init_param()
-    return peer, module
+    """LibMTL's ``name`` bound to ``model``; ``shared(model)``: the module LibMTL treats as shared."""
+    return bind(name, model, tasks, lambda: list(shared(model).parameters()))
 
 
 @pytest.fixture(autouse=True)
