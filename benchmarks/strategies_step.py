@@ -1,8 +1,8 @@
 """Print the time of one training step of every joint strategy and its overhead vs ``equal``,
 beside LibMTL 1.1.5's step for the methods both have (the ``test`` extra installs LibMTL).
 
-    python benchmarks/strategies_step.py [--arch yolo-mtl] [--size 128] [--batch 8] [--steps 5]
-                                         [--warmup 2] [--threads 2] [--device cpu]
+    python benchmarks/strategies_step.py [--arch yolo-mtl] [--size 128] [--batch 8] [--steps 3]
+                                         [--warmup 1] [--rounds 3] [--threads 2] [--device cpu]
 
 One model (``--arch``: ``yolo-mtl``, CSP-Darknet n, P3; random weights, seed 0) with det + seg +
 cls heads, one fixed batch per task from the ``synthetic`` data set (``--batch`` images of
@@ -10,8 +10,10 @@ cls heads, one fixed batch per task from the ``synthetic`` data set (``--batch``
 is: zero the gradients, each task's forward and loss on its own batch, the strategy's backward,
 the optimiser step (and FAMO's after-step re-scoring). LibMTL's step is the same but for its
 weighting's ``backward(losses, **kwargs)`` (``rep_grad=False``; its shared parameters are the
-model's; GradNorm at ``epoch >= 1`` and DWA at ``epoch >= 2``, where they weight). Each figure
-is the median of ``--steps`` timed steps after ``--warmup`` (CUDA synchronised).
+model's; GradNorm at ``epoch >= 1`` and DWA at ``epoch >= 2``, where they weight). The methods
+are timed in turn, ``--rounds`` times round-robin (so a slow spell of a shared machine spreads
+over all of them), each time on a fresh model: ``--warmup`` untimed steps, then ``--steps``
+timed ones (CUDA synchronised); each figure is the median of its ``rounds x steps`` samples.
 
 Where the two differ by design the step does different work: mtbench's GradNorm takes the
 gradient norms on the last shared layer (Chen et al. 2018), LibMTL's on every shared
@@ -63,8 +65,8 @@ def _setup(args, registry, device):
     return ctx, batches, torch.optim.AdamW(model.parameters(), lr=0.001)
 
 
-def _time(step, args, device) -> float:
-    """Median seconds of ``step(i)`` over ``args.steps`` calls after ``args.warmup``."""
+def _time(step, args, device) -> list[float]:
+    """Seconds of each of ``args.steps`` calls of ``step(i)`` after ``args.warmup`` untimed ones."""
     times = []
     for i in range(args.warmup + args.steps):
         t0 = time.perf_counter()
@@ -72,10 +74,10 @@ def _time(step, args, device) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times[args.warmup:])
+    return times[args.warmup:]
 
 
-def mtbench_step(name, args, registry, device) -> float:
+def mtbench_step(name, args, registry, device) -> list[float]:
     ctx, batches, opt = _setup(args, registry, device)
     strategy = registry.create("strategy", name)
     strategy.setup(ctx)
@@ -89,7 +91,7 @@ def mtbench_step(name, args, registry, device) -> float:
     return _time(step, args, device)
 
 
-def libmtl_step(name, args, registry, device) -> float:
+def libmtl_step(name, args, registry, device) -> list[float]:
     from tests._libmtl import bind
     peer_name, kwargs, state = LIBMTL[name]
     ctx, batches, opt = _setup(args, registry, device)
@@ -111,8 +113,9 @@ def main() -> None:
     ap.add_argument("--arch", default="yolo-mtl")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
@@ -128,15 +131,22 @@ def main() -> None:
     except Exception as exc:  # LibMTL not installed: mtbench's figures alone
         print(f"LibMTL not available ({exc}); its columns are left empty")
         peers = False
-    ours = {n: mtbench_step(n, args, registry, device) for n in names}
-    theirs = {n: libmtl_step(n, args, registry, device) for n in names if peers and n in LIBMTL}
+    runs = [(n, "mtbench", mtbench_step) for n in names]
+    runs += [(n, "LibMTL", libmtl_step) for n in names if peers and n in LIBMTL]
+    samples: dict = {}
+    mtbench_step("equal", args, registry, device)  # process warm-up (thread pool, allocator), untimed
+    for _ in range(args.rounds):
+        for n, side, fn in runs:
+            samples.setdefault((n, side), []).extend(fn(n, args, registry, device))
+    ours = {n: statistics.median(samples[(n, "mtbench")]) for n in names}
+    theirs = {n: statistics.median(v) for (n, side), v in samples.items() if side == "LibMTL"}
     rows = []
     for n in names:
         t = theirs.get(n)
         rows.append([n, 1e3 * ours[n], ours[n] / ours["equal"], LIBMTL.get(n, ("-",))[0] if t else "-",
                      1e3 * t if t else None, t / theirs["equal"] if t else None, ours[n] / t if t else None])
     print(f"{args.arch}, {args.size} px, batch {args.batch} per task, tasks {'+'.join(TASKS)}, "
-          f"{args.device}, {args.threads} threads; median of {args.steps} steps after {args.warmup}")
+          f"{args.device}, {args.threads} threads; median of {args.rounds} rounds x {args.steps} steps")
     print(tabulate(rows, headers=["strategy", "step (ms)", "vs equal", "LibMTL", "LibMTL step (ms)",
                                   "LibMTL vs EW", "mtbench / LibMTL"], floatfmt=".3g", missingval="-"))
 

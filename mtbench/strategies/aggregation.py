@@ -64,11 +64,12 @@ class GradientAggregation(JointStrategy):
         raise NotImplementedError
 
     def backward(self, ctx, losses, step):
-        L = torch.stack([losses[t] for t in self.tasks])
-        leaf = L.detach().requires_grad_()
+        leaf = torch.stack([losses[t] for t in self.tasks]).detach().requires_grad_()
         with torch.enable_grad():
             (scale,) = torch.autograd.grad(self.transform(leaf).sum(), leaf)  # d transform / dL
-        Lt = self.transform(L)
+        # one root per task: differentiating an element of a stacked tensor would send zero
+        # gradients back through every other task's graph (T times the backward cost)
+        Lt = [self.transform(losses[t]) for t in self.tasks]
         J = torch.stack([flat_grad(li, self.shared) for li in Lt])
         cos = mean_pairwise_cosine(list(J))
         if cos is not None:
@@ -80,7 +81,7 @@ class GradientAggregation(JointStrategy):
             p.grad = d[offset:offset + n].view_as(p).clone()
             offset += n
         if self.specific:
-            for p, g in zip(self.specific, torch.autograd.grad(Lt.sum(), self.specific, allow_unused=True)):
+            for p, g in zip(self.specific, torch.autograd.grad(sum(Lt), self.specific, allow_unused=True)):
                 p.grad = g
         self.record_weights(self.tasks, (effective_weights(J, d) if w is None else w) * scale)
 

@@ -18,7 +18,7 @@ from mtbench.strategies.base import StrategyReport, TrainContext
 
 
 def flat_grad(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Tensor:
-    """Gradient of ``loss`` w.r.t. ``params`` as one ``float32 (P,)`` vector (zeros where unused)."""
+    """Gradient of ``loss`` w.r.t. ``params`` as one ``(P,)`` vector in their dtype (zeros where unused)."""
     grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
 
