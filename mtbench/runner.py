@@ -139,7 +139,7 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
             return {k: v for ev in last_eval.values() for k, v in ev.values.items()}
 
         ctx = TrainContext(model=model, tasks=tasks, loaders=loaders, losses=losses, fixed=fixed, device=device,
-                           evaluate=evaluate_tasks, progress=progress)
+                           evaluate=evaluate_tasks, progress=progress, seed=cfg["seed"])
         result["loss_components"] = {t: list(losses[t].declared_components) for t in tasks
                                      if hasattr(losses[t], "declared_components")}
         result["overfit"] = _overfit(cfg.get("checks") or {}, strategy, ctx, model, losses, train_sets, device)

@@ -28,8 +28,10 @@ def test_builtins_registered(registry):
     assert registry.names("loss") == ["cls/ce", "det/fcos", "det/focal", "det/varifocal", "det/yolo",
                                       "points/bce-hard", "points/focal-heatmap", "points/gaussian-soft", "seg/ce",
                                       "seg/ce+dice", "seg/dice"]
-    assert registry.names("strategy") == ["dwa", "equal", "gradnorm", "pcgrad", "sequential", "single-task",
-                                         "uncertainty"]
+    assert registry.names("strategy") == ["aligned-mtl", "cagrad", "config", "db-mtl", "dualproj", "dwa", "equal",
+                                         "fairgrad", "famo", "gls", "graddrop", "gradnorm", "gradvac", "imtl-g",
+                                         "imtl-l", "mgda", "nash-mtl", "pcgrad", "rlw", "sequential", "single-task",
+                                         "uncertainty", "upgrad"]
     assert set(registry.names("dataset")) == {"coco", "voc", "imagefolder", "synthetic", "sirst"}
     entry = registry.entries["model"]["unified-onehead"]
     assert entry.distribution == "mtbench"

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from mtbench.plugins import get_registry
 from mtbench.runner import run_cell
 from mtbench.strategies.gradnorm import GradNormBalancer
 from mtbench.strategies.pcgrad import project_conflicting
@@ -82,7 +83,10 @@ def test_pcgrad_projects_only_conflicts():
     assert torch.allclose(project_conflicting([a, b]), a + b)  # no conflict: plain sum
 
 
-@pytest.mark.parametrize("strategy", ["gradnorm", "uncertainty", "dwa", "pcgrad"])
+@pytest.mark.parametrize("strategy", ["gradnorm", "uncertainty", "dwa", "pcgrad",
+                                      # torchjd weighted / unweighted aggregator, after-step update,
+                                      # log-transformed losses, seeded random weights
+                                      "upgrad", "graddrop", "famo", "db-mtl", "rlw"])
 def test_joint_strategies_train(write_suite, registry, strategy):
     text = TINY_SUITE.replace("strategy: [equal, sequential]", f"strategy: [{strategy}]").replace(
         "steps: 2", "steps: 6").replace("profile: {", "profile: {runtimes: [], ")
@@ -90,10 +94,10 @@ def test_joint_strategies_train(write_suite, registry, strategy):
     rec = run_cell(cell, registry, False)
     assert rec["status"] == "ok", rec.get("reason")
     assert all(0 <= rec["metrics"][k] <= 1 for k in ("det/mAP", "seg/mIoU", "cls/Top-1"))
-    if strategy in ("gradnorm", "uncertainty", "dwa"):
-        traj = rec["extra"]["task_weights"]
-        assert len(traj) == 6 and set(traj[0]) == {"det", "seg", "cls"}
-    if strategy in ("gradnorm", "pcgrad"):
+    traj = rec["extra"]["task_weights"]
+    assert len(traj) == 6 and set(traj[0]) == {"det", "seg", "cls"}
+    assert rec["extra"]["step_s"] > 0
+    if strategy not in ("uncertainty", "dwa", "famo", "rlw"):  # these compute no per-task gradients
         assert all(-1 <= c <= 1 for c in rec["extra"]["grad_cosine"])
 
 
@@ -145,3 +149,97 @@ def test_single_task_and_delta_m(write_suite, registry, tmp_path):
     assert set(recs[0]["overfit"]["tasks"]) == {"det", "seg", "cls"}
     frame = build_frame(recs, [])
     assert frame["delta-m (%)"].notna().tolist() == [True, False, False, False]
+
+
+def _jacobian(ctx, batches, params):
+    """Per-task gradients ``(T, P)`` of a fresh forward on the same batches (the toy model is deterministic)."""
+    from mtbench.strategies.joint import flat_grad
+    return torch.stack([flat_grad(ctx.task_loss(t, b)["total"], params) for t, b in batches.items()])
+
+
+# least-squares weights recorded: GradDrop masks coordinates, DB-MTL adds earlier steps' gradients
+# (its moving average), ConFIG forms no weights (its update does lie in the span)
+_NOT_IN_SPAN = {"graddrop", "db-mtl", "config"}
+
+
+@pytest.mark.parametrize("name", sorted(set(get_registry(load_entrypoints=False).names("strategy"))
+                                        - {"sequential", "single-task", "equal"}))
+def test_recorded_weights_are_the_applied_ones(name):
+    """Over 3 steps, the shared parameters' gradient of each step is ``sum_i w_i grad L_i`` with
+    the ``w`` recorded for that step (loss weighting: every parameter's gradient)."""
+    from mtbench.strategies.checks import toy_context
+    ctx = toy_context(dtype=torch.float64, steps=3)
+    strategy = get_registry(load_entrypoints=False).create("strategy", name)
+    strategy.setup(ctx)
+    streams = {t: ctx.batches(t) for t in ctx.tasks}
+    shared = ctx.model.shared_parameters()
+    for step in range(3):
+        batches = {t: next(streams[t]) for t in ctx.tasks}
+        ctx.model.zero_grad(set_to_none=True)
+        strategy.train_step(ctx, batches, step)
+        w = torch.tensor([strategy.task_weights[step][t] for t in ctx.tasks], dtype=torch.float64)
+        applied = torch.cat([p.grad.reshape(-1) for p in shared])
+        J = _jacobian(ctx, batches, shared)
+        if name in _NOT_IN_SPAN:  # least-squares weights: w @ J is the update's projection on the span
+            assert torch.allclose(J @ (w @ J), J @ applied, rtol=1e-6, atol=1e-12), name
+        else:
+            assert torch.allclose(applied, w @ J, rtol=1e-8, atol=1e-12), name
+        with torch.no_grad():  # move the model as a step would, so the next step differs
+            for p in ctx.model.parameters():
+                p -= 0.05 * p.grad if p.grad is not None else 0.0
+        strategy.after_step(ctx, batches, step)
+
+
+def test_uncertainty_and_gradnorm_record_the_step_s_weights():
+    from mtbench.strategies.checks import toy_context
+    reg = get_registry(load_entrypoints=False)
+    for name, first in (("uncertainty", 0.5), ("gradnorm", 1.0)):  # 0.5 exp(-0); GradNorm's w start at 1
+        ctx = toy_context(steps=2)
+        strategy = reg.create("strategy", name)
+        rec = strategy.fit(ctx)
+        traj = rec.extra["task_weights"]
+        assert len(traj) == 2 and all(v == pytest.approx(first) for v in traj[0].values())
+        assert traj[1] != traj[0]  # the update shows in the next step's weights
+
+
+def test_pcgrad_draws_only_from_the_cell_seed():
+    """The projection order comes from a generator seeded from the cell's seed: unrelated draws
+    from torch's global generator change nothing, and PCGrad draws nothing from it."""
+    from mtbench.strategies.checks import toy_context
+    runs = []
+    for global_seed in (1, 2):
+        ctx = toy_context(steps=4)
+        torch.manual_seed(global_seed)
+        before = torch.get_rng_state()
+        rec = get_registry(load_entrypoints=False).create("strategy", "pcgrad").fit(ctx)
+        assert torch.equal(torch.get_rng_state(), before)
+        runs.append((rec.extra["task_weights"], [p.detach().clone() for p in ctx.model.parameters()]))
+    assert runs[0][0] == runs[1][0] and all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+
+
+def test_at_least_15_joint_methods_each_documented():
+    """`mtbench plugins` lists >= 15 joint methods; each factory's docstring cites its paper (a
+    year; not the fixed-weight baseline) and names every parameter it takes, with its default."""
+    import inspect
+    import re
+
+    from mtbench.strategies.joint import JointStrategy
+    reg = get_registry(load_entrypoints=False)
+    joint = []
+    for name in reg.names("strategy"):
+        if name in ("single-task", "sequential"):
+            continue
+        factory = reg.get("strategy", name).factory
+        strategy = factory()
+        assert isinstance(strategy, JointStrategy), name
+        joint.append(name)
+        doc = inspect.getdoc(factory) or ""
+        assert name == "equal" or re.search(r"(19|20)\d\d", doc), f"{name}: no paper in its docstring"
+        for pname, p in inspect.signature(factory).parameters.items():
+            assert pname in doc, f"{name}: parameter {pname} undocumented"
+            if isinstance(p.default, (int, float)):  # the default's value appears (1e-3 = 0.001)
+                numbers = {float(x) for x in re.findall(r"\d+(?:\.\d+)?(?:e-?\d+)?", doc)}
+                assert float(p.default) in numbers, (name, pname, p.default)
+            elif isinstance(p.default, str):
+                assert p.default in doc, (name, pname, p.default)
+    assert len(joint) >= 15, joint

@@ -1,8 +1,14 @@
 """``task-weight-collapse``: a learned task weight that switched its task off, or starved it.
 
-Learned weighting (GradNorm, Chen et al. ICML 2018; uncertainty, Kendall et al. CVPR 2018;
-DWA, Liu et al. CVPR 2019) stores its per-step weights in ``extra.task_weights``. Two
-patterns make a task's metric a measurement of something other than joint training:
+Every strategy whose weights change (GradNorm, Chen et al. ICML 2018; uncertainty, Kendall
+et al. CVPR 2018; DWA, Liu et al. CVPR 2019; the other loss weightings and the
+gradient-combining methods, see :mod:`mtbench.strategies.weighting` and
+:mod:`mtbench.strategies.aggregation`) stores per step in ``extra.task_weights`` the weight
+that multiplied each task's loss at that step (for gradient-combining methods, the effective
+weight of each task's gradient in the combined one). Only ratios between a step's weights
+are read, so a common scale (uncertainty's 0.5) does not matter; an effective weight at or
+below 0 (MGDA's min-norm point dropping a task) counts as collapsed. Two patterns make a
+task's metric a measurement of something other than joint training:
 
 - **collapse** (error): the weight below ``COLLAPSE_SHARE`` (0.1 %) of the mean task
   weight at the end, or for at least ``COLLAPSE_STEPS`` (10 %) of the steps: the task was

@@ -47,6 +47,12 @@ class TrainContext:
     :param fixed: the suite's ``fixed`` section (dict).
     :param evaluate: ``evaluate(tasks) -> dict[metric, float]`` on the val splits.
     :param progress: ``progress(total_steps, description) -> iterable`` (a tqdm bar).
+    :param seed: the cell's seed; stochastic strategies draw from :meth:`generator`, never from
+        torch's global generator, so their draws do not depend on unrelated random calls.
+
+    Every tensor a strategy owns (learned task weights, log-variances, gradient buffers) lives
+    on ``device`` with ``dtype`` (the model's floating-point dtype); the conformance checks in
+    :mod:`mtbench.strategies.checks` verify it for every registered strategy.
     """
 
     model: nn.Module
@@ -57,9 +63,22 @@ class TrainContext:
     device: torch.device
     evaluate: Callable[[list[str]], dict]
     progress: Callable[[int, str], Iterator[int]]
+    seed: int = 0
     history: list[dict] = field(default_factory=list)
     epochs: dict[str, int] = field(default_factory=dict)
     _first_loss: dict = field(default_factory=dict)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The model's floating-point dtype (default dtype for a model without parameters)."""
+        return next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.get_default_dtype())
+
+    def generator(self, device: torch.device | None = None, offset: int = 0) -> torch.Generator:
+        """A ``torch.Generator`` on ``device`` (default: the context's) seeded from the cell's
+        seed (+ ``offset``); a CPU generator stands in where the device has none (``meta``)."""
+        device = device or self.device
+        device = device if device.type in ("cpu", "cuda") else torch.device("cpu")
+        return torch.Generator(device).manual_seed(self.seed + offset)
 
     # -- budget -------------------------------------------------------------------------
     def steps(self, tasks: list[str]) -> int:

@@ -1,4 +1,5 @@
-"""The joint-training loop shared by ``equal``, ``gradnorm``, ``uncertainty``, ``dwa``, ``pcgrad``.
+"""The joint-training loop shared by every joint strategy (``equal``, the loss weightings, the
+gradient-combining methods).
 
 Each step draws one batch from every task's data, computes each task's loss only on its
 own batch (an image carries labels only for its data set's task), lets the strategy turn
@@ -8,13 +9,16 @@ the per-task losses into gradients (:meth:`JointStrategy.backward`), checks the 
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
+
 import torch
 
 from mtbench.strategies.base import StrategyReport, TrainContext
 
 
 def flat_grad(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Tensor:
-    """Gradient of ``loss`` w.r.t. ``params`` as one ``float32 (P,)`` vector (zeros where unused)."""
+    """Gradient of ``loss`` w.r.t. ``params`` as one ``(P,)`` vector in their dtype (zeros where unused)."""
     grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
     return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
 
@@ -26,6 +30,23 @@ def mean_pairwise_cosine(grads: list[torch.Tensor]) -> float | None:
     return float(torch.stack(sims).mean()) if sims else None
 
 
+@contextmanager
+def drawing_from(cpu: torch.Generator, device: torch.Generator | None = None):
+    """Run a block whose random calls use torch's global generators (a library that takes no
+    ``generator`` argument) on the streams of ``cpu`` (and ``device``, a CUDA generator) instead,
+    then give the global generators back their state: the block's draws depend only on these
+    generators (seeded from the cell's seed), and nothing else's draws depend on the block."""
+    cuda = [device.device] if device is not None and device.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.set_rng_state(cpu.get_state())
+        if cuda:
+            torch.cuda.set_rng_state(device.get_state(), cuda[0])
+        yield
+        cpu.set_state(torch.get_rng_state())
+        if cuda:
+            device.set_state(torch.cuda.get_rng_state(cuda[0]))
+
+
 class JointStrategy:
     """Base class: subclasses implement :meth:`backward` (and may keep state in :meth:`setup`).
 
@@ -34,6 +55,15 @@ class JointStrategy:
     (not for a model without shared parameters, e.g. ``dual-backbone``);
     strategies that compute per-task gradients anyway (``needs_per_task_grads``) record it
     themselves at every step.
+
+    Strategies whose task weights change record, with :meth:`record_weights`, the weight that
+    multiplied each task's loss at that step (gradient-combining methods: the effective weight
+    of each task's gradient in the combined one); they are stored as ``extra.task_weights``
+    (one ``{task: weight}`` per step), read by the task-weight-collapse check and the plots.
+
+    ``extra.step_s``: mean wall seconds per joint step (batches, forward, the strategy's
+    backward, optimiser step): a method's cost per step, compared with ``equal``'s on the same
+    cell by ``benchmarks/strategies_step.py`` and the strategies suite.
     """
 
     needs_per_task_grads = False
@@ -65,6 +95,13 @@ class JointStrategy:
         self.backward(ctx, {t: p["total"] for t, p in parts.items()}, step)
         return parts
 
+    def record_weights(self, tasks: list[str], weights: torch.Tensor) -> None:
+        """Append this step's applied weights ``(T,)`` (in ``tasks`` order) to ``extra.task_weights``."""
+        self.__dict__.setdefault("task_weights", []).append(dict(zip(tasks, weights.detach().tolist())))
+
+    def after_step(self, ctx: TrainContext, batches: dict, step: int) -> None:
+        """Called after the optimiser step with the step's batches (FAMO re-scores them)."""
+
     def _log_cosine(self, grads: list[torch.Tensor]) -> None:
         cos = mean_pairwise_cosine(grads)
         if cos is not None:
@@ -72,8 +109,9 @@ class JointStrategy:
 
     def report_extra(self) -> dict:
         out = self.extra()
-        if "grad_cosine" not in out and getattr(self, "grad_cosine", None):
-            out["grad_cosine"] = self.grad_cosine
+        for key in ("task_weights", "grad_cosine", "step_s"):
+            if key not in out and getattr(self, key, None):
+                out[key] = getattr(self, key)
         return out
 
     def fit(self, ctx: TrainContext) -> StrategyReport:
@@ -82,9 +120,13 @@ class JointStrategy:
         opt, sched = ctx.make_optimizer(total)
         streams = {t: ctx.batches(t) for t in ctx.tasks}
         ctx.model.train()
+        started = time.perf_counter()
         for step in ctx.progress(total, "joint"):
             opt.zero_grad(set_to_none=True)
-            parts = self.train_step(ctx, {t: next(streams[t]) for t in ctx.tasks}, step)
+            batches = {t: next(streams[t]) for t in ctx.tasks}
+            parts = self.train_step(ctx, batches, step)
             ctx.record(step, "joint", parts, opt)
             ctx.step(opt, sched)
+            self.after_step(ctx, batches, step)
+        self.step_s = (time.perf_counter() - started) / total
         return StrategyReport(extra=self.report_extra())
