@@ -222,9 +222,15 @@ class ResultStore:
             (self.dir / LOCK_INFO).unlink(missing_ok=True)
             lock.release()
 
-    def _holder(self) -> str:
-        try:
-            info = json.loads((self.dir / LOCK_INFO).read_text())
-            return f"pid {info['pid']} on {info['host']}, started {info['started']}"
-        except (OSError, ValueError, KeyError, TypeError):
-            return f"its details in {self.dir / LOCK_INFO} are not written yet"
+    def _holder(self, wait_s: float = 2.0) -> str:
+        """Who holds the lock (pid, host, start), waiting up to ``wait_s`` seconds for a holder
+        that took the lock an instant ago to write its details."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                info = json.loads((self.dir / LOCK_INFO).read_text())
+                return f"pid {info['pid']} on {info['host']}, started {info['started']}"
+            except (OSError, ValueError, KeyError, TypeError):
+                if time.monotonic() >= deadline:
+                    return f"its details in {self.dir / LOCK_INFO} are not written yet"
+                time.sleep(0.05)
