@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from mtbench.metrics.points import PointMaskMetrics
 
-ref = pytest.importorskip("_pyirstdmetrics_ref", reason="scikit-image (test extra) is needed for the reference")
+ref = pytest.importorskip("tests._pyirstdmetrics_ref", reason="scikit-image (test extra) is needed for the reference")
 
 
 def reference_values(images: list[tuple[np.ndarray, np.ndarray]], lib=ref) -> dict[str, float]:
