@@ -26,6 +26,7 @@ from mtbench.diagnostics import diagnose
 from mtbench.diagnostics.overfit import SHARE, budget_steps, overfit_one_batch
 from mtbench.evaluation import evaluate_detailed, verdict_inputs
 from mtbench.metrics import PRIMARY
+from mtbench.models.contract import ContractError, check_model
 from mtbench.metrics.forgetting import forgetting
 from mtbench.plugins import Registry
 from mtbench.profiling.complexity import count_flops, count_params, matmul_peak_gflops
@@ -126,6 +127,7 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
                                  drop_last=len(train_sets[t]) >= bs) for t in tasks}
         eval_bs = fixed["eval_batch_size"] or bs
         dkw = {t: getattr(losses[t], "decode_kwargs", {}) for t in tasks}
+        _check_model_contract(registry, cfg["architecture"]["name"], model, size, device, dkw)
 
         def progress(total: int, desc: str):
             return tqdm(range(total), desc=f"{cell.label} {desc}", leave=False, disable=not show_progress,
@@ -180,6 +182,20 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
     result["wall_s"] = time.time() - started
     result.setdefault("env", {})
     return result
+
+
+def _check_model_contract(registry: Registry, name: str, model, image_size: int, device: torch.device,
+                          decode_kwargs: dict) -> None:
+    """:func:`mtbench.models.contract.check_model` before training, the plugin named on failure.
+
+    :raises ContractError: ``model NAME (DISTRIBUTION VERSION): task ...: expected vs got``.
+    """
+    try:
+        check_model(model, image_size, device, decode_kwargs)
+    except ContractError as exc:
+        entry = registry.entries["model"].get(name)
+        origin = f" ({entry.distribution} {entry.version})" if entry else ""
+        raise ContractError(f"model {name!r}{origin}: {exc}") from None
 
 
 HARNESS_SHARE = 0.15  # default budget of the harness's own work, as a share of the cell's training time
