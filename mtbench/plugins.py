@@ -138,6 +138,11 @@ class Registry:
         """Sorted registered names of ``kind`` matching the glob ``pattern``."""
         return sorted(n for n in self.entries[kind] if fnmatch.fnmatch(n, pattern))
 
+    def origin(self, kind: str, name: str) -> str:
+        """``kind 'name' (distribution version)``: how messages name a plugin's object."""
+        entry = self.entries.get(kind, {}).get(name)
+        return f"{kind} {name!r}" + (f" ({entry.distribution} {entry.version})" if entry else "")
+
     def get(self, kind: str, name: str) -> Spec:
         """Return the spec ``name`` of ``kind``.
 

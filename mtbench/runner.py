@@ -25,6 +25,7 @@ from mtbench.data.base import collate, dropped_summary
 from mtbench.diagnostics import diagnose
 from mtbench.diagnostics.overfit import SHARE, budget_steps, overfit_one_batch
 from mtbench.evaluation import evaluate_detailed, verdict_inputs
+from mtbench.errors import MtbenchError, PluginError
 from mtbench.metrics import PRIMARY
 from mtbench.models.contract import ContractError, check_model
 from mtbench.metrics.forgetting import forgetting
@@ -117,12 +118,12 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
         result["data"] = {"dropped": dropped_summary({"train": train_sets, "val": val_sets})}
         tasks = list(cfg["tasks"])
         infos = {t: train_sets[t].info for t in tasks}
-        model = registry.create_model(cfg["architecture"]["name"], tasks=infos, level=cfg["level"],
-                                      **cfg["architecture"]["params"]).to(device)
+        model = _build(registry, "model", cfg["architecture"]["name"], tasks=infos, level=cfg["level"],
+                       **cfg["architecture"]["params"]).to(device)
         loss_params = cfg.get("loss_params", {})
-        losses = {t: registry.create("loss", cfg["losses"][t], num_classes=infos[t].num_classes,
-                                     **loss_params.get(t, {})) for t in tasks}
-        strategy = registry.create("strategy", cfg["strategy"]["name"], **cfg["strategy"]["params"])
+        losses = {t: _build(registry, "loss", cfg["losses"][t], num_classes=infos[t].num_classes,
+                            **loss_params.get(t, {})) for t in tasks}
+        strategy = _build(registry, "strategy", cfg["strategy"]["name"], **cfg["strategy"]["params"])
         loaders = {t: DataLoader(train_sets[t], batch_size=bs, shuffle=True, collate_fn=collate, generator=gen,
                                  drop_last=len(train_sets[t]) >= bs) for t in tasks}
         eval_bs = fixed["eval_batch_size"] or bs
@@ -184,6 +185,20 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
     return result
 
 
+def _build(registry: Registry, kind: str, name: str, **params):
+    """``registry.create``, an exception from the plugin's factory re-raised naming the plugin.
+
+    :raises PluginError: ``model 'x' (dist version) failed to build: RuntimeError: ...`` (the
+        original exception chained, its traceback in the cell record).
+    """
+    try:
+        return registry.create(kind, name, **params)
+    except MtbenchError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{registry.origin(kind, name)} failed to build: {type(exc).__name__}: {exc}") from exc
+
+
 def _check_model_contract(registry: Registry, name: str, model, image_size: int, device: torch.device,
                           decode_kwargs: dict) -> None:
     """:func:`mtbench.models.contract.check_model` before training, the plugin named on failure.
@@ -193,9 +208,7 @@ def _check_model_contract(registry: Registry, name: str, model, image_size: int,
     try:
         check_model(model, image_size, device, decode_kwargs)
     except ContractError as exc:
-        entry = registry.entries["model"].get(name)
-        origin = f" ({entry.distribution} {entry.version})" if entry else ""
-        raise ContractError(f"model {name!r}{origin}: {exc}") from None
+        raise ContractError(f"{registry.origin('model', name)}: {exc}") from None
 
 
 HARNESS_SHARE = 0.15  # default budget of the harness's own work, as a share of the cell's training time

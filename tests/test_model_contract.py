@@ -43,11 +43,16 @@ def missing_task(**params):
     return model
 
 
+def raising(**params):
+    raise RuntimeError("CUDA kernel image not found for this backbone")
+
+
 class _Broken:
     @hookimpl
     def mtbench_register_models(self):
         return [Spec("model", name, fn, f"test: {name}") for name, fn in
-                (("wrong-stride", wrong_stride), ("wrong-classes", wrong_classes), ("missing-task", missing_task))]
+                (("wrong-stride", wrong_stride), ("wrong-classes", wrong_classes), ("missing-task", missing_task),
+                 ("raising", raising))]
 
 
 class _NoTraining(Exception):
@@ -90,3 +95,17 @@ def test_builtin_architectures_keep_the_contract(registry):
     with pytest.raises(ContractError, match="task det"):
         check_model(wrong_stride(tasks=tasks, level="P4", backbone="mobilenetv3_small_100", neck_channels=16),
                     64, torch.device("cpu"))
+
+
+def test_a_factory_that_raises_is_named_with_its_distribution(write_suite, tmp_path):
+    registry = get_registry(load_entrypoints=False, extra_plugins=[_Broken()])
+    text = TINY_SUITE.replace("name: unified-onehead", "name: raising").replace("strategy: [equal, sequential]",
+                                                                               "strategy: [equal]")
+    cells = expand(load_suite(write_suite(text)), registry)
+    rec = local.run_local(cells, registry, ResultStore(tmp_path, "tiny"), show_progress=False, echo=lambda s: None)[0]
+    entry = registry.entries["model"]["raising"]
+    assert rec["status"] == "failed"
+    assert rec["reason"] == (f"PluginError: model 'raising' ({entry.distribution} {entry.version}) failed to build: "
+                             "RuntimeError: CUDA kernel image not found for this backbone")
+    assert "raising" in rec["traceback"]  # the plugin's own frame is kept in the record
+
