@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import importlib.metadata
 import inspect
 import typing
 from dataclasses import dataclass, field
@@ -271,10 +272,14 @@ def get_plugin_manager(
     for modname in BUILTIN_PLUGINS:
         pm.register(importlib.import_module(modname), name=modname)
     if load_entrypoints:
-        try:
-            pm.load_setuptools_entrypoints(PROJECT)
-        except Exception as exc:  # a broken third-party distribution
-            raise PluginError(f"loading plugins from entry-point group {PROJECT!r} failed: {exc}") from exc
+        for ep in importlib.metadata.entry_points(group=PROJECT):
+            try:  # one entry point at a time, so a broken one is named
+                pm.load_setuptools_entrypoints(PROJECT, name=ep.name)
+            except Exception as exc:  # a broken third-party distribution
+                dist = getattr(ep, "dist", None)
+                origin = f" ({dist.name} {dist.version})" if dist is not None else ""
+                raise PluginError(f"plugin {ep.name!r}{origin} failed to load ({ep.value}): "
+                                  f"{type(exc).__name__}: {exc}") from exc
     for plugin in extra_plugins:
         pm.register(plugin)
     return pm
@@ -290,7 +295,14 @@ def get_registry(load_entrypoints: bool = True, extra_plugins: Iterable[object] 
     for kind, hook_name in _HOOK_OF_KIND.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             dist, version = _distribution_of(pm, impl.plugin)
-            specs = impl.function() or []
+            try:
+                specs = impl.function() or []
+            except Exception as exc:
+                raise PluginError(f"plugin {impl.plugin_name!r} ({dist} {version}): {hook_name} raised "
+                                  f"{type(exc).__name__}: {exc}") from exc
+            if isinstance(specs, Spec) or not isinstance(specs, (list, tuple)):
+                raise PluginError(f"plugin {impl.plugin_name!r} ({dist} {version}): {hook_name} must return a list of "
+                                  f"Spec objects, got {type(specs).__name__} (wrap a single Spec in [...])")
             for spec in specs:
                 if not isinstance(spec, Spec) or spec.kind != kind:
                     raise PluginError(

@@ -55,6 +55,17 @@ def test_unknown_name_lists_known(registry):
         registry.get("model", "unified-one-head")
 
 
+def _installed(tmp_path, monkeypatch, dist_name: str, version: str, ep_name: str, module: str) -> None:
+    """A distribution ``dist_name`` ``version`` with entry point ``ep_name = module`` in group
+    ``mtbench``, visible to importlib.metadata (a dist-info folder on sys.path)."""
+    dist = tmp_path / f"{dist_name.replace('-', '_')}-{version}.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: {version}\n")
+    (dist / "entry_points.txt").write_text(f"[mtbench]\n{ep_name} = {module}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+
+
 def test_plugin_from_entry_point(tmp_path, monkeypatch):
     """A third-party distribution found through the ``mtbench`` entry-point group."""
     (tmp_path / "mtb_testplug.py").write_text(textwrap.dedent('''
@@ -65,12 +76,7 @@ def test_plugin_from_entry_point(tmp_path, monkeypatch):
         def mtbench_register_strategies():
             return [Spec("strategy", "test-equal", Equal, "test plugin")]
     '''))
-    dist = tmp_path / "mtb_testplug-1.2.3.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mtb-testplug\nVersion: 1.2.3\n")
-    (dist / "entry_points.txt").write_text("[mtbench]\ntestplug = mtb_testplug\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    importlib.invalidate_caches()
+    _installed(tmp_path, monkeypatch, "mtb-testplug", "1.2.3", "testplug", "mtb_testplug")
     reg = get_registry(load_entrypoints=True)
     entry = reg.entries["strategy"]["test-equal"]
     assert (entry.distribution, entry.version) == ("mtb-testplug", "1.2.3")
@@ -81,3 +87,34 @@ def test_import_has_no_side_effects():
     code = "import sys, mtbench, mtbench.plugins; print('torch' in sys.modules, 'mtbench.models.unified_onehead' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_a_plugin_that_fails_to_load_is_named(tmp_path, monkeypatch):
+    (tmp_path / "mtb_brokenplug.py").write_text("import a_module_that_is_not_installed\n")
+    _installed(tmp_path, monkeypatch, "mtb-brokenplug", "0.3.2", "brokenplug", "mtb_brokenplug")
+    with pytest.raises(PluginError) as exc:
+        get_registry(load_entrypoints=True)
+    assert str(exc.value).startswith("plugin 'brokenplug' (mtb-brokenplug 0.3.2) failed to load (mtb_brokenplug): "
+                                     "ModuleNotFoundError: No module named 'a_module_that_is_not_installed'")
+
+
+class _OneSpec:
+    @hookimpl
+    def mtbench_register_strategies(self):
+        return Spec("strategy", "lonely", object, "a Spec, not a list")
+
+
+class _Raising:
+    @hookimpl
+    def mtbench_register_losses(self):
+        raise KeyError("num_classes")
+
+
+@pytest.mark.parametrize("plugin,says", [
+    (_OneSpec(), "mtbench_register_strategies must return a list of Spec objects, got Spec (wrap a single Spec in"),
+    (_Raising(), "mtbench_register_losses raised KeyError: 'num_classes'"),
+])
+def test_a_broken_hook_is_named(plugin, says):
+    with pytest.raises(PluginError) as exc:
+        get_registry(load_entrypoints=False, extra_plugins=[plugin])
+    assert str(exc.value).startswith("plugin '") and says in str(exc.value)
