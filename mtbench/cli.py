@@ -129,7 +129,7 @@ def cmd_compare(args) -> int:
         print("no significant difference: every change's 95 % CI includes 0 (or has no CI)"
               + (" (timing figures: see the next line)" if len(timing) else ""))
     elif len(sig):
-        print(f"significant changes (95 % CI excludes 0): "
+        print("significant changes (95 % CI excludes 0): "
               + "; ".join(f"{r.cell} {r.metric} {r.change:+.4g}" for r in sig.itertuples()))
     if len(timing):
         print("timing changes beyond their within-run CIs (run-to-run variation of the machine is not in "

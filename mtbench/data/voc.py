@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mtbench.data.base import TaskDataset, TaskInfo, check_same_size, open_image, resolve_dir
 from mtbench.data.transforms import resize_image, resize_mask
