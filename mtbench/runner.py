@@ -27,8 +27,8 @@ from mtbench.diagnostics.overfit import SHARE, budget_steps, overfit_one_batch
 from mtbench.evaluation import evaluate_detailed, verdict_inputs
 from mtbench.errors import MtbenchError, PluginError
 from mtbench.metrics import PRIMARY
-from mtbench.models.contract import ContractError, check_model
 from mtbench.metrics.forgetting import forgetting
+from mtbench.models.contract import ContractError, check_model
 from mtbench.plugins import Registry
 from mtbench.profiling.complexity import count_flops, count_params, matmul_peak_gflops
 from mtbench.profiling.latency import Budget, StopRule, measure_fps, measure_latency
@@ -164,7 +164,8 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
         result["metrics"] = metrics
         result["extra"] = report.extra
         t_prof = time.perf_counter()
-        left = harness_left(cfg.get("checks") or {}, result, train_s)
+        share = (cfg.get("checks") or {}).get("harness_share", HARNESS_SHARE)
+        left = harness_left(share, result, train_s)
         result["profile"] = profile(model, size, bs, device, cell.config["profile"], left) | {"train_s": train_s}
         if result["overfit"]:
             result["overfit"]["share_of_train"] = result["overfit"]["seconds"] / train_s if train_s > 0 else None
@@ -172,8 +173,7 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
                                  {t: infos[t].num_classes for t in tasks}, result["profile"])
         if refs:
             result["profile"]["reference"] = refs
-        result["harness"] = harness_cost(result, train_s, time.perf_counter() - t_prof,
-                                         (cfg.get("checks") or {}).get("harness_share", HARNESS_SHARE))
+        result["harness"] = harness_cost(result, train_s, time.perf_counter() - t_prof, share)
         result["status"] = "ok"
     except Exception as exc:  # a failing cell is recorded, the run goes on
         result["status"] = "failed"
@@ -214,12 +214,11 @@ def _check_model_contract(registry: Registry, name: str, model, image_size: int,
 HARNESS_SHARE = 0.15  # default budget of the harness's own work, as a share of the cell's training time
 
 
-def harness_left(checks: dict, result: dict, train_s: float) -> float:
-    """Seconds left for profiling in the harness budget (``checks.harness_share`` x
-    ``train_s``, default 15 %) after the overfit-one-batch check and the CIs + chance levels;
-    0 when they already used it."""
-    spent = harness_cost(result, train_s, 0.0)["total_s"]
-    return max(0.0, checks.get("harness_share", HARNESS_SHARE) * train_s - spent)
+def harness_left(share: float, result: dict, train_s: float) -> float:
+    """Seconds left for profiling in the harness budget (``share`` x ``train_s``; the suite's
+    ``checks.harness_share``, default 15 %) after the overfit-one-batch check and the CIs +
+    chance levels; 0 when they already used it."""
+    return max(0.0, share * train_s - harness_cost(result, train_s, 0.0)["total_s"])
 
 
 def harness_cost(result: dict, train_s: float, profile_s: float, share: float = HARNESS_SHARE) -> dict:

@@ -154,8 +154,8 @@ def test_harness_budget_caps_profiling_and_is_reported():
     from mtbench.runner import harness_cost, harness_left
 
     rec = {"overfit": {"seconds": 0.5}, "uncertainty": {"seconds": 0.3}}
-    assert harness_left({}, rec, 10.0) == pytest.approx(0.15 * 10 - 0.8)
-    assert harness_left({"harness_share": 0.05}, rec, 10.0) == 0.0  # already spent: minimum samples only
+    assert harness_left(0.15, rec, 10.0) == pytest.approx(0.15 * 10 - 0.8)
+    assert harness_left(0.05, rec, 10.0) == 0.0  # already spent: minimum samples only
     now = [100.0]
     budget = Budget(StopRule(max_s=0.5), seconds=1.0, series=4, clock=lambda: now[0])
     assert budget.next_rule().max_s == pytest.approx(0.25)       # an equal share of 1 s over 4 series
