@@ -403,11 +403,12 @@ def harness_summary(records: list[dict]) -> str:
     profiling) cost beside training, over the run and per cell against its budget (``harness``
     of each record; ``checks.harness_share``); empty when no record has it."""
     costs = [(r.get("label", r.get("hash", "?")), r["harness"]) for r in records
-             if r.get("status") == "ok" and (r.get("harness") or {}).get("share_of_train") is not None]
+             if r.get("status") == "ok" and (r.get("harness") or {}).get("share_of_train") is not None
+             and "train_s" in r["harness"]]
     if not costs:
         return ""
     total = sum(h["total_s"] for _, h in costs)
-    train = sum(h["total_s"] / h["share_of_train"] for _, h in costs if h["share_of_train"] > 0)
+    train = sum(h["train_s"] for _, h in costs)
     over = [f"{label} {h['share_of_train']:.0%}" for label, h in costs
             if h["share_of_train"] > h.get("budget_share", float("inf"))]
     budget = {h.get("budget_share") for _, h in costs} - {None}

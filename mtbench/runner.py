@@ -229,8 +229,8 @@ def harness_cost(result: dict, train_s: float, profile_s: float, share: float = 
              "uncertainty_s": float((result.get("uncertainty") or {}).get("seconds") or 0.0),
              "profile_s": profile_s}
     total = sum(parts.values())
-    return parts | {"total_s": total, "share_of_train": total / train_s if train_s > 0 else None,
-                    "budget_share": share}
+    return parts | {"total_s": total, "train_s": train_s,
+                    "share_of_train": total / train_s if train_s > 0 else None, "budget_share": share}
 
 
 def _overfit(checks: dict, strategy, ctx: TrainContext, model, losses, train_sets, device) -> dict | None:

@@ -110,13 +110,18 @@ def onnx_session(path: Path, device: torch.device, threads: int):
     return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
 
 
+def _reference(model: nn.Module, x: np.ndarray, got: list[np.ndarray],
+               device: torch.device) -> list[np.ndarray] | None:
+    """PyTorch's outputs on ``x``, or None when ``got`` (ONNX outputs) does not have their shapes."""
+    ref = _flat_outputs(model, torch.from_numpy(x).to(device))
+    return ref if len(ref) == len(got) and all(a.shape == b.shape for a, b in zip(ref, got)) else None
+
+
 def _parity(model: nn.Module, x: np.ndarray, got: list[np.ndarray], device: torch.device) -> float:
     """Max absolute difference between ``got`` (ONNX outputs) and PyTorch's outputs on ``x``;
     ``inf`` when the outputs do not have the same shapes."""
-    ref = _flat_outputs(model, torch.from_numpy(x).to(device))
-    if len(ref) != len(got) or any(a.shape != b.shape for a, b in zip(ref, got)):
-        return float("inf")
-    return max(float(np.abs(a - b).max()) for a, b in zip(ref, got))
+    ref = _reference(model, x, got, device)
+    return float("inf") if ref is None else max(float(np.abs(a - b).max()) for a, b in zip(ref, got))
 
 
 def _same_function(model: nn.Module, x: np.ndarray, sess, device: torch.device) -> bool:
@@ -127,9 +132,8 @@ def _same_function(model: nn.Module, x: np.ndarray, sess, device: torch.device) 
         got = sess.run(None, {"images": x})
     except Exception:
         return False
-    ref = _flat_outputs(model, torch.from_numpy(x).to(device))
-    return len(ref) == len(got) and all(a.shape == b.shape and np.allclose(b, a, rtol=1e-3, atol=PARITY_TOL)
-                                        for a, b in zip(ref, got))
+    ref = _reference(model, x, got, device)
+    return ref is not None and all(np.allclose(b, a, rtol=1e-3, atol=PARITY_TOL) for a, b in zip(ref, got))
 
 
 def measure_onnx(model: nn.Module, image_size: int, batch_size: int, device: torch.device, warmup: int,
