@@ -24,14 +24,32 @@ import sys
 import traceback
 from pathlib import Path
 
-from mtbench.errors import Exit, MtbenchError, ResultFileError
+from mtbench.errors import Exit, MtbenchError, ResultFileError, UsageError
 
 EXIT_SUSPECT = Exit.SUSPECT
 
 
-def _registry(args):
+def _registry(args, warn: bool = True):
+    """The registry the command's options ask for; its warnings (plugins skipped because they
+    failed to load, name clashes) printed as ``mtbench: warning: ...`` lines."""
     from mtbench.plugins import get_registry
-    return get_registry(load_entrypoints=not args.no_entrypoints)
+    registry = get_registry(load_entrypoints=not args.no_entrypoints, disable=_disabled(args))
+    for line in registry.warnings() if warn else ():
+        print(f"mtbench: warning: {line}", file=sys.stderr)
+    return registry
+
+
+def _disabled(args) -> list[str]:
+    """Names from ``-p no:NAME`` / ``--disable-plugin NAME``.
+
+    :raises UsageError: a ``-p`` value without the ``no:`` prefix.
+    """
+    names = []
+    for value in args.plugin_options:
+        if not value.startswith("no:") or value == "no:":
+            raise UsageError(f"-p {value}: only -p no:NAME (leave a plugin distribution out) is supported")
+        names.append(value[3:])
+    return names + list(args.disable_plugin)
 
 
 def cmd_validate(args) -> int:
@@ -50,6 +68,8 @@ def cmd_run(args) -> int:
     from mtbench.results import ResultStore
     from mtbench.suite import expand, load_suite
 
+    if args.pdb and args.executor != "local":
+        raise UsageError("--pdb needs --executor local (a Ray worker has no terminal to debug in)")
     loaded = load_suite(args.suite)
     registry = _registry(args)
     cells = expand(loaded, registry)
@@ -67,9 +87,11 @@ def cmd_run(args) -> int:
         if args.executor == "ray":
             from mtbench.executors.ray import run_ray
             records = run_ray(cells, store, force=force, address=args.address, cpus_per_cell=args.cpus_per_cell,
-                              gpus_per_cell=args.gpus_per_cell, load_entrypoints=not args.no_entrypoints)
+                              gpus_per_cell=args.gpus_per_cell, load_entrypoints=not args.no_entrypoints,
+                              disable=_disabled(args), fail_fast=args.fail_fast)
         else:
-            records = run_local(cells, registry, store, force=force, show_progress=not args.no_progress)
+            records = run_local(cells, registry, store, force=force, show_progress=not args.no_progress,
+                                fail_fast=args.fail_fast, post_mortem=args.pdb)
         frame = build_frame(records, loaded.suite.gates, delta_m=loaded.suite.delta_m)
         print()
         print(render(frame if args.by_seed else aggregate_table(frame, records)))
@@ -179,14 +201,30 @@ def _fmt(v) -> str:
 
 
 def cmd_plugins(args) -> int:
+    """List every registered name; a name two plugins register is listed once per plugin and
+    marked ``CLASH``; plugins that failed to load are listed after the table. Exit 2 when
+    there is a clash or a broken plugin (the listing is complete either way)."""
     from tabulate import tabulate
-    reg = _registry(args)
+    reg = _registry(args, warn=False)
     rows = []
     for kind, bucket in reg.entries.items():
         for key in sorted(bucket):
-            e = bucket[key]
-            rows.append([kind, key, e.distribution, e.version, e.plugin, e.spec.summary])
-    print(tabulate(rows, headers=["kind", "name", "distribution", "version", "plugin", "summary"]))
+            for e in reg.clashes.get((kind, key), [bucket[key]]):
+                mark = "CLASH" if (kind, key) in reg.clashes else ""
+                rows.append([kind, key, e.distribution, e.version, e.plugin, mark, e.spec.summary])
+    print(tabulate(rows, headers=["kind", "name", "distribution", "version", "plugin", "", "summary"]))
+    for name in reg.disabled:
+        print(f"disabled on request: {name}")
+    problems = reg.warnings()
+    for line in problems:
+        print(f"mtbench: error: {line}", file=sys.stderr)
+    return Exit.INVALID if problems else 0
+
+
+def cmd_new_plugin(args) -> int:
+    from mtbench.scaffold import new_plugin
+    dest = new_plugin(args.name, Path(args.dir))
+    print(f"wrote {dest}\nnext: cd {dest} && pip install -e '.[test]' && python -m pytest -q && mtbench run suite.yaml")
     return 0
 
 
@@ -224,7 +262,12 @@ def _amount(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mtbench", description="Benchmark multi-task vision models.")
-    p.add_argument("--no-entrypoints", action="store_true", help="load built-in plugins only")
+    p.add_argument("--no-entrypoints", action="store_true",
+                   help="load built-in plugins only (no third-party distribution)")
+    p.add_argument("-p", dest="plugin_options", action="append", default=[], metavar="no:NAME",
+                   help="leave out the plugin distribution (or entry point) NAME, as pytest's -p no:NAME; "
+                        "repeatable")
+    p.add_argument("--disable-plugin", action="append", default=[], metavar="NAME", help="same as -p no:NAME")
     p.add_argument("--debug", action="store_true", help="on an error, show its traceback (default: one line)")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -237,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--retry-failed", action="store_true", help="on resume, re-run cells whose stored result failed")
     r.add_argument("--allow-suspect", action="store_true",
                    help="exit 0 instead of 3 when a gate is not meaningful or a cell has an error finding")
+    r.add_argument("--fail-fast", "-x", action="store_true", help="stop at the first failed cell")
+    r.add_argument("--pdb", action="store_true",
+                   help="enter the Python debugger where a failing cell raised (local executor)")
     r.add_argument("--results", default="results", help="results folder (default: ./results)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
     r.add_argument("--executor", choices=["local", "ray"], default="local",
@@ -273,6 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = sub.add_parser("plugins", help="list every registered model, loss, strategy and dataset")
     pl.set_defaults(fn=cmd_plugins)
+
+    np_ = sub.add_parser("new-plugin", help="write a plugin distribution (model, loss, strategy, one-cell suite, "
+                                            "tests) to start from")
+    np_.add_argument("name", help="plugin name, e.g. 'demo' (distribution mtbench-demo)")
+    np_.add_argument("--dir", default=".", help="folder to write mtbench-NAME into (default: .)")
+    np_.set_defaults(fn=cmd_new_plugin)
 
     m = sub.add_parser("metrics", help="compute metrics of existing predictions")
     msub = m.add_subparsers(dest="metric", required=True)

@@ -62,6 +62,11 @@ class MetricError(MtbenchError):
     """A metric cannot be computed as defined (a missing score, an undeclared direction)."""
 
 
+class UsageError(MtbenchError):
+    """A command-line option the command cannot take (an option value of the wrong form, two
+    options that exclude each other)."""
+
+
 class CellFailure(MtbenchError):
     """A cell could not finish (NaN loss, divergence); recorded as a failed result."""
 

@@ -12,6 +12,10 @@ import fnmatch
 import importlib
 import importlib.metadata
 import inspect
+import os
+import re
+import sys
+import traceback
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -96,12 +100,25 @@ class Entry:
 
 @dataclass
 class Registry:
-    """Every registered spec by kind and name; the factories suites resolve names with."""
+    """Every registered spec by kind and name; the factories suites resolve names with.
+
+    ``clashes``: ``(kind, key) -> [Entry, ...]`` for names registered by more than one plugin
+    (``mtbench plugins`` lists them; using such a name is an error naming every source).
+    ``broken``: plugins that failed to load, skipped (``"plugin 'x' (dist ver): Error: ..."``).
+    ``disabled``: distributions or entry points left out on request (``-p no:NAME``).
+    """
 
     entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    clashes: dict[tuple[str, str], list[Entry]] = field(default_factory=dict)
+    broken: list[str] = field(default_factory=list)
+    disabled: list[str] = field(default_factory=list)
 
     def add(self, entry: Entry) -> None:
-        """Add one entry; a second registration of the same kind and name is an error."""
+        """Add one entry; a second registration of the same kind and name is recorded as a clash
+        (:attr:`clashes`), which :meth:`get` refuses to resolve.
+
+        :raises PluginError: an unknown kind.
+        """
         spec = entry.spec
         if spec.kind not in KINDS:
             raise PluginError(
@@ -110,13 +127,22 @@ class Registry:
         bucket = self.entries[spec.kind]
         key = self.key(spec)
         if key in bucket:
-            first = bucket[key]
-            raise PluginError(
-                f"{spec.kind} {spec.name!r} is registered twice: by {first.plugin} "
-                f"({first.distribution} {first.version}) and by {entry.plugin} "
-                f"({entry.distribution} {entry.version}); uninstall or rename one"
-            )
+            self.clashes.setdefault((spec.kind, key), [bucket[key]]).append(entry)
+            return
         bucket[key] = entry
+
+    def clash_message(self, kind: str, key: str) -> str:
+        """``strategy 'x' is registered twice: by P (dist ver) and by Q (dist ver); ...``."""
+        both = " and by ".join(f"{e.plugin} ({e.distribution} {e.version})" for e in self.clashes[(kind, key)])
+        dists = [e.distribution for e in self.clashes[(kind, key)] if e.distribution != PROJECT]
+        hint = f"; leave one out with -p no:{dists[-1]}, or uninstall or rename one" if dists else \
+            "; uninstall or rename one"
+        return f"{kind} {key!r} is registered twice: by {both}{hint}"
+
+    def warnings(self) -> list[str]:
+        """One line per plugin skipped because it failed to load and per name clash (what
+        ``mtbench`` prints as warnings before a command)."""
+        return [f"{b}; skipped" for b in self.broken] + [self.clash_message(k, n) for k, n in self.clashes]
 
     @staticmethod
     def key(spec: Spec) -> str:
@@ -132,7 +158,9 @@ class Registry:
         if key.split("/", 1)[0] != task or key not in self.entries["loss"]:
             known = [k.split("/", 1)[1] for k in self.names("loss", f"{task}/*")]
             raise PluginError(f"unknown {task} loss {name!r}.{did_you_mean(name, known)} "
-                              f"Known {task} losses: {', '.join(known)}")
+                              f"Known {task} losses: {', '.join(known)}{self._broken_note()}")
+        if ("loss", key) in self.clashes:
+            raise PluginError(self.clash_message("loss", key))
         return key
 
     def names(self, kind: str, pattern: str = "*") -> list[str]:
@@ -140,22 +168,51 @@ class Registry:
         return sorted(n for n in self.entries[kind] if fnmatch.fnmatch(n, pattern))
 
     def origin(self, kind: str, name: str) -> str:
-        """``kind 'name' (distribution version)``: how messages name a plugin's object."""
+        """``plugin kind 'name' (distribution version)``: how messages name a plugin's object."""
         entry = self.entries.get(kind, {}).get(name)
-        return f"{kind} {name!r}" + (f" ({entry.distribution} {entry.version})" if entry else "")
+        return f"plugin {kind} {name!r}" + (f" ({entry.distribution} {entry.version})" if entry else "")
 
     def get(self, kind: str, name: str) -> Spec:
         """Return the spec ``name`` of ``kind``.
 
-        :raises PluginError: unknown name; the message lists the known ones.
+        :raises PluginError: unknown name (the message lists the known ones and the plugins
+            that failed to load), or a name two plugins registered (naming both).
         """
+        if (kind, name) in self.clashes:
+            raise PluginError(self.clash_message(kind, name))
         try:
             return self.entries[kind][name].spec
         except KeyError:
             known = self.names(kind)
             raise PluginError(
                 f"unknown {kind} {name!r}.{did_you_mean(name, known)} Known {PLURAL[kind]}: {', '.join(known)}"
+                f"{self._broken_note()}"
             ) from None
+
+    def blame(self, exc: BaseException, used: Iterable[tuple[str, str]]) -> str | None:
+        """Which of the ``used`` plugins (``(kind, name)`` pairs: a cell's model, losses,
+        strategy, datasets) raised ``exc``: the one owning the innermost traceback frame, as
+        :meth:`origin` names it; ``None`` when no frame is in a plugin's code.
+
+        A third-party plugin owns every file of its top-level package; a built-in plugin only
+        its own module (a frame in mtbench's shared code is mtbench's, not the plugin's).
+        """
+        owners = []
+        for kind, name in used:
+            entry = self.entries.get(kind, {}).get(name)
+            if entry is not None:
+                owners.append((_source_of(entry.spec.factory), kind, name))
+        frames = [f.f_code.co_filename for f, _ in traceback.walk_tb(exc.__traceback__)]
+        for filename in reversed(frames):
+            path = os.path.abspath(filename)
+            for where, kind, name in owners:
+                if where and (path == where or path.startswith(where + os.sep)):
+                    return self.origin(kind, name)
+        return None
+
+    def _broken_note(self) -> str:
+        return "" if not self.broken else \
+            f" (not loaded, and perhaps providing it: {'; '.join(self.broken)})"
 
     def param_errors(self, kind: str, name: str, params: dict[str, Any],
                      tasks: list[str] | None = None) -> dict[str, str]:
@@ -203,6 +260,18 @@ class Registry:
 
     def list_models(self, pattern: str = "*") -> list[str]:
         return self.names("model", pattern)
+
+
+def _source_of(factory: Callable) -> str | None:
+    """The file (built-in plugin module) or package folder (third-party) a factory comes from."""
+    module = sys.modules.get(getattr(factory, "__module__", "") or "")
+    if module is None or not getattr(module, "__file__", None):
+        return None
+    top = sys.modules.get(module.__name__.split(".")[0])
+    if module.__name__.startswith(PROJECT + ".") or top is None or not getattr(top, "__file__", None):
+        return os.path.abspath(module.__file__)
+    top_file = os.path.abspath(top.__file__)
+    return os.path.dirname(top_file) if os.path.basename(top_file) == "__init__.py" else top_file
 
 
 def _annotations(factory: Callable) -> dict[str, Any]:
@@ -257,41 +326,80 @@ def _distribution_of(pm: pluggy.PluginManager, plugin: object) -> tuple[str, str
     return PROJECT, f"{__version__} (built-in)"
 
 
+def _normalise(name: str) -> str:
+    """A distribution or entry-point name compared as pip does (case, ``-``/``_``/``.`` alike)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def get_plugin_manager(
-    load_entrypoints: bool = True, extra_plugins: Iterable[object] = ()
+    load_entrypoints: bool = True, extra_plugins: Iterable[object] = (), disable: Iterable[str] = (),
+    broken: list[str] | None = None,
 ) -> pluggy.PluginManager:
     """Build the plugin manager: built-ins, then entry points (group ``mtbench``), then extras.
 
     :param load_entrypoints: load third-party plugins from installed distributions; tests
         switch this off for isolation.
     :param extra_plugins: plugin objects or modules to register as well (tests, notebooks).
-    :raises PluginError: a plugin fails to import or register.
+    :param disable: distribution or entry-point names not to load (pytest's ``-p no:NAME``).
+    :param broken: when a list, an entry point that fails to import is skipped and described
+        there (``"plugin 'x' (dist ver) failed to load (module): Error: ..."``); when ``None``
+        it raises.
+    :raises PluginError: a plugin fails to import (``broken`` is None), naming it.
     """
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
     for modname in BUILTIN_PLUGINS:
         pm.register(importlib.import_module(modname), name=modname)
+    off = {_normalise(n) for n in disable}
     if load_entrypoints:
         for ep in importlib.metadata.entry_points(group=PROJECT):
+            dist = getattr(ep, "dist", None)
+            if off & {_normalise(ep.name), _normalise(dist.name if dist is not None else "")}:
+                continue
             try:  # one entry point at a time, so a broken one is named
                 pm.load_setuptools_entrypoints(PROJECT, name=ep.name)
             except Exception as exc:  # a broken third-party distribution
-                dist = getattr(ep, "dist", None)
                 origin = f" ({dist.name} {dist.version})" if dist is not None else ""
-                raise PluginError(f"plugin {ep.name!r}{origin} failed to load ({ep.value}): "
-                                  f"{type(exc).__name__}: {exc}") from exc
+                error = PluginError(f"plugin {ep.name!r}{origin} failed to load ({ep.value}): "
+                                    f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}")
+                if broken is None:
+                    raise error from exc
+                broken.append(str(error))
     for plugin in extra_plugins:
         pm.register(plugin)
     return pm
 
 
-def get_registry(load_entrypoints: bool = True, extra_plugins: Iterable[object] = ()) -> Registry:
+def installed_plugins() -> list[tuple[str, str]]:
+    """``(entry-point name, distribution name)`` of every entry point in group ``mtbench``."""
+    return [(ep.name, ep.dist.name if getattr(ep, "dist", None) is not None else "")
+            for ep in importlib.metadata.entry_points(group=PROJECT)]
+
+
+def get_registry(load_entrypoints: bool = True, extra_plugins: Iterable[object] = (),
+                 disable: Iterable[str] = ()) -> Registry:
     """Build a fresh :class:`Registry` from every registered plugin.
 
-    :raises PluginError: duplicate names, unknown kinds, a hook that does not return specs.
+    A third-party plugin that fails to import is skipped and listed in ``registry.broken``
+    (an unknown name then mentions it); names registered twice are kept apart in
+    ``registry.clashes`` and refused when used.
+
+    :param disable: distribution or entry-point names not to load (``-p no:NAME``); a name
+        that matches nothing installed is an error listing what is.
+    :raises PluginError: unknown kinds, a hook that raises or does not return specs, a
+        ``disable`` name that matches no installed plugin.
     """
-    pm = get_plugin_manager(load_entrypoints, extra_plugins)
-    registry = Registry()
+    disable = list(disable)
+    if disable and load_entrypoints:
+        names = {_normalise(n) for pair in installed_plugins() for n in pair if n}
+        unknown = [n for n in disable if _normalise(n) not in names]
+        if unknown:
+            known = sorted({d for _, d in installed_plugins() if d})
+            raise PluginError(f"-p no:{unknown[0]}: no installed plugin distribution or entry point of that name."
+                              f"{did_you_mean(unknown[0], known)} Installed: {', '.join(known) or '(none)'}")
+    broken: list[str] = []
+    pm = get_plugin_manager(load_entrypoints, extra_plugins, disable, broken)
+    registry = Registry(broken=broken, disabled=disable)
     for kind, hook_name in _HOOK_OF_KIND.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             dist, version = _distribution_of(pm, impl.plugin)

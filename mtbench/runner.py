@@ -88,14 +88,18 @@ def _seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict:
+def run_cell(cell: Cell, registry: Registry, show_progress: bool = True, post_mortem: bool = False) -> dict:
     """Train, evaluate and profile one cell.
 
     :return: the result record (JSON-serialisable): ``schema_version``, ``suite``, ``label``,
         ``hash``, ``axes``, ``config``, ``status`` (``ok``/``failed``), ``reason``,
         ``metrics``, ``stages``, ``profile``, ``history``, ``diagnostics``, ``env``, ``data``
         (``dropped``: annotations the loaders left out of training and evaluation alike,
-        :func:`mtbench.data.base.dropped_summary`).
+        :func:`mtbench.data.base.dropped_summary`). A failed cell's ``reason`` names the plugin
+        whose code raised (``plugin loss 'x' (dist version): Error: first line``) and its
+        ``traceback`` holds the last frames.
+    :param post_mortem: on a failure, enter :func:`pdb.post_mortem` at the exception (``--pdb``)
+        before recording it.
     """
     cfg, fixed = cell.config, cell.config["fixed"]
     result = {"schema_version": SCHEMA_VERSION, "suite": cell.suite, "label": cell.label, "hash": cell.hash,
@@ -177,12 +181,28 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
         result["status"] = "ok"
     except Exception as exc:  # a failing cell is recorded, the run goes on
         result["status"] = "failed"
-        result["reason"] = f"{type(exc).__name__}: {exc}"
+        result["reason"] = _reason(exc, registry, cfg)
         result["traceback"] = traceback.format_exc(limit=8)
+        if post_mortem:
+            import pdb
+            pdb.post_mortem(exc.__traceback__)
     result["diagnostics"] = diagnose(result)
     result["wall_s"] = time.time() - started
     result.setdefault("env", {})
     return result
+
+
+def _reason(exc: Exception, registry: Registry, cfg: dict) -> str:
+    """``Error: message``, prefixed by the plugin whose code raised it unless the message
+    already names it (a build failure, a contract mismatch)."""
+    reason = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, MtbenchError) and str(exc).startswith("plugin "):
+        return str(exc)
+    used = [("model", cfg["architecture"]["name"]), ("strategy", cfg["strategy"]["name"])]
+    used += [("loss", key) for key in cfg.get("losses", {}).values()]
+    used += [("dataset", td["dataset"]) for td in cfg["tasks"].values()]
+    blamed = registry.blame(exc, used)
+    return f"{blamed}: {reason.splitlines()[0]}" if blamed else reason
 
 
 def _build(registry: Registry, kind: str, name: str, **params):

@@ -76,7 +76,7 @@ def test_contract_mismatch_fails_the_cell_before_training(name, says, write_suit
 
     monkeypatch.setattr("mtbench.runner.overfit_one_batch", no_training)
     rec = local.run_local(cells, registry, ResultStore(tmp_path, "tiny"), show_progress=False, echo=lambda s: None)[0]
-    assert rec["status"] == "failed" and rec["reason"].startswith("ContractError: model ")
+    assert rec["status"] == "failed" and rec["reason"].startswith("plugin model ")
     entry = registry.entries["model"][name]
     assert f"model {name!r} ({entry.distribution} {entry.version}): " in rec["reason"]
     assert says in rec["reason"], rec["reason"]
@@ -105,7 +105,7 @@ def test_a_factory_that_raises_is_named_with_its_distribution(write_suite, tmp_p
     rec = local.run_local(cells, registry, ResultStore(tmp_path, "tiny"), show_progress=False, echo=lambda s: None)[0]
     entry = registry.entries["model"]["raising"]
     assert rec["status"] == "failed"
-    assert rec["reason"] == (f"PluginError: model 'raising' ({entry.distribution} {entry.version}) failed to build: "
+    assert rec["reason"] == (f"plugin model 'raising' ({entry.distribution} {entry.version}) failed to build: "
                              "RuntimeError: CUDA kernel image not found for this backbone")
     assert "raising" in rec["traceback"]  # the plugin's own frame is kept in the record
 

@@ -97,3 +97,9 @@ def test_gold_yolo_exports_to_onnx_with_parity(full_registry):
     model = full_registry.create_model("gold-yolo", tasks={"det": TaskInfo("det", 5, ())}, level="P3").fuse()
     out = measure_onnx(model, 128, 2, torch.device("cpu"), warmup=1, repeats=3, fps_repeats=1)
     assert out["parity_max_abs"] < 1e-4, out
+
+
+def test_bundled_plugins_pass_mtbench_testing(full_registry):
+    """The checks a plugin author runs in their own CI (:mod:`mtbench.testing`), on ours."""
+    from mtbench.testing import check_model
+    check_model(full_registry.get("model", "gold-yolo").factory, tasks=("det",), level="P3", size="n")

@@ -12,7 +12,7 @@ import pytest
 
 from mtbench import hookspecs
 from mtbench.errors import PluginError
-from mtbench.plugins import Spec, get_registry, hookimpl
+from mtbench.plugins import get_plugin_manager, Spec, get_registry, hookimpl
 
 
 def test_every_hook_is_documented():
@@ -44,10 +44,13 @@ class _Duplicate:
 
 
 def test_duplicate_name_names_both_sources():
+    registry = get_registry(load_entrypoints=False, extra_plugins=[_Duplicate()])
+    assert [e.spec.summary for e in registry.clashes[("strategy", "equal")]][1] == "a clash"
     with pytest.raises(PluginError) as exc:
-        get_registry(load_entrypoints=False, extra_plugins=[_Duplicate()])
+        registry.get("strategy", "equal")
     msg = str(exc.value)
     assert "strategy 'equal' is registered twice" in msg and "mtbench.strategies.equal" in msg
+    registry.get("strategy", "pcgrad")  # other names still resolve
 
 
 def test_unknown_name_lists_known(registry):
@@ -89,13 +92,19 @@ def test_import_has_no_side_effects():
     assert out.split() == ["False", "False"]
 
 
-def test_a_plugin_that_fails_to_load_is_named(tmp_path, monkeypatch):
+def test_a_plugin_that_fails_to_load_is_named_and_skipped(tmp_path, monkeypatch):
     (tmp_path / "mtb_brokenplug.py").write_text("import a_module_that_is_not_installed\n")
     _installed(tmp_path, monkeypatch, "mtb-brokenplug", "0.3.2", "brokenplug", "mtb_brokenplug")
-    with pytest.raises(PluginError) as exc:
-        get_registry(load_entrypoints=True)
-    assert str(exc.value).startswith("plugin 'brokenplug' (mtb-brokenplug 0.3.2) failed to load (mtb_brokenplug): "
-                                     "ModuleNotFoundError: No module named 'a_module_that_is_not_installed'")
+    registry = get_registry(load_entrypoints=True)  # the others load
+    says = ("plugin 'brokenplug' (mtb-brokenplug 0.3.2) failed to load (mtb_brokenplug): "
+            "ModuleNotFoundError: No module named 'a_module_that_is_not_installed'")
+    assert registry.warnings() == [f"{says}; skipped"]
+    registry.get("strategy", "equal")
+    with pytest.raises(PluginError) as exc:  # a suite that needs a name it might have provided is told why
+        registry.get("model", "broken-net")
+    assert "unknown model 'broken-net'" in str(exc.value) and says in str(exc.value)
+    with pytest.raises(PluginError, match="failed to load"):
+        get_plugin_manager(load_entrypoints=True, broken=None)
 
 
 class _OneSpec:

@@ -18,8 +18,14 @@ from mtbench.suite import Cell
 
 
 def run_local(cells: list[Cell], registry: Registry, store: ResultStore, force: bool = False,
-              show_progress: bool = True, echo: Callable[[str], None] = print) -> list[dict]:
-    """Run (or resume) ``cells``; return their records in cell order."""
+              show_progress: bool = True, echo: Callable[[str], None] = print, fail_fast: bool = False,
+              post_mortem: bool = False) -> list[dict]:
+    """Run (or resume) ``cells``; return their records in cell order.
+
+    :param fail_fast: stop after the first cell that fails (its record is stored; the cells
+        after it are not run and have no record).
+    :param post_mortem: enter the debugger where a failing cell raised (``--pdb``).
+    """
     records = []
     for i, cell in enumerate(cells, 1):
         if not force:
@@ -30,11 +36,14 @@ def run_local(cells: list[Cell], registry: Registry, store: ResultStore, force: 
                 records.append(stored)
                 continue
         echo(f"[{i}/{len(cells)}] {cell.label} ({cell.hash}) ...")
-        rec = run_cell(cell, registry, show_progress)
+        rec = run_cell(cell, registry, show_progress, post_mortem=post_mortem)
         store.write(rec)
         status = "ok" if rec["status"] == "ok" else f"FAILED: {rec['reason']}"
         echo(f"[{i}/{len(cells)}] {cell.label}: {status} in {rec['wall_s']:.0f} s")
         for finding in dropped_annotations(rec):
             echo(f"  warning: {finding.message}")
         records.append(rec)
+        if fail_fast and rec["status"] != "ok" and i < len(cells):
+            echo(f"stopped at the first failed cell (--fail-fast): {len(cells) - i} cell(s) not run")
+            break
     return records

@@ -20,7 +20,7 @@ from mtbench.results import ResultStore
 from mtbench.suite import Cell
 
 
-def _run_remote(cell: Cell, threads: int, load_entrypoints: bool) -> dict:
+def _run_remote(cell: Cell, threads: int, load_entrypoints: bool, disable: list[str]) -> dict:
     import torch
 
     from mtbench.plugins import get_registry
@@ -28,13 +28,17 @@ def _run_remote(cell: Cell, threads: int, load_entrypoints: bool) -> dict:
 
     torch.set_num_threads(threads)
     cell.config["fixed"] = {**cell.config["fixed"], "threads": threads}
-    return run_cell(cell, get_registry(load_entrypoints=load_entrypoints), show_progress=False)
+    return run_cell(cell, get_registry(load_entrypoints=load_entrypoints, disable=disable), show_progress=False)
 
 
 def run_ray(cells: list[Cell], store: ResultStore, force: bool = False, address: str | None = None,
             cpus_per_cell: int | None = None, gpus_per_cell: float = 0.0, load_entrypoints: bool = True,
-            echo: Callable[[str], None] = print) -> list[dict]:
+            disable: list[str] = (), echo: Callable[[str], None] = print, fail_fast: bool = False) -> list[dict]:
     """Run (or resume) ``cells`` as Ray tasks; return their records in cell order.
+
+    Each task builds its registry as the driver did (``load_entrypoints``, ``disable``).
+    With ``fail_fast`` the tasks still pending when the first cell fails are cancelled (the
+    records returned are those of the cells that finished).
 
     :raises MtbenchError: Ray is not installed.
     """
@@ -55,7 +59,7 @@ def run_ray(cells: list[Cell], store: ResultStore, force: bool = False, address:
             continue
         cpus = cpus_per_cell or cell.config["fixed"].get("threads") or 1
         task = ray.remote(num_cpus=cpus, num_gpus=gpus_per_cell)(_run_remote)
-        pending[task.remote(cell, cpus, load_entrypoints)] = cell
+        pending[task.remote(cell, cpus, load_entrypoints, list(disable))] = cell
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         cell = pending.pop(done[0])
@@ -65,4 +69,9 @@ def run_ray(cells: list[Cell], store: ResultStore, force: bool = False, address:
         for finding in dropped_annotations(rec):
             echo(f"  warning: {finding.message}")
         records[cell.hash] = rec
-    return [records[c.hash] for c in cells]
+        if fail_fast and rec["status"] != "ok" and pending:
+            for ref in pending:
+                ray.cancel(ref)
+            echo(f"stopped at the first failed cell (--fail-fast): {len(pending)} cell(s) cancelled")
+            break
+    return [records[c.hash] for c in cells if c.hash in records]

@@ -4,7 +4,8 @@ A model maps ``float32 (B, 3, S, S)`` images in [0, 1] to ``dict[task, raw outpu
 Normalisation with the backbone's mean/std is part of the model (so an exported ONNX
 graph takes the same input). ``strides[task]`` states the feature stride feeding each
 task head in pixels (P2 = 4, P3 = 8, P4 = 16, P5 = 32); ``decode`` turns raw outputs into
-predictions in the shapes of DESIGN.md.
+predictions in the shapes :meth:`MultiTaskModel.decode` lists. The whole contract, and the
+checks that enforce it, are in README "Writing a plugin" and :mod:`mtbench.models.contract`.
 """
 
 from __future__ import annotations
@@ -31,21 +32,27 @@ def level_stride(level: str) -> int:
 
 
 class MultiTaskModel(nn.Module):
-    """Base class: subclasses set ``tasks``, ``strides`` and implement ``forward``/``decode``."""
+    """Base class: a subclass calls :meth:`set_tasks` in ``__init__`` (or sets ``tasks``,
+    ``infos``, ``strides`` and ``level`` itself) and implements ``forward`` (and ``decode``
+    where the built-in one does not fit its outputs)."""
 
     tasks: tuple[str, ...]
     strides: dict[str, int | list[int]]  # a list for multi-level heads (finest first)
     infos: dict  # task -> TaskInfo
 
-    def _set_tasks(self, tasks: dict, level: str) -> int:
-        """Record ``tasks`` (name -> TaskInfo) and ``level``; every head at that level's stride.
+    def set_tasks(self, tasks: dict, level: str) -> int:
+        """Record ``tasks`` (name -> TaskInfo), ``infos`` (the same dict) and ``level``; every
+        head at that level's stride (a multi-level model then sets ``strides[task]`` to its list).
 
         :return: the stride in pixels.
+        :raises ValueError: a level other than P2..P5.
         """
         stride = level_stride(level)
         self.tasks, self.infos, self.level = tuple(tasks), dict(tasks), level
         self.strides = {t: stride for t in self.tasks}
         return stride
+
+    _set_tasks = set_tasks  # the name before 0.1.0's plugin guide; kept for existing plugins
 
     def decode(self, task: str, raw, image_size: int, **options) -> list | torch.Tensor:
         """Predictions for ``task`` from its raw output (dense encoding of

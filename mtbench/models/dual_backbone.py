@@ -47,7 +47,7 @@ class DualBackbone(MultiTaskModel):
                  backbone_weights: str | None = None, neck_channels: int = 96, head_layers: int = 2,
                  freeze_at: int = 0):
         super().__init__()
-        stride = self._set_tasks(tasks, level)
+        stride = self.set_tasks(tasks, level)
         self.branches = nn.ModuleDict({t: _Branch(info, stride, backbone, backbone_weights, freeze_at,
                                                   neck_channels, head_layers) for t, info in tasks.items()})
 

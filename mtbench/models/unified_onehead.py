@@ -38,7 +38,7 @@ class UnifiedOneHead(MultiTaskModel):
                  backbone_weights: str | None = None, neck_channels: int = 96, head_layers: int = 2,
                  freeze_at: int = 0):
         super().__init__()
-        stride = self._set_tasks(tasks, level)
+        stride = self.set_tasks(tasks, level)
         self.backbone = Backbone(backbone, stride, backbone_weights, freeze_at)
         if self.backbone.strides[0] != stride:
             raise ValueError(f"backbone {backbone} has no stride-{stride} output for level {level}; "

@@ -43,7 +43,7 @@ class YoloMTL(MultiTaskModel):
                  backbone_weights: str | None = None, freeze_at: int = 0, reg_max: int = 16,
                  cls_hidden: int = 1280):
         super().__init__()
-        stride = self._set_tasks(tasks, level)
+        stride = self.set_tasks(tasks, level)
         if stride >= 32:
             raise ValueError("yolo-mtl needs at least two levels: level must be P2, P3 or P4")
         if size not in YOLO_SIZES:

@@ -310,7 +310,7 @@ class GoldYOLO(MultiTaskModel):
         if size not in SIZES:
             raise ValueError(f"size {size!r}: known {', '.join(SIZES)}")
         cfg = SIZES[size]
-        self._set_tasks(tasks, level)
+        self.set_tasks(tasks, level)
         self.strides["det"] = [8, 16, 32]
         ch = [make_divisible(c * cfg["width"]) for c in BACKBONE_CH + NECK_CH]
         reps = [max(round(n * cfg["depth"]), 1) if n > 1 else n for n in BACKBONE_REPEATS + NECK_REPEATS]
