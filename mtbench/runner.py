@@ -193,11 +193,12 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True, post_mo
 
 
 def _reason(exc: Exception, registry: Registry, cfg: dict) -> str:
-    """``Error: message``, prefixed by the plugin whose code raised it unless the message
-    already names it (a build failure, a contract mismatch)."""
+    """``Error: message``; an unexpected exception (not an :class:`MtbenchError`, whose message
+    already says what and where, e.g. a ``DataError`` naming the file) is prefixed by the plugin
+    whose code raised it."""
     reason = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, MtbenchError) and str(exc).startswith("plugin "):
-        return str(exc)
+    if isinstance(exc, MtbenchError):  # raised on purpose: its message already says what and where
+        return str(exc) if str(exc).startswith("plugin ") else reason
     used = [("model", cfg["architecture"]["name"]), ("strategy", cfg["strategy"]["name"])]
     used += [("loss", key) for key in cfg.get("losses", {}).values()]
     used += [("dataset", td["dataset"]) for td in cfg["tasks"].values()]

@@ -83,7 +83,7 @@ def test_suite_run_scores_as_if_the_box_were_absent(tmp_path, monkeypatch, capsy
     detector that finds the rectangles exactly): the same mAP (1.0), and the dropped counts stored."""
     real = mtbench.plugins.get_registry
     monkeypatch.setattr(mtbench.plugins, "get_registry",
-                        lambda load_entrypoints=True, extra_plugins=(): real(False, [_coco_files, *extra_plugins]))
+                        lambda load_entrypoints=True, extra_plugins=(), disable=(): real(False, [_coco_files, *extra_plugins]))
     records, outputs = {}, {}
     for name, extra in (("with-bad-box", BAD), ("clean", None)):
         root = tmp_path / name

@@ -62,7 +62,7 @@ def run(tmp_path, monkeypatch, capsys):
     real = mtbench.plugins.get_registry
     extra = [broken]
     monkeypatch.setattr(mtbench.plugins, "get_registry",
-                        lambda load_entrypoints=True, extra_plugins=(): real(False, [*extra, *extra_plugins]))
+                        lambda load_entrypoints=True, extra_plugins=(), disable=(): real(False, [*extra, *extra_plugins]))
 
     def _run(suite: str, *flags: str):
         results = tmp_path / "results"

@@ -66,7 +66,7 @@ def test_interrupted_run_keeps_finished_cells(write_suite, tmp_path, monkeypatch
     suite, results = write_suite(), tmp_path / "res"
     real, calls = local.run_cell, []
 
-    def flaky(cell, registry, show_progress=True):
+    def flaky(cell, registry, show_progress=True, **kw):
         calls.append(cell.hash)
         if len(calls) == 2:
             raise KeyboardInterrupt
