@@ -82,6 +82,10 @@ def cmd_run(args) -> int:
     with store.locked() as stale:  # before any training: a second run on this folder stops here (exit 4)
         if stale:
             print(f"removed {len(stale)} temporary file(s) an interrupted run left: {', '.join(p.name for p in stale)}")
+        migrated = store.migrate(cells)
+        if migrated:
+            print(f"migrated {len(migrated)} stored result(s) to content-based cell identities (data by its "
+                  f"fingerprint, not its path; profile apart from training), taking their data as unchanged")
         print(f"suite {loaded.suite.name}: {len(cells)} cells -> {store.dir} ({args.executor} executor)")
         force = args.force or not args.resume
         if args.executor == "ray":

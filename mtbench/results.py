@@ -25,13 +25,16 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mtbench.errors import ResultFileError, RunLocked
+
+if TYPE_CHECKING:
+    from mtbench.suite import Cell
 
 LOCK, LOCK_INFO = ".lock", ".lock.json"
 
@@ -84,6 +87,12 @@ class _Record(BaseModel):
     diagnostics: list | None = None
     stages: list | None = None
     history: list | None = None
+
+
+def cell_identity_record(cell: "Cell") -> dict:
+    """What a record stores of its cell's identities (:mod:`mtbench.identity`)."""
+    from mtbench.identity import SCHEME
+    return {"scheme": SCHEME, "training": cell.hash, "evaluation": cell.eval_hash, **cell.identity}
 
 
 def read_json(path: str | Path) -> Any:
@@ -173,24 +182,52 @@ class ResultStore:
         """The stored record, or None when absent or unreadable (then the cell re-runs)."""
         return self.resume(cell_hash, keep_failed=True)[0]
 
-    def resume(self, cell_hash: str, keep_failed: bool | None = None) -> tuple[dict | None, str | None]:
+    def resume(self, cell: "Cell | str", keep_failed: bool | None = None) -> tuple[dict | None, str | None]:
         """What a resumed run does with this cell: ``(record, note)``; ``record`` is the stored one
         to keep, or None when the cell must run; ``note`` says why (None: nothing is stored).
 
+        :param cell: a :class:`~mtbench.suite.Cell` (its stored ok record is kept only when its
+            evaluation identity, ``identity.evaluation``, is the cell's ``eval_hash``), or a hash.
         :param keep_failed: keep a failed record (default: unless ``retry_failed``).
         """
         keep_failed = not self.retry_failed if keep_failed is None else keep_failed
+        cell_hash = cell if isinstance(cell, str) else cell.hash
         if not self.path(cell_hash).exists():
             return None, None
         try:
             rec = read_record(self.path(cell_hash))
         except ResultFileError as exc:
             return None, f"stored result unreadable, recomputed ({exc})"
+        stored_eval = (rec.get("identity") or {}).get("evaluation")
+        if rec["status"] == "ok" and not isinstance(cell, str) and stored_eval not in (None, cell.eval_hash):
+            return None, "stored result measured with other profile settings, recomputed"
         if rec["status"] == "ok":
             return rec, "stored result (ok), skipped"
         if keep_failed:
             return rec, "stored result (failed), skipped; re-run it with --retry-failed"
         return None, "stored result (failed), recomputed (--retry-failed)"
+
+    def migrate(self, cells: list["Cell"]) -> list[str]:
+        """Move each cell's record stored under its scheme-1 hash (:func:`mtbench.identity.legacy_hash`:
+        data path and ``profile`` in one hash) to its current training identity, stamped with
+        ``identity``; returns the hashes moved. Such a record's data path and ``profile`` matched
+        the cell's when it ran; its data is taken to be unchanged since."""
+        moved = []
+        for cell in cells:
+            old = self.path(cell.legacy_hash)
+            if cell.legacy_hash == cell.hash or self.has(cell.hash) or not old.is_file():
+                continue
+            try:
+                rec = read_record(old)
+            except ResultFileError:
+                continue  # unreadable: the cell recomputes
+            if rec.get("identity"):
+                continue  # a current record that happens to sit there
+            rec.update(hash=cell.hash, legacy_hash=cell.legacy_hash, identity=cell_identity_record(cell))
+            self.write(rec)
+            old.unlink()
+            moved.append(cell.legacy_hash)
+        return moved
 
     @contextmanager
     def locked(self) -> Iterator[list[Path]]:

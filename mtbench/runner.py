@@ -35,6 +35,7 @@ from mtbench.profiling.latency import Budget, StopRule, measure_fps, measure_lat
 from mtbench.profiling.memory import peak_memory_mib
 from mtbench.profiling.reference import reference_entries
 from mtbench.profiling.runtimes import measure_runtimes
+from mtbench.results import cell_identity_record
 from mtbench.strategies.base import TrainContext
 from mtbench.suite import Cell
 
@@ -92,7 +93,8 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True, post_mo
     """Train, evaluate and profile one cell.
 
     :return: the result record (JSON-serialisable): ``schema_version``, ``suite``, ``label``,
-        ``hash``, ``axes``, ``config``, ``status`` (``ok``/``failed``), ``reason``,
+        ``hash``, ``axes``, ``config``, ``identity`` (:func:`mtbench.results.cell_identity_record`),
+        ``status`` (``ok``/``failed``), ``reason``,
         ``metrics``, ``stages``, ``profile``, ``history``, ``diagnostics``, ``env``, ``data``
         (``dropped``: annotations the loaders left out of training and evaluation alike,
         :func:`mtbench.data.base.dropped_summary`). A failed cell's ``reason`` names the plugin
@@ -103,7 +105,8 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True, post_mo
     """
     cfg, fixed = cell.config, cell.config["fixed"]
     result = {"schema_version": SCHEMA_VERSION, "suite": cell.suite, "label": cell.label, "hash": cell.hash,
-              "axes": cell.axes, "config": cfg, "status": "running", "reason": None, "metrics": {},
+              "axes": cell.axes, "config": cfg, "identity": cell_identity_record(cell), "status": "running",
+              "reason": None, "metrics": {},
               "stages": [], "profile": {}, "history": [], "diagnostics": [], "metrics_doc": METRICS_DOC}
     started = time.time()
     try:

@@ -11,16 +11,14 @@ passes, all before anything runs, and every error names file, line and key path:
    parameter of that plugin's factory and its value fits the annotation, cross-references
    such as ``sequential``'s ``order`` name the suite's tasks, and the data folders exist;
 3. :func:`expand` turns the matrix into :class:`Cell` objects, each a fully resolved config
-   with a stable hash; an ``exclude`` that matches no cell, an ``include`` that adds none and
+   with its identities (:mod:`mtbench.identity`: training, evaluation/profile); an ``exclude`` that matches no cell, an ``include`` that adds none and
    a suite of 0 cells are errors.
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import itertools
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -30,6 +28,8 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mtbench.errors import PluginError, SuiteError, did_you_mean, fail
+from mtbench.identity import FingerprintCache, data_fingerprint, evaluation_hash, legacy_hash, plugin_fingerprint, \
+    training_hash
 from mtbench.metrics import metric_names
 from mtbench.plugins import Registry
 from mtbench.strict_yaml import load_yaml
@@ -37,7 +37,6 @@ from mtbench.strict_yaml import load_yaml
 TaskName = Literal["det", "seg", "cls", "points"]
 LEVELS = ("P2", "P3", "P4", "P5", "multi")
 AXES = ("architecture", "loss", "level", "strategy", "seed")
-UNHASHED = ("checks", "uncertainty", "delta_m", "expect")  # config sections that do not change what is trained or measured
 GATE_RE = re.compile(r"^\s*(?P<metric>[\w/\-@\[\].:]+)\s*(?P<op><=|>=|<|>|==)\s*(?P<value>[-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}$")
 MAX_BATCH = 4096  # images per batch; more is a typo (1e8) that would fail inside torch
@@ -412,24 +411,32 @@ def check_references(loaded: LoadedSuite) -> None:
     _fail(loaded.path, problems)
 
 
+def _data_folder(td: TaskData, registry: Registry, root: str | None) -> Path | None:
+    """The folder a data set reads (``root/path``), or None for generated data (its loader takes
+    no ``path``: files under the data root, :mod:`mtbench.hookspecs`) or a mistyped ``path``."""
+    takes = inspect.signature(registry.get("dataset", td.dataset).factory).parameters
+    rel = td.params.get("path", takes["path"].default if "path" in takes else inspect.Parameter.empty)
+    if rel is inspect.Parameter.empty or not isinstance(rel, str):
+        return None
+    return Path(root, rel) if root else Path(rel)
+
+
 def _data_problems(loaded: LoadedSuite, registry: Registry) -> list[str]:
     """Missing data: a data root (``data_root`` / ``MTBENCH_DATA``) that is not a folder, or a
-    data set's folder (``root/path``) that is not there. Only data sets whose loader takes a
-    ``path`` (files under the data root, :mod:`mtbench.hookspecs`); generated data needs none."""
+    data set's folder (``root/path``) that is not there (:func:`_data_folder`)."""
     s = loaded.suite
     root = resolve_data_root(s, loaded.path)
     origin = loaded.where("data_root") if s.data_root else f"MTBENCH_DATA={os.environ.get('MTBENCH_DATA')}"
     problems = []
     for task, td in s.tasks.items():
-        takes = inspect.signature(registry.get("dataset", td.dataset).factory).parameters
-        rel = td.params.get("path", takes["path"].default if "path" in takes else inspect.Parameter.empty)
-        if rel is inspect.Parameter.empty or not isinstance(rel, str):
+        folder = _data_folder(td, registry, root)
+        if folder is None:
             continue  # generated data, or a path already reported as missing / mistyped
         if root and not Path(root).is_dir():
             return [f"  {origin}: data root {root} is not a folder (dataset {td.dataset!r} of task {task!r} "
                     f"reads its files under it)"]
-        folder = Path(root, rel) if root else Path(rel)
         if not folder.is_dir():
+            rel = td.params.get("path", folder.name)
             at = loaded.where("tasks", task, "params", "path") if "path" in td.params else loaded.where("tasks", task)
             problems.append(f"  {at}: {td.dataset} data folder not found: {folder} (set MTBENCH_DATA or the "
                             f"suite's data_root to the folder holding {rel!r})")
@@ -487,18 +494,52 @@ def check_registry(loaded: LoadedSuite, registry: Registry) -> None:
 
 @dataclass
 class Cell:
-    """One resolved matrix cell: everything needed to run it, and its stable hash."""
+    """One resolved matrix cell: everything needed to run it, and its identities
+    (:mod:`mtbench.identity`): ``hash`` (training: names its record), ``eval_hash`` (training +
+    ``profile``) and ``legacy_hash`` (the scheme-1 hash a result folder made before them used).
+
+    :param identity: what the config does not say about the cell's training: ``{"data": {task:
+        fingerprint}, "plugins": {role: "dist==version[+src.hash]"}}`` (:func:`cell_identity`).
+    """
 
     suite: str
     label: str
     axes: dict[str, str]
     config: dict[str, Any]
+    identity: dict[str, Any] = field(default_factory=dict)
     hash: str = field(init=False)
+    eval_hash: str = field(init=False)
+    legacy_hash: str = field(init=False)
 
     def __post_init__(self) -> None:
-        hashed = {k: v for k, v in self.config.items() if k not in UNHASHED}
-        blob = json.dumps(hashed, sort_keys=True, default=str).encode()
-        self.hash = hashlib.sha256(blob).hexdigest()[:12]
+        self.hash = training_hash(self.config, self.identity)
+        self.eval_hash = evaluation_hash(self.hash, self.config)
+        self.legacy_hash = legacy_hash(self.config)
+
+
+def cell_identity(config: dict, registry: Registry, fingerprints: dict[str, str | None]) -> dict:
+    """The training identity's inputs beside the config: the data fingerprint of each task that
+    reads files, and the distribution/version of every plugin the cell uses."""
+    def plugin(kind: str, key: str) -> str:
+        e = registry.entries[kind][key]
+        return plugin_fingerprint(e.distribution, e.version)
+
+    plugins = {f"dataset/{t}": plugin("dataset", td["dataset"]) for t, td in config["tasks"].items()}
+    plugins |= {f"loss/{t}": plugin("loss", key) for t, key in config["losses"].items()}
+    plugins |= {"model": plugin("model", config["architecture"]["name"]),
+                "strategy": plugin("strategy", config["strategy"]["name"])}
+    return {"data": {t: fp for t, fp in fingerprints.items() if fp}, "plugins": plugins}
+
+
+def data_fingerprints(suite: Suite, registry: Registry, root: str | None) -> dict[str, str | None]:
+    """Per task, the fingerprint of the data folder it reads (None for generated data);
+    file hashes cached (:class:`mtbench.identity.FingerprintCache`)."""
+    cache, out = FingerprintCache(), {}
+    for task, td in suite.tasks.items():
+        folder = _data_folder(td, registry, root)
+        out[task] = data_fingerprint(folder, cache) if folder is not None and folder.is_dir() else None
+    cache.save()
+    return out
 
 
 def resolve_data_root(suite: Suite, suite_path: Path) -> str | None:
@@ -587,6 +628,7 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
         combos = kept
 
     data_root = resolve_data_root(s, loaded.path)
+    fingerprints = data_fingerprints(s, registry, data_root)
     fixed = s.fixed.model_dump()
     cells, seen, added = [], set(), set()
     for c, src in combos:
@@ -614,7 +656,7 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
         }
         axes = {ax: c[ax][0] for ax in AXES}
         label = "|".join(axes[ax] for ax in AXES[:-1]) + f"|s{axes['seed']}"
-        cell = Cell(s.name, label, axes, config)
+        cell = Cell(s.name, label, axes, config, cell_identity(config, registry, fingerprints))
         if cell.hash not in seen:
             seen.add(cell.hash)
             cells.append(cell)

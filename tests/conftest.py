@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -14,6 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def pytest_configure(config):
     torch.set_num_threads(int(os.environ.get("MTBENCH_TEST_THREADS", "2")))
+    # data fingerprints' file-hash cache (mtbench.identity): one per test session, not the user's
+    os.environ.setdefault("MTBENCH_CACHE", tempfile.mkdtemp(prefix="mtbench-cache-"))
 
 
 @pytest.fixture(scope="session")

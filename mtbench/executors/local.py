@@ -29,7 +29,7 @@ def run_local(cells: list[Cell], registry: Registry, store: ResultStore, force: 
     records = []
     for i, cell in enumerate(cells, 1):
         if not force:
-            stored, note = store.resume(cell.hash)
+            stored, note = store.resume(cell)
             if note:
                 echo(f"[{i}/{len(cells)}] {cell.label}: {note}")
             if stored is not None:

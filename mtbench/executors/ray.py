@@ -51,7 +51,7 @@ def run_ray(cells: list[Cell], store: ResultStore, force: bool = False, address:
     records: dict[str, dict] = {}
     pending = {}
     for cell in cells:
-        stored, note = (None, None) if force else store.resume(cell.hash)
+        stored, note = (None, None) if force else store.resume(cell)
         if note:
             echo(f"{cell.label}: {note}")
         if stored is not None:

@@ -1,0 +1,173 @@
+"""A cell's two identities, and the fingerprints of what it reads.
+
+- **Training identity** (``Cell.hash``, 12 hex digits, names the cell's record and folder):
+  everything that changes the trained weights. The resolved config without the sections that
+  only change how results are measured or summarised (``profile``, ``checks``,
+  ``uncertainty``, ``delta_m``, ``expect``) and without where the data lies (``data_root``,
+  a data set's ``path``), plus
+
+  - the **data fingerprint** of every data set the cell reads (:func:`data_fingerprint`): the
+    relative path, size and sha256 of every file under the data set's folder, so copying or
+    moving the data keeps the identity and editing one file changes it;
+  - the **plugins** the cell uses (its data sets, model, losses, strategy): each one's
+    distribution and version, and for an editable install a hash of its source files
+    (:func:`plugin_fingerprint`), so a changed plugin retrains its cells and only them.
+
+- **Evaluation identity** (``Cell.eval_hash``): the training identity plus the ``profile``
+  section: a cell whose training identity is stored but whose evaluation identity differs is
+  re-evaluated and re-profiled from its stored weights, never retrained.
+
+Before this scheme (records without ``identity``) one hash covered the whole config,
+data path and ``profile`` included (:func:`legacy_hash`); the result store migrates such a
+record once (:meth:`mtbench.results.ResultStore.resume`).
+
+File hashes are cached (:class:`FingerprintCache`) by absolute path, size and modification
+time in ``$MTBENCH_CACHE`` (default: the user cache folder, ``platformdirs``), so a data set is
+read once per machine and place, not once per run.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import platformdirs
+
+SCHEME = 2  # identity scheme stored with each record; 1 = legacy_hash
+UNHASHED = ("checks", "uncertainty", "delta_m", "expect")  # never in any identity: how results are summarised
+EVALUATION_ONLY = ("profile",)  # in the evaluation identity only: how a trained model is measured
+LOCATION = ("data_root",)  # where the data lies: replaced by its fingerprint
+SOURCE_SUFFIXES = (".py", ".toml", ".cfg", ".json", ".yaml", ".yml", ".txt")  # an editable plugin's source files
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def legacy_hash(config: dict) -> str:
+    """The scheme-1 cell hash: sha256 of the config without ``UNHASHED`` sections (12 hex)."""
+    return _digest({k: v for k, v in config.items() if k not in UNHASHED})[:12]
+
+
+def training_hash(config: dict, identity: dict) -> str:
+    """The training identity (12 hex): ``config`` without measurement sections or data location,
+    plus ``identity`` (``{"data": {task: fingerprint}, "plugins": {...}}``)."""
+    drop = set(UNHASHED) | set(EVALUATION_ONLY) | set(LOCATION)
+    trained = {k: v for k, v in config.items() if k not in drop}
+    trained["tasks"] = {t: {**td, "params": {k: v for k, v in td.get("params", {}).items()
+                                             if not (k == "path" and t in identity.get("data", {}))}}
+                        for t, td in config.get("tasks", {}).items()}
+    return _digest({"config": trained, "identity": identity})[:12]
+
+
+def evaluation_hash(train_hash: str, config: dict) -> str:
+    """The evaluation/profile identity (12 hex): the training identity plus ``profile``."""
+    return _digest({"training": train_hash, **{k: config.get(k) for k in EVALUATION_ONLY}})[:12]
+
+
+# --- data fingerprints ----------------------------------------------------------------------
+
+def cache_path() -> Path:
+    """Where file hashes are cached: ``$MTBENCH_CACHE/fingerprints.json`` or the user cache folder."""
+    base = os.environ.get("MTBENCH_CACHE") or platformdirs.user_cache_dir("mtbench")
+    return Path(base) / "fingerprints.json"
+
+
+class FingerprintCache:
+    """sha256 of files keyed by absolute path, size and mtime (ns); saved atomically on :meth:`save`."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path or cache_path()
+        try:
+            self.entries: dict[str, list] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.entries = {}
+        self.changed = False
+
+    def sha256(self, file: Path, stat: os.stat_result) -> str:
+        key, stamp = str(file), [stat.st_size, stat.st_mtime_ns]
+        hit = self.entries.get(key)
+        if isinstance(hit, list) and hit[:2] == stamp:
+            return hit[2]
+        h = hashlib.sha256()
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        self.entries[key] = stamp + [h.hexdigest()]
+        self.changed = True
+        return h.hexdigest()
+
+    def save(self) -> None:
+        """Write the cache if it changed; a cache that cannot be written is only slower next time."""
+        if not self.changed:
+            return
+        from mtbench.results import write_json_atomic
+        try:
+            write_json_atomic(self.path, self.entries)
+            self.changed = False
+        except OSError:
+            pass
+
+
+def data_fingerprint(folder: Path, cache: FingerprintCache) -> str:
+    """sha256 (16 hex) of a data set's folder: every file under it (hidden ones excepted) as its
+    path relative to ``folder``, its size and the sha256 of its contents, in sorted order. The
+    folder's own location is not part of it.
+
+    :raises OSError: a file that cannot be read.
+    """
+    folder = Path(folder).resolve()
+    lines = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(n for n in filenames if not n.startswith(".")):
+            file = Path(dirpath, name)
+            st = file.stat()
+            lines.append(f"{file.relative_to(folder).as_posix()}\t{st.st_size}\t{cache.sha256(file, st)}")
+    return hashlib.sha256("\n".join(sorted(lines)).encode()).hexdigest()[:16]
+
+
+# --- plugin fingerprints --------------------------------------------------------------------
+
+def _editable_dir(distribution: str) -> Path | None:
+    """The project folder of an editable install of ``distribution`` (PEP 610 ``direct_url.json``)."""
+    import importlib.metadata
+    try:
+        text = importlib.metadata.distribution(distribution).read_text("direct_url.json")
+        info = json.loads(text or "{}")
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return None
+    if not (info.get("dir_info") or {}).get("editable") or not info.get("url", "").startswith("file:"):
+        return None
+    folder = Path(unquote(urlparse(info["url"]).path))
+    return folder if folder.is_dir() else None
+
+
+@functools.lru_cache(maxsize=None)
+def source_hash(folder: Path) -> str:
+    """sha256 (16 hex) of an editable project's source files (``SOURCE_SUFFIXES``; hidden folders,
+    ``build``, ``*.egg-info`` and ``__pycache__`` left out): relative path and contents."""
+    h = hashlib.sha256()
+    for file in sorted(folder.rglob("*")):
+        rel = file.relative_to(folder)
+        if (file.suffix in SOURCE_SUFFIXES and file.is_file()
+                and not any(p.startswith(".") or p in ("build", "__pycache__") or p.endswith(".egg-info")
+                            for p in rel.parts[:-1])):
+            h.update(rel.as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def plugin_fingerprint(distribution: str, version: str, core: str = "mtbench") -> str:
+    """``distribution==version``, plus ``+src.<hash>`` for an editable install of a third-party
+    distribution (:func:`source_hash`). The core (``core``: built-in plugins) is named by its
+    version only: editing mtbench itself does not retrain every stored cell."""
+    name = f"{distribution}=={version}"
+    if distribution == core:
+        return name
+    folder = _editable_dir(distribution)
+    return f"{name}+src.{source_hash(folder)}" if folder else name
