@@ -38,6 +38,7 @@ TaskName = Literal["det", "seg", "cls", "points"]
 LEVELS = ("P2", "P3", "P4", "P5", "multi")
 AXES = ("architecture", "loss", "level", "strategy", "seed")
 UNHASHED = ("checks", "uncertainty", "delta_m", "expect")  # config sections that do not change what is trained or measured
+LOADER_KEYS = ("cache", "cache_ram_gib", "num_workers", "pin_memory", "persistent_workers")  # fixed.*, ditto
 GATE_RE = re.compile(r"^\s*(?P<metric>[\w/\-@\[\].:]+)\s*(?P<op><=|>=|<|>|==)\s*(?P<value>[-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}$")
 MAX_BATCH = 4096  # images per batch; more is a typo (1e8) that would fail inside torch
@@ -158,7 +159,15 @@ class Budget(_Strict):
 
 
 class Fixed(_Strict):
-    """Parameters every cell shares."""
+    """Parameters every cell shares.
+
+    Data loading (:mod:`mtbench.data.cache`, :mod:`mtbench.data.loading`; not part of the cell
+    hash, as they change how fast items arrive, not which): ``cache`` ``none | ram | disk``
+    (``ram`` holds at most ``cache_ram_gib``, default 25 % of the memory available when the
+    cell starts); ``num_workers`` DataLoader worker processes (unset: in-process with the
+    global-RNG flip of earlier versions; any number, 0 included, seeds each item's
+    augmentation so results do not depend on it, and that choice is hashed);
+    ``pin_memory``, ``persistent_workers`` as in :class:`torch.utils.data.DataLoader`."""
 
     image_size: int = Field(gt=0, le=MAX_IMAGE_SIZE)
     batch_size: int = Field(gt=0, le=MAX_BATCH)
@@ -168,6 +177,11 @@ class Fixed(_Strict):
     threads: int | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     grad_clip: float | None = Field(10.0, gt=0)
+    cache: Literal["none", "ram", "disk"] = "ram"
+    cache_ram_gib: float | None = Field(None, gt=0)
+    num_workers: int | None = Field(None, ge=0)
+    pin_memory: bool = False
+    persistent_workers: bool = False
 
     @field_validator("image_size")
     @classmethod
@@ -497,6 +511,11 @@ class Cell:
 
     def __post_init__(self) -> None:
         hashed = {k: v for k, v in self.config.items() if k not in UNHASHED}
+        if "fixed" in hashed:  # per-item seeded augmentation (any num_workers) trains differently from unset
+            fixed = hashed["fixed"]
+            hashed["fixed"] = {k: v for k, v in fixed.items() if k not in LOADER_KEYS}
+            if fixed.get("num_workers") is not None:
+                hashed["fixed"]["augment"] = "per-item seeds"
         blob = json.dumps(hashed, sort_keys=True, default=str).encode()
         self.hash = hashlib.sha256(blob).hexdigest()[:12]
 

@@ -13,7 +13,8 @@ from typing import Literal
 
 import torch
 
-from mtbench.data.base import TaskDataset, TaskInfo, check_files_exist, dropped_record, open_image, resolve_dir
+from mtbench.data.base import (TaskDataset, TaskInfo, check_files_exist, dropped_record, file_stamp, open_image,
+                               resolve_dir)
 from mtbench.data.coco_json import box_problems, id_list, read_instances, unknown_references
 from mtbench.data.transforms import resize_image
 from mtbench.errors import DataError
@@ -47,6 +48,7 @@ class CocoDetection(TaskDataset):
         base = resolve_dir(root, path, "COCO detection")
         self.image_dir = base / split / "data"
         self.ann_file = base / split / "labels.json"
+        self.min_box = min_box
         data = read_instances(self.ann_file, image_keys=("file_name", "width", "height"))
         ref = data if split == "train" else read_instances(base / "train" / "labels.json")
         cats = sorted(ref["categories"], key=lambda c: c["id"])
@@ -78,6 +80,12 @@ class CocoDetection(TaskDataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def cache_identity(self) -> dict:
+        """The annotation files (this split's and train's, which numbers the classes), the image folder, ``min_box``."""
+        train_file = self.ann_file.parent.parent / "train" / "labels.json"
+        return self._identity(files=[file_stamp(self.ann_file), file_stamp(train_file)], images=str(self.image_dir),
+                              min_box=self.min_box)
 
     def load(self, index: int):
         meta = self.images[index]
