@@ -42,6 +42,8 @@ SCHEME = 2  # identity scheme stored with each record; 1 = legacy_hash
 UNHASHED = ("checks", "uncertainty", "delta_m", "expect")  # never in any identity: how results are summarised
 EVALUATION_ONLY = ("profile",)  # in the evaluation identity only: how a trained model is measured
 LOCATION = ("data_root",)  # where the data lies: replaced by its fingerprint
+#: ``fixed.*`` keys of how images are loaded (cache, workers), which give the same items: in no identity
+LOADER_KEYS = ("cache", "cache_ram_gib", "num_workers", "pin_memory", "persistent_workers")
 SOURCE_SUFFIXES = (".py", ".toml", ".cfg", ".json", ".yaml", ".yml", ".txt")  # an editable plugin's source files
 
 
@@ -49,16 +51,29 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _without_loader_keys(config: dict, mark_workers: bool) -> dict:
+    """``config`` with ``fixed``'s loader keys left out; with ``mark_workers``, a cell that sets
+    ``num_workers`` (per-item seeded augmentation, whatever the count) is told apart from one
+    that does not (the global-generator flips of a single process)."""
+    if "fixed" not in config:
+        return config
+    fixed = {k: v for k, v in config["fixed"].items() if k not in LOADER_KEYS}
+    if mark_workers and config["fixed"].get("num_workers") is not None:
+        fixed["augment"] = "per-item seeds"
+    return {**config, "fixed": fixed}
+
+
 def legacy_hash(config: dict) -> str:
-    """The scheme-1 cell hash: sha256 of the config without ``UNHASHED`` sections (12 hex)."""
-    return _digest({k: v for k, v in config.items() if k not in UNHASHED})[:12]
+    """The scheme-1 cell hash: sha256 of the config without ``UNHASHED`` sections (12 hex)
+    (nor the loader keys, which scheme 1 did not have)."""
+    return _digest({k: v for k, v in _without_loader_keys(config, False).items() if k not in UNHASHED})[:12]
 
 
 def training_hash(config: dict, identity: dict) -> str:
     """The training identity (12 hex): ``config`` without measurement sections or data location,
     plus ``identity`` (``{"data": {task: fingerprint}, "plugins": {...}}``)."""
     drop = set(UNHASHED) | set(EVALUATION_ONLY) | set(LOCATION)
-    trained = {k: v for k, v in config.items() if k not in drop}
+    trained = {k: v for k, v in _without_loader_keys(config, True).items() if k not in drop}
     trained["tasks"] = {t: {**td, "params": {k: v for k, v in td.get("params", {}).items()
                                              if not (k == "path" and t in identity.get("data", {}))}}
                         for t, td in config.get("tasks", {}).items()}

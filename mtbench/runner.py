@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from mtbench import __version__
-from mtbench.data.base import collate, dropped_summary
+from mtbench.data.base import dropped_summary
+from mtbench.data.cache import RamBudget
+from mtbench.data.loading import train_loader
 from mtbench.diagnostics import diagnose
 from mtbench.diagnostics.overfit import SHARE, budget_steps, overfit_one_batch
 from mtbench.evaluation import evaluate_detailed, verdict_inputs
@@ -131,8 +132,11 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True, post_mo
         losses = {t: _build(registry, "loss", cfg["losses"][t], num_classes=infos[t].num_classes,
                             **loss_params.get(t, {})) for t in tasks}
         strategy = _build(registry, "strategy", cfg["strategy"]["name"], **cfg["strategy"]["params"])
-        loaders = {t: DataLoader(train_sets[t], batch_size=bs, shuffle=True, collate_fn=collate, generator=gen,
-                                 drop_last=len(train_sets[t]) >= bs) for t in tasks}
+        budget = RamBudget(int(fixed["cache_ram_gib"] * 2**30) if fixed["cache_ram_gib"] else None)
+        for ds in (*train_sets.values(), *val_sets.values()):
+            ds.set_cache(fixed["cache"], budget)
+        loaders = {t: train_loader(train_sets[t], bs, gen, cfg["seed"], fixed["num_workers"], fixed["pin_memory"],
+                                   fixed["persistent_workers"]) for t in tasks}
         eval_bs = fixed["eval_batch_size"] or bs
         dkw = {t: getattr(losses[t], "decode_kwargs", {}) for t in tasks}
         _check_model_contract(registry, cfg["architecture"]["name"], model, size, device, dkw)

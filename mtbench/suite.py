@@ -157,7 +157,15 @@ class Budget(_Strict):
 
 
 class Fixed(_Strict):
-    """Parameters every cell shares."""
+    """Parameters every cell shares.
+
+    Data loading (:mod:`mtbench.data.cache`, :mod:`mtbench.data.loading`; not part of the cell
+    hash, as they change how fast items arrive, not which): ``cache`` ``none | ram | disk``
+    (``ram`` holds at most ``cache_ram_gib``, default 25 % of the memory available when the
+    cell starts); ``num_workers`` DataLoader worker processes (unset: in-process with the
+    global-RNG flip of earlier versions; any number, 0 included, seeds each item's
+    augmentation so results do not depend on it, and that choice is hashed);
+    ``pin_memory``, ``persistent_workers`` as in :class:`torch.utils.data.DataLoader`."""
 
     image_size: int = Field(gt=0, le=MAX_IMAGE_SIZE)
     batch_size: int = Field(gt=0, le=MAX_BATCH)
@@ -167,6 +175,11 @@ class Fixed(_Strict):
     threads: int | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     grad_clip: float | None = Field(10.0, gt=0)
+    cache: Literal["none", "ram", "disk"] = "ram"
+    cache_ram_gib: float | None = Field(None, gt=0)
+    num_workers: int | None = Field(None, ge=0)
+    pin_memory: bool = False
+    persistent_workers: bool = False
 
     @field_validator("image_size")
     @classmethod

@@ -14,12 +14,17 @@ out of training **and** of the evaluation ground truth alike, and says so in ``d
 (:func:`dropped_record`); the runner stores every split's count with the cell's result
 (:func:`dropped_summary`).
 
-Decoded images are cached after the first read (the mini data sets hold a few hundred
-images), so every epoch after the first costs no JPEG decoding.
+Decoded, resized items are kept between epochs as ``fixed.cache`` says (:mod:`mtbench.data.cache`:
+``none``, ``ram`` within a byte budget (default), ``disk`` memory-mapped files); every mode
+serves the same pixels. Training augmentation (a horizontal flip, p = 0.5) draws from the
+global torch RNG for a plain integer index (as before DataLoader workers existed), or from
+its own generator when the index comes with a seed (``(index, seed)``, from
+:class:`mtbench.data.loading.SeededSampler`), so an item is the same with any worker count.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +32,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from mtbench.data.cache import CacheMode, RamBudget, RamCache, make_cache
 from mtbench.data.transforms import hflip
 from mtbench.errors import DataError
 
@@ -65,6 +71,16 @@ def check_same_size(mask: Image.Image, mask_path: Path, image: Image.Image, imag
     if mask.size != image.size:
         raise DataError(f"mask {mask_path} is {mask.size[0]}x{mask.size[1]} pixels but its image {image_path} "
                         f"is {image.size[0]}x{image.size[1]}")
+
+
+def file_stamp(path: Path) -> list:
+    """``[path, size in bytes, modification time in ns]`` of a file or folder, for
+    :meth:`TaskDataset.cache_identity` (``[path, None, None]`` when it is missing)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [str(path), None, None]
+    return [str(path), st.st_size, st.st_mtime_ns]
 
 
 def check_files_exist(paths: list[Path], what: str) -> None:
@@ -124,7 +140,8 @@ class TaskDataset(Dataset):
     """Base class: subclasses fill ``self.info`` and implement ``__len__`` and ``load``.
 
     ``dropped``: what the loader left out of training and evaluation (:func:`dropped_record`;
-    nothing by default).
+    nothing by default). ``cache``: where loaded items are kept (:meth:`set_cache`; by default
+    ``ram`` within :data:`mtbench.data.cache.RAM_FRACTION` of the available memory).
 
     :param task: the task served.
     :param image_size: square input side in pixels (multiple of 32).
@@ -138,23 +155,52 @@ class TaskDataset(Dataset):
         self.task = task
         self.image_size = image_size
         self.train = train
-        self._cache: dict[int, tuple[torch.Tensor, object]] = {}
+        self.cache = RamCache(RamBudget())
 
     def load(self, index: int) -> tuple[torch.Tensor, object]:
         """Return ``(uint8 (3, S, S) image, target)`` for ``index`` (no augmentation)."""
         raise NotImplementedError
 
-    def __getitem__(self, index: int):
-        if index not in self._cache:
-            self._cache[index] = self.load(index)
-        image, target = self._cache[index]
-        if self.train and torch.rand(()) < 0.5:
+    def cache_identity(self) -> dict:
+        """What determines :meth:`load`'s items, JSON-able; it names the ``disk`` cache folder.
+        Subclasses extend it with their sources (:func:`file_stamp` of annotation files,
+        parameters that change targets).
+
+        :raises DataError: the subclass does not say (a ``disk`` cache needs it).
+        """
+        raise DataError(f"{type(self).__name__} does not define cache_identity(), which 'cache: disk' needs "
+                        "to tell its items from other data sets'; use 'cache: ram' or 'none'")
+
+    def _identity(self, **sources) -> dict:
+        return {"class": f"{type(self).__module__}.{type(self).__qualname__}", "task": self.task,
+                "image_size": self.image_size, **sources}
+
+    def set_cache(self, mode: CacheMode, budget: RamBudget | None = None) -> None:
+        """Keep items as ``mode`` says (:func:`mtbench.data.cache.make_cache`); ``budget`` is
+        shared by the ``ram`` caches of one cell.
+
+        :raises DataError: ``disk`` for a data set without :meth:`cache_identity`.
+        """
+        self.cache = make_cache(mode, self.cache_identity() if mode == "disk" else {}, budget)
+
+    def __getitem__(self, key: int | tuple[int, int]):
+        """``(float32 (3, S, S) image in [0, 1], target)``; ``key`` is an index or ``(index, seed)``."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        image, target = self.cache.get(index, self.load)
+        if self.train and _coin(seed):
             image, target = hflip(image, self.task, target)
         return image.float().div_(255.0), target
 
     def coco_gt(self) -> dict:
         """COCO-format ground truth in original image pixels (detection datasets only)."""
         raise NotImplementedError(f"{type(self).__name__} has no detection ground truth")
+
+
+def _coin(seed: int | None) -> bool:
+    """p = 0.5: from the global torch RNG (``seed`` None), else from a generator seeded with it."""
+    if seed is None:
+        return bool(torch.rand(()) < 0.5)
+    return bool(torch.rand((), generator=torch.Generator().manual_seed(seed)) < 0.5)
 
 
 def to_device(targets, device: torch.device):

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from mtbench.data.base import TaskDataset, TaskInfo, open_image, resolve_dir
+from mtbench.data.cache import sha256_of
 from mtbench.data.transforms import resize_image
 from mtbench.errors import DataError
 from mtbench.plugins import Spec, hookimpl
@@ -49,6 +50,10 @@ class ImageFolderClassification(TaskDataset):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def cache_identity(self) -> dict:
+        """Every sample's path and class index, and the class names."""
+        return self._identity(samples=sha256_of([(str(p), c) for p, c in self.samples]), classes=self.info.class_names)
 
     def load(self, index: int):
         path, label = self.samples[index]

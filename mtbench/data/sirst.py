@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from mtbench.data.base import TaskDataset, TaskInfo, check_files_exist, check_same_size, open_image, resolve_dir
+from mtbench.data.cache import sha256_of
 from mtbench.data.transforms import resize_image, resize_mask
 from mtbench.errors import DataError
 from mtbench.metrics.points import components
@@ -63,6 +64,10 @@ class SirstPoints(TaskDataset):
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def cache_identity(self) -> dict:
+        """The data folder and the split's image ids."""
+        return self._identity(folder=str(self.base), ids=sha256_of(self.ids))
 
     def load(self, index: int):
         stem = self.ids[index]

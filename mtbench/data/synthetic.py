@@ -88,6 +88,10 @@ class SyntheticTask(TaskDataset):
     def __len__(self) -> int:
         return self.num_images
 
+    def cache_identity(self) -> dict:
+        """The generator's parameters (the drawing is a pure function of them)."""
+        return self._identity(split=self.split, num_images=self.num_images, seed=self.seed, max_shapes=self.max_shapes)
+
     def load(self, index: int):
         image, boxes, labels, mask, image_label = draw_sample(
             self.seed, self.split, index, self.image_size, self.max_shapes)

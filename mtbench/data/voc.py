@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mtbench.data.base import TaskDataset, TaskInfo, check_same_size, open_image, resolve_dir
+from mtbench.data.cache import sha256_of
 from mtbench.data.transforms import resize_image, resize_mask
 from mtbench.errors import DataError
 from mtbench.plugins import Spec, hookimpl
@@ -45,6 +46,10 @@ class VocSegmentation(TaskDataset):
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def cache_identity(self) -> dict:
+        """The split folder and its image ids."""
+        return self._identity(folder=str(self.dir), ids=sha256_of(self.ids))
 
     def load(self, index: int):
         stem = self.ids[index]

@@ -1,0 +1,172 @@
+"""Where decoded, resized items live between epochs: ``fixed.cache: none | ram | disk``.
+
+The modes follow Ultralytics' ``cache=False | "ram" | "disk"``; what is cached is a data set's
+:meth:`~mtbench.data.base.TaskDataset.load` output (``uint8 (3, S, S)`` image and its target),
+so every mode serves the same pixels and targets (tested):
+
+- ``none``: decode and resize on every access; memory does not grow with the data set.
+- ``ram`` (default): items kept in the training process up to a byte budget
+  (:class:`RamBudget`, default :data:`RAM_FRACTION` of the memory available when the cell
+  starts, shared by all of a cell's data sets); items past the budget are decoded every time.
+  Only the main process fills it: with DataLoader workers the runner fills it before the
+  workers start (:func:`warm`, a thread pool), and the forked workers read the same pages
+  (copy-on-write, never written, so not copied per worker).
+- ``disk``: each item written once, atomically, as ``<cache dir>/<key>/<index>.pt``
+  (``torch.save``), read back memory-mapped (``torch.load(mmap=True, weights_only=True)``).
+  ``<key>`` hashes the data set's identity (:meth:`~mtbench.data.base.TaskDataset.cache_identity`:
+  its class, task, split, image size and source files' sizes and modification times), so a
+  changed annotation file or image size gets a fresh folder. The cache dir is
+  ``$MTBENCH_CACHE``, else the user cache folder (``~/.cache/mtbench/items`` on Linux).
+  An image file replaced in place without touching what the identity names is not noticed:
+  delete the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable, Literal
+
+import platformdirs
+import psutil
+import torch
+from torch.utils.data import get_worker_info
+
+from mtbench.errors import DataError
+
+CacheMode = Literal["none", "ram", "disk"]
+#: Default ``ram`` budget: this fraction of ``psutil.virtual_memory().available`` at cell start.
+RAM_FRACTION = 0.25
+
+
+def item_bytes(item) -> int:
+    """Bytes held by the tensors of an item (image, target: tensor, dict, tuple or scalar)."""
+    if isinstance(item, torch.Tensor):
+        return item.untyped_storage().nbytes()
+    if isinstance(item, dict):
+        return sum(item_bytes(v) for v in item.values())
+    if isinstance(item, (tuple, list)):
+        return sum(item_bytes(v) for v in item)
+    return 0
+
+
+def sha256_of(value) -> str:
+    """Hex SHA-256 of ``value``'s JSON (keys sorted; ``str`` for what JSON cannot hold), for identities."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cache_dir() -> Path:
+    """``$MTBENCH_CACHE`` or the user cache folder's ``mtbench/items``."""
+    env = os.environ.get("MTBENCH_CACHE")
+    return Path(env) if env else Path(platformdirs.user_cache_dir("mtbench")) / "items"
+
+
+class RamBudget:
+    """Bytes the ``ram`` caches of one cell may hold together.
+
+    :param nbytes: the budget; None: :data:`RAM_FRACTION` of the memory available now.
+    """
+
+    def __init__(self, nbytes: int | None = None):
+        self.nbytes = int(RAM_FRACTION * psutil.virtual_memory().available) if nbytes is None else int(nbytes)
+        self.used = 0
+        self.full = False  # set by the first item that did not fit
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        """Reserve ``n`` bytes; False (nothing reserved) when they do not fit."""
+        with self._lock:
+            if self.used + n > self.nbytes:
+                self.full = True
+                return False
+            self.used += n
+            return True
+
+
+
+class NoCache:
+    """``cache: none``: every access decodes."""
+
+    mode = "none"
+
+    def get(self, index: int, load: Callable[[int], tuple]) -> tuple:
+        return load(index)
+
+
+class RamCache(NoCache):
+    """``cache: ram``: items kept in this process while ``budget`` allows (filled only in the
+    main process; in a DataLoader worker it is read-only)."""
+
+    mode = "ram"
+
+    def __init__(self, budget: RamBudget):
+        self.budget = budget
+        self.items: dict[int, tuple] = {}
+
+    def get(self, index: int, load: Callable[[int], tuple]) -> tuple:
+        item = self.items.get(index)
+        if item is None:
+            item = load(index)
+            if get_worker_info() is None and self.budget.take(item_bytes(item)):
+                self.items[index] = item
+        return item
+
+
+class DiskCache(NoCache):
+    """``cache: disk``: one memory-mapped ``torch.save`` file per item under ``folder``."""
+
+    mode = "disk"
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"cannot create the disk cache folder {self.folder}: {exc} (set MTBENCH_CACHE "
+                            "to a writable folder)") from exc
+
+    def get(self, index: int, load: Callable[[int], tuple]) -> tuple:
+        path = self.folder / f"{index}.pt"
+        if path.is_file():
+            return torch.load(path, mmap=True, weights_only=True)
+        item = load(index)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")  # atomic: workers may write the same item
+        with os.fdopen(fd, "wb") as f:
+            torch.save(item, f)
+        os.replace(tmp, path)
+        return item
+
+
+def make_cache(mode: CacheMode, identity: dict, budget: RamBudget | None = None) -> NoCache:
+    """The cache for one data set.
+
+    :param identity: JSON-able description of the data set's items (``disk``: names the folder).
+    :param budget: shared ``ram`` budget (a fresh default one when None).
+    :raises DataError: an unknown mode, or a disk cache folder that cannot be created.
+    """
+    if mode == "none":
+        return NoCache()
+    if mode == "ram":
+        return RamCache(budget or RamBudget())
+    if mode == "disk":
+        return DiskCache(cache_dir() / sha256_of(identity)[:16])
+    raise DataError(f"cache must be 'none', 'ram' or 'disk', not {mode!r}")
+
+
+def warm(cache: NoCache, size: int, load: Callable[[int], tuple], threads: int) -> None:
+    """Fill a ``ram`` cache in this (main) process with ``threads`` threads until its budget is
+    spent, so forked DataLoader workers share the items; other modes are left alone."""
+    if not isinstance(cache, RamCache):
+        return
+
+    def fill(index: int) -> None:
+        if not cache.budget.full:
+            cache.get(index, load)
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        list(pool.map(fill, range(size)))

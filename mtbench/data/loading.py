@@ -1,0 +1,59 @@
+"""Training DataLoaders: workers, and augmentation that does not depend on how many there are.
+
+``fixed.num_workers`` unset: the loader of earlier versions (items loaded in the training
+process, the flip drawn from the global torch RNG), so existing results reproduce.
+``fixed.num_workers: n`` (0 included): :class:`SeededSampler` hands every item its own seed,
+drawn in the main process in sampling order, so an item (image and target) at a given step
+is the same with 0, 1 or 2 workers (tested), as PyTorch's reproducibility notes ask of
+worker-side randomness; ``pin_memory`` / ``persistent_workers`` are passed to
+:class:`torch.utils.data.DataLoader`. With workers, ``cache: ram`` is filled before they
+start (:func:`mtbench.data.cache.warm`) so they share it.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, RandomSampler, Sampler
+
+from mtbench.data.base import TaskDataset, collate
+from mtbench.data.cache import warm
+
+
+class SeededSampler(Sampler):
+    """Yield ``(index, seed)``: ``sampler``'s indices, each with a 63-bit seed drawn from a
+    generator seeded with ``seed`` (one draw per item, in order)."""
+
+    def __init__(self, sampler: Sampler, seed: int):
+        self.sampler = sampler
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in self.sampler:
+            yield index, int(torch.randint(2**63 - 1, (), generator=self.generator))
+
+
+def train_loader(dataset: TaskDataset, batch_size: int, generator: torch.Generator, seed: int,
+                 num_workers: int | None = None, pin_memory: bool = False,
+                 persistent_workers: bool = False) -> DataLoader:
+    """A shuffled training loader (the order drawn from ``generator``; the last partial batch
+    dropped when the split holds at least one batch).
+
+    :param seed: the cell's seed; item seeds are drawn from it (``num_workers`` set).
+    :param num_workers: None: in-process, global-RNG augmentation (as before); else that
+        many worker processes with per-item seeds.
+    """
+    drop_last = len(dataset) >= batch_size
+    if num_workers is None:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate, generator=generator,
+                          drop_last=drop_last)
+    if num_workers:
+        warm(dataset.cache, len(dataset), dataset.load, num_workers)
+    sampler = SeededSampler(RandomSampler(dataset, generator=generator), seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, generator=generator,
+                      drop_last=drop_last, num_workers=num_workers, pin_memory=pin_memory,
+                      persistent_workers=persistent_workers and num_workers > 0)

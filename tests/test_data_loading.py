@@ -1,0 +1,125 @@
+"""fixed.cache (none / ram / disk) and fixed.num_workers: same items whatever the mode or worker count."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mtbench.data.base import TaskDataset
+from mtbench.data.cache import DiskCache, NoCache, RamBudget, RamCache, item_bytes, make_cache, warm
+from mtbench.data.loading import SeededSampler, train_loader
+from mtbench.data.synthetic import SyntheticTask
+from mtbench.errors import DataError
+from tests._coco_files import write_coco
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _coco(tmp_path, registry, split="train"):
+    write_coco(tmp_path, n={"train": 6, "val": 3})
+    return registry.create("dataset", "coco", task="det", split=split, root=tmp_path, image_size=64, path="tiny_coco")
+
+
+def _epoch(ds, workers, seed=3):
+    loader = train_loader(ds, 4, torch.Generator().manual_seed(seed), seed, num_workers=workers)
+    return [batch for _ in range(2) for batch in loader]  # two epochs: the second draws new seeds
+
+
+@pytest.mark.parametrize("task", ["det", "seg"])
+def test_same_items_with_0_1_2_workers(task):
+    ds = SyntheticTask(task, "train", 64, 12)
+    runs = {w: _epoch(ds, w) for w in (0, 1, 2)}
+    assert _same(runs[0], runs[1]) and _same(runs[0], runs[2])
+    assert not _same(runs[0][:3], runs[0][3:])  # epoch 2 is another order/flip draw, not a replay
+
+
+def test_seeded_item_is_a_function_of_index_and_seed(tmp_path, registry):
+    ds = _coco(tmp_path, registry)
+    flips = set()
+    for seed in range(8):
+        a, b = ds[(2, seed)], ds[(2, seed)]
+        assert _same(a, b)
+        flips.add(bool(torch.equal(a[0], ds.load(2)[0].float() / 255)))
+    assert flips == {True, False}  # the seed decides the flip, both outcomes occur
+
+
+def test_seeded_sampler_keeps_the_shuffle_order():
+    base = list(torch.utils.data.RandomSampler(range(10), generator=torch.Generator().manual_seed(0)))
+    seeded = list(SeededSampler(torch.utils.data.RandomSampler(range(10), generator=torch.Generator().manual_seed(0)),
+                                5))
+    assert [i for i, _ in seeded] == base and len({s for _, s in seeded}) == 10
+
+
+@pytest.mark.parametrize("mode", ["none", "ram", "disk"])
+def test_cache_modes_serve_the_same_items(tmp_path, registry, monkeypatch, mode):
+    monkeypatch.setenv("MTBENCH_CACHE", str(tmp_path / "cache"))
+    ref = _coco(tmp_path, registry, "val")
+    ds = _coco(tmp_path, registry, "val")
+    ds.set_cache(mode)
+    for _ in range(2):  # first read fills the cache, second reads it back
+        for i in range(len(ds)):
+            assert _same(ds[i], ref[i]) and _same(ds.cache.get(i, ds.load), ref.load(i))
+    if mode == "disk":
+        assert isinstance(ds.cache, DiskCache) and len(list(ds.cache.folder.glob("*.pt"))) == len(ds)
+    assert type(ds.cache) is {"none": NoCache, "ram": RamCache, "disk": DiskCache}[mode]
+
+
+def test_disk_cache_folder_follows_identity(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTBENCH_CACHE", str(tmp_path))
+    folder = {}
+    for key, kw in {"a": {}, "a2": {}, "size": {"image_size": 96}, "seed": {"seed": 1}}.items():
+        ds = SyntheticTask("det", "train", kw.get("image_size", 64), 4, seed=kw.get("seed", 0))
+        ds.set_cache("disk")
+        folder[key] = ds.cache.folder
+    assert folder["a"] == folder["a2"] and len({folder["a"], folder["size"], folder["seed"]}) == 3
+
+
+def test_disk_cache_needs_an_identity():
+    class Bare(TaskDataset):
+        def __len__(self):
+            return 1
+
+    with pytest.raises(DataError, match="cache_identity"):
+        Bare("cls", 32, False).set_cache("disk")
+    with pytest.raises(DataError, match="'none', 'ram' or 'disk'"):
+        make_cache("gpu", {})
+
+
+def test_ram_cache_stays_within_its_budget():
+    ds = SyntheticTask("seg", "train", 64, 10)
+    one = item_bytes(ds.load(0))
+    budget = RamBudget(3 * one + one // 2)
+    ds.set_cache("ram", budget)
+    for i in range(len(ds)):
+        ds[i]
+    assert len(ds.cache.items) == 3 and budget.used == 3 * one and budget.full
+    assert _same(ds.cache.get(7, ds.load), ds.load(7))  # past the budget: decoded, same item
+
+
+def test_warm_fills_ram_before_workers(tmp_path):
+    ds = SyntheticTask("det", "train", 64, 10)
+    ds.set_cache("ram", RamBudget(10**9))
+    warm(ds.cache, len(ds), ds.load, threads=2)
+    assert sorted(ds.cache.items) == list(range(10))
+
+
+def test_loader_keys_leave_the_cell_hash(registry, write_suite):
+    from mtbench.suite import expand, load_suite
+
+    def cell_hash(extra: str) -> str:
+        path = write_suite()
+        path.write_text(path.read_text().replace("fixed:\n", "fixed:\n" + extra))
+        return expand(load_suite(path), registry)[0].hash
+
+    plain = cell_hash("")
+    assert cell_hash("  cache: disk\n  pin_memory: true\n") == plain
+    seeded = {cell_hash(f"  num_workers: {n}\n") for n in (0, 2)}
+    assert len(seeded) == 1 and plain not in seeded  # per-item seeds train differently from the old draw
