@@ -13,6 +13,7 @@ from mtbench.cli import main
 from mtbench.losses.detection import VarifocalLoss
 from mtbench.parity import Options, ParityError, parity, parse_spec
 from mtbench.parity.compare import compare_curves, module_of, rel_diff
+from mtbench.errors import PluginError
 from mtbench.plugins import Spec, get_registry, hookimpl
 from mtbench.profiling.latency import StopRule
 
@@ -128,3 +129,13 @@ def test_command_exit_codes(tmp_path, capsys):
     assert main(["parity", "gold-yolo[n]", "jittor-x:gold-yolo[n]", "--data", DATA]) == 2
     assert "no framework 'jittor-x' installed" in capsys.readouterr().err
     assert main(["parity", "gold-yolo[n]", "gold-yolo[n,loss=no-such-loss]", "--data", DATA]) == 2
+
+
+def test_jittor_refuses_numpy2(monkeypatch, capsys):
+    """Jittor 1.3 reads Python floats as garbage under numpy 2: the adapter refuses to build there."""
+    mj = pytest.importorskip("mtbench_jittor", reason="pip install --no-deps -e ./plugins/mtbench-jittor")
+    monkeypatch.setattr(mj.np, "__version__", "2.4.6")
+    assert main(["parity", "gold-yolo[n]", "jittor:gold-yolo[n]", "--data", DATA]) == 2
+    assert "numpy < 2" in capsys.readouterr().err
+    with pytest.raises(PluginError, match="no Jittor port of model 'yolo-mtl'"):
+        parity("gold-yolo[n]", "jittor:yolo-mtl", get_registry(), data=DATA)
