@@ -3,7 +3,8 @@
 Exit codes (:class:`mtbench.errors.Exit`; README, "Errors and exit codes"):
 
 - 0 success;
-- 1 a cell failed or a gate failed (``run``), a rule was violated (``compare``);
+- 1 a cell failed or a gate failed (``run``), a rule was violated (``compare``), a check
+  was beyond its tolerance (``parity``);
 - 2 invalid input (suite, plugin, data, result file, command-line argument): one line
   ``mtbench: error: FILE[:LINE]: ...`` (a list under it when a suite has several problems);
 - 3 suspect result: every cell ran and no gate failed, but a gate is ``not meaningful``
@@ -200,6 +201,31 @@ def cmd_doctor(args) -> int:
     return EXIT_SUSPECT if errors else 0
 
 
+def cmd_parity(args) -> int:
+    import json
+
+    from mtbench.parity import Options, Tolerances, parity, render
+    tol = Tolerances(args.tol_forward, args.tol_loss, args.tol_grad, args.tol_curve)
+    opts = Options(steps=args.steps, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                   depth=args.depth, tol=tol)
+    report = parity(args.a, args.b, _registry(args), data=args.data, image_size=args.image_size, loss=args.loss,
+                    loss_params=dict(args.loss_param), seed=args.seed, opts=opts)
+    print(render(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1, default=str))
+        print(f"wrote {args.json}")
+    return Exit.FAILED if report["failures"] else 0
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    """An argparse type: ``key=value`` (the value a YAML scalar), as ``(key, value)``."""
+    import yaml
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not key=value")
+    return key, yaml.safe_load(value)
+
+
 def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -329,6 +355,30 @@ def build_parser() -> argparse.ArgumentParser:
     np_.add_argument("name", help="plugin name, e.g. 'demo' (distribution mtbench-demo)")
     np_.add_argument("--dir", default=".", help="folder to write mtbench-NAME into (default: .)")
     np_.set_defaults(fn=cmd_new_plugin)
+
+    par = sub.add_parser("parity", help="two implementations of one model side by side: parameters per module, "
+                                        "outputs, loss, gradients, N training steps, latency (exit 1 beyond "
+                                        "tolerances)")
+    par.add_argument("a", help="reference: NAME[params] of a registered model, e.g. gold-yolo[n]")
+    par.add_argument("b", help="NAME[params], FRAMEWORK:NAME[params] (e.g. jittor:gold-yolo[n]), runtime:onnx "
+                               "or runtime:compile (side A's model)")
+    par.add_argument("--data", default="synthetic", help="dataset spec, e.g. coco[path=mini_coco_det] (files "
+                                                         "under $MTBENCH_DATA; default: synthetic)")
+    par.add_argument("--image-size", type=_count, default=128, help="input side in pixels (default 128)")
+    par.add_argument("--batch-size", type=_count, default=8)
+    par.add_argument("--steps", type=_count, default=50, help="SGD steps on the same batches (default 50)")
+    par.add_argument("--lr", type=_amount, default=0.01)
+    par.add_argument("--momentum", type=_amount, default=0.9)
+    par.add_argument("--loss", default="varifocal", help="det loss of both sides (default varifocal)")
+    par.add_argument("--loss-param", action="append", default=[], type=_key_value, metavar="KEY=VALUE")
+    par.add_argument("--seed", type=int, default=0, help="weights of side A and batch order")
+    par.add_argument("--depth", type=_count, default=2, help="module name parts per table row (default 2)")
+    par.add_argument("--tol-forward", type=_amount, default=1e-4)
+    par.add_argument("--tol-loss", type=_amount, default=1e-4)
+    par.add_argument("--tol-grad", type=_amount, default=1e-3)
+    par.add_argument("--tol-curve", type=_amount, default=1e-2)
+    par.add_argument("--json", default=None, help="write the full report (per parameter, every step) here")
+    par.set_defaults(fn=cmd_parity)
 
     m = sub.add_parser("metrics", help="compute metrics of existing predictions")
     msub = m.add_subparsers(dest="metric", required=True)

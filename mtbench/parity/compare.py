@@ -1,0 +1,236 @@
+"""The checks of ``mtbench parity`` (see :mod:`mtbench.parity`) and their report: a dict that
+is written as JSON, rendered as tables, and lists its ``failures``."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from tabulate import tabulate
+
+from mtbench.parity.sides import Side, Targets, Transfer
+from mtbench.profiling.latency import StopRule, fps_figures, latency_figures, sample_adaptive
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Relative-difference limits (:func:`rel_diff`): per output, per loss component, per
+    parameter gradient, per step of the loss curve."""
+
+    forward: float = 1e-4
+    loss: float = 1e-4
+    grad: float = 1e-3
+    curve: float = 1e-2
+
+
+@dataclass(frozen=True)
+class Options:
+    """``steps`` SGD steps (``lr``, ``momentum``) on batches of ``batch_size``; modules grouped to
+    ``depth`` dotted name parts; timing series under ``timing`` after ``warmup`` untimed calls."""
+
+    steps: int = 50
+    batch_size: int = 8
+    lr: float = 0.01
+    momentum: float = 0.9
+    depth: int = 2
+    warmup: int = 3
+    timing: StopRule = StopRule(ci_target=0.05, max_s=2.0, max_samples=50)
+    tol: Tolerances = field(default_factory=Tolerances)
+
+
+def rel_diff(a, b) -> float:
+    """``max|a - b| / max(max|a|, max|b|)`` of two arrays (or scalars) of one shape; 0 when both are 0."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    scale = max(float(np.abs(a).max(initial=0.0)), float(np.abs(b).max(initial=0.0)))
+    diff = float(np.abs(a - b).max(initial=0.0))
+    return diff / scale if scale > 0 else 0.0
+
+
+def module_of(name: str, depth: int) -> str:
+    """The first ``depth`` dotted parts of a parameter name (``neck.low_ifm.0.0.weight`` -> ``neck.low_ifm``)."""
+    return ".".join(name.split(".")[:depth])
+
+
+def _counts(params: dict[str, tuple], depth: int) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for name, shape in params.items():
+        out[module_of(name, depth)] += int(np.prod(shape))
+    return out
+
+
+def compare_params(pa: dict | None, pb: dict | None, depth: int) -> list[dict]:
+    """Per module: parameters of A and B (None where a side has none to show) and B - A."""
+    if pa is None or pb is None:
+        return []
+    ca, cb = _counts(pa, depth), _counts(pb, depth)
+    rows = [{"module": m, "a": ca.get(m), "b": cb.get(m), "diff": cb.get(m, 0) - ca.get(m, 0)}
+            for m in list(dict.fromkeys([*ca, *cb]))]
+    return rows + [{"module": "(total)", "a": sum(ca.values()), "b": sum(cb.values()),
+                    "diff": sum(cb.values()) - sum(ca.values())}]
+
+
+def compare_outputs(oa: dict[str, np.ndarray], ob: dict[str, np.ndarray], tol: float) -> list[dict]:
+    """Per output name: shapes, max-abs and relative difference, within ``tol``."""
+    rows = []
+    for name in dict.fromkeys([*oa, *ob]):
+        a, b = oa.get(name), ob.get(name)
+        row = {"output": name, "shape_a": None if a is None else list(a.shape),
+               "shape_b": None if b is None else list(b.shape), "max_abs": None, "rel": None, "ok": False}
+        if a is not None and b is not None and a.shape == b.shape:
+            row.update(max_abs=float(np.abs(a.astype(np.float64) - b).max(initial=0.0)), rel=rel_diff(a, b))
+            row["ok"] = row["rel"] <= tol
+        rows.append(row)
+    return rows
+
+
+def compare_scalars(la: dict[str, float], lb: dict[str, float], tol: float) -> list[dict]:
+    """Per loss component (and assigner counter) present on either side: A, B, difference, within ``tol``."""
+    rows = []
+    for k in dict.fromkeys([*la, *lb]):
+        a, b = la.get(k), lb.get(k)
+        both = a is not None and b is not None
+        rows.append({"component": k, "a": a, "b": b, "abs": abs(a - b) if both else None,
+                     "rel": rel_diff(a, b) if both else None, "ok": both and rel_diff(a, b) <= tol})
+    return rows
+
+
+def compare_grads(ga: dict[str, np.ndarray], gb: dict[str, np.ndarray], depth: int, tol: float
+                  ) -> tuple[list[dict], list[dict]]:
+    """Per parameter (max-abs, relative difference of the gradients; missing or reshaped ones
+    fail) and per module (the worst parameter in it)."""
+    per = []
+    for name in dict.fromkeys([*ga, *gb]):
+        a, b = ga.get(name), gb.get(name)
+        if a is None or b is None or a.shape != b.shape:
+            per.append({"param": name, "max_abs": None, "rel": None, "ok": False})
+            continue
+        r = rel_diff(a, b)
+        per.append({"param": name, "max_abs": float(np.abs(a.astype(np.float64) - b).max(initial=0.0)),
+                    "rel": r, "ok": r <= tol})
+    modules: dict[str, dict] = {}
+    for row in per:
+        m = modules.setdefault(module_of(row["param"], depth), {"module": module_of(row["param"], depth),
+                                                                 "params": 0, "max_abs": 0.0, "rel": 0.0,
+                                                                 "worst": "", "ok": True})
+        m["params"] += 1
+        m["ok"] &= row["ok"]
+        rel = float("inf") if row["rel"] is None else row["rel"]
+        if rel >= m["rel"]:
+            m["rel"], m["worst"] = rel, row["param"]
+        m["max_abs"] = max(m["max_abs"], row["max_abs"] or 0.0)
+    return per, list(modules.values())
+
+
+def compare_curves(ha: list[dict], hb: list[dict], tol: float) -> dict:
+    """Both ``total`` curves, their relative difference per step, and the first step (0-based)
+    beyond ``tol`` (None: none). Also each side's ``num_pos`` per step where it reports it."""
+    a, b = [h["total"] for h in ha], [h["total"] for h in hb]
+    rel = [rel_diff(x, y) for x, y in zip(a, b)]
+    beyond = [i for i, r in enumerate(rel) if not r <= tol]
+    out = {"a": a, "b": b, "rel": rel, "diverged_at": beyond[0] if beyond else None}
+    for side, h in (("a", ha), ("b", hb)):
+        if all("num_pos" in s for s in h):
+            out[f"num_pos_{side}"] = [s["num_pos"] for s in h]
+    return out
+
+
+def time_sides(sides: list[Side], x: np.ndarray, opts: Options) -> list[dict]:
+    """Batch-1 latency then batch FPS of each side's :meth:`Side.forward`, series interleaved by side."""
+    series = {}
+    for what, inp in (("latency", x[:1]), ("fps", x)):
+        for i, s in enumerate(sides):
+            series[i, what] = sample_adaptive(lambda s=s, inp=inp: s.forward(inp), opts.warmup, 6, opts.timing)
+    return [{"side": f"{'AB'[i]}: {s.label}", **latency_figures(series[i, "latency"]),
+             **fps_figures(series[i, "fps"], len(x))} for i, s in enumerate(sides)]
+
+
+def _transfer_failures(t: Transfer) -> list[str]:
+    out = [f"weights: {n} given {list(g)} but B's is {list(o)}" for n, g, o in t.mismatched]
+    out += [f"weights: B has no {n}" for n in t.unexpected]
+    return out + [f"weights: A has no {n} (B keeps its own)" for n in t.missing]
+
+
+def run_parity(a: Side, b: Side, batches: list[tuple[np.ndarray, Targets]], opts: Options) -> dict:
+    """Every check of the module docstring on ``batches`` (the first one for forward, loss and
+    gradients, the first ``opts.steps`` for training). Returns the report (JSON-ready), whose
+    ``failures`` lists each check beyond its tolerance."""
+    x, targets = batches[0]
+    state = a.state()
+    transfer = b.load(state)
+    report = {"a": a.label, "b": b.label, "options": asdict(opts), "transfer": asdict(transfer),
+              "params": compare_params(a.parameters(), b.parameters(), opts.depth),
+              "outputs": compare_outputs(a.forward(x), b.forward(x), opts.tol.forward)}
+    report["timing"] = time_sides([a, b], x, opts)
+    la, lb = a.loss_and_grads(x, targets), b.loss_and_grads(x, targets)
+    if la is not None and lb is not None:
+        report["loss"] = compare_scalars(la[0], lb[0], opts.tol.loss)
+        report["grads"], report["grad_modules"] = compare_grads(la[1], lb[1], opts.depth, opts.tol.grad)
+        for side in (a, b):
+            side.load(state)  # the loss pass moved BatchNorm statistics: start training from the same weights
+        report["curves"] = compare_curves(a.train(batches[:opts.steps], opts.lr, opts.momentum),
+                                          b.train(batches[:opts.steps], opts.lr, opts.momentum), opts.tol.curve)
+    else:
+        report["not_compared"] = f"{(a if la is None else b).label} runs inference only: no loss, gradients or training"
+    report["failures"] = failures(report, opts.tol)
+    return report
+
+
+def failures(report: dict, tol: Tolerances) -> list[str]:
+    """One line per check of ``report`` beyond its tolerance."""
+    out = _transfer_failures(Transfer(**report["transfer"]))
+    out += [f"params: {r['module']} A {r['a']} B {r['b']}" for r in report["params"]
+            if r["diff"] or r["a"] is None or r["b"] is None]
+    out += [f"forward: {r['output']} " + (f"rel {r['rel']:.3g} > {tol.forward:g}" if r["rel"] is not None
+                                         else f"shape A {r['shape_a']} B {r['shape_b']}")
+            for r in report["outputs"] if not r["ok"]]
+    for r in report.get("loss", []):
+        if not r["ok"]:
+            zero = " (0 in B only)" if r["b"] == 0 and r["a"] else " (0 in A only)" if r["a"] == 0 and r["b"] else ""
+            out.append(f"loss: {r['component']} A {r['a']} B {r['b']}{zero}"
+                       + (f", rel {r['rel']:.3g} > {tol.loss:g}" if r["rel"] is not None else ""))
+    out += [f"grads: {m['module']} worst {m['worst']} rel {m['rel']:.3g} > {tol.grad:g}"
+            for m in report.get("grad_modules", []) if not m["ok"]]
+    c = report.get("curves")
+    if c and c["diverged_at"] is not None:
+        out.append(f"curve: total loss differs by rel {c['rel'][c['diverged_at']]:.3g} > {tol.curve:g} "
+                   f"from step {c['diverged_at']}")
+    return out
+
+
+def _table(rows: list[dict], keys: list[str]) -> str:
+    return tabulate([[r.get(k) for k in keys] for r in rows], headers=keys, tablefmt="github", floatfmt=".4g",
+                    missingval="-")
+
+
+def render(report: dict, every: int | None = None) -> str:
+    """The report as Markdown tables (curves every ``every`` steps, default ~10 rows, plus the divergence step)."""
+    parts = [f"A = {report['a']}, B = {report['b']}"]
+    if report["params"]:
+        parts += ["\nParameters per module", _table(report["params"], ["module", "a", "b", "diff"])]
+    parts += ["\nForward (eval mode, first batch)", _table(report["outputs"], ["output", "shape_a", "shape_b",
+                                                                            "max_abs", "rel", "ok"])]
+    if "loss" in report:
+        parts += ["\nLoss components (train mode, first batch, same targets)",
+                  _table(report["loss"], ["component", "a", "b", "abs", "rel", "ok"]),
+                  "\nGradients after one backward of total (worst parameter per module)",
+                  _table(report["grad_modules"], ["module", "params", "max_abs", "rel", "worst", "ok"])]
+        c = report["curves"]
+        n = len(c["a"])
+        step = every or max(1, n // 10)
+        keep = sorted({*range(0, n, step), n - 1, *([c["diverged_at"]] if c["diverged_at"] is not None else [])})
+        rows = [{"step": i, "total_a": c["a"][i], "total_b": c["b"][i], "rel": c["rel"][i],
+                 "num_pos_a": c.get("num_pos_a", [None] * n)[i], "num_pos_b": c.get("num_pos_b", [None] * n)[i]}
+                for i in keep]
+        parts += [f"\nTraining: {n} SGD steps on the same batches; diverged (rel > tolerance) at step "
+                  f"{c['diverged_at'] if c['diverged_at'] is not None else 'never'}",
+                  _table(rows, ["step", "total_a", "total_b", "rel", "num_pos_a", "num_pos_b"])]
+    else:
+        parts.append(f"\n{report['not_compared']}")
+    timing = [{**r, "latency_ms_ci": "[{:.4g}, {:.4g}]".format(*r["latency_ms_ci"]) if r["latency_ms_ci"] else None}
+              for r in report["timing"]]
+    parts += ["\nTiming of forward (numpy in and out; same method both sides, series interleaved A, B)",
+              _table(timing, ["side", "latency_ms", "latency_ms_ci", "fps", "fps_batch"])]
+    fails = report["failures"]
+    parts.append("\n" + ("\n".join(f"FAIL {f}" for f in fails) if fails else "parity: every check within tolerance"))
+    return "\n".join(parts)

@@ -1,0 +1,135 @@
+"""``jittor``: Jittor implementations for ``mtbench parity`` (entry-point group ``mtbench.frameworks``).
+
+``mtbench parity gold-yolo[n] jittor:gold-yolo[n]`` compares the PyTorch plugin
+(plugins/mtbench-gold-yolo) with its Jittor port (:mod:`mtbench_jittor.gold_yolo`), trained
+with the Jittor port of ``det/varifocal`` (:mod:`mtbench_jittor.det_loss`) and
+``jt.optim.SGD``.
+
+Weight name mapping (PyTorch ``state_dict`` <-> Jittor parameters): the port mirrors the
+PyTorch module tree attribute for attribute, and Jittor names a parameter, as PyTorch does,
+by the dotted path of attributes and ``Sequential`` / ``ModuleList`` indices, so the mapping
+is the identity on every name; PyTorch's integer ``num_batches_tracked`` buffers have no
+Jittor counterpart and are not transferred (:func:`to_torch_name` states the rule, and
+:meth:`JittorSide.load` reports every name or shape that does not fit). Jittor's trainable
+parameters are its Vars that are not ``stop_grad`` (BatchNorm statistics and the input
+normalisation are ``stop_grad``, as they are buffers in PyTorch).
+
+Environment: importing Jittor is deferred to the first side built (``import mtbench_jittor``
+has no side effects). Unless set already, ``nvcc_path=""`` (CPU), ``use_mkl=0`` (its oneDNN
+download is not reachable offline) and ``log_silent=1`` are set first. Jittor 1.3.x needs
+numpy < 2 (as its metadata says): with numpy 2 it silently reads Python floats and float64
+arrays as garbage (``jt.zeros(3)`` returns uninitialised memory; measured with numpy 2.4.6),
+so a side refuses to build under numpy 2.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from mtbench.parity.sides import ImplSpec, Transfer, bind_positional
+
+MODELS = ("gold-yolo",)
+LOSSES = ("varifocal",)
+
+
+def to_torch_name(jittor_name: str) -> str:
+    """The PyTorch ``state_dict`` name of a Jittor parameter of the port: the same dotted path."""
+    return jittor_name
+
+
+def _import_jittor():
+    for key, value in (("nvcc_path", ""), ("use_mkl", "0"), ("log_silent", "1")):
+        os.environ.setdefault(key, value)
+    if int(np.__version__.split(".")[0]) >= 2:
+        raise RuntimeError(f"Jittor 1.3.x computes wrong numbers with numpy {np.__version__} (it needs numpy < 2); "
+                           f"run the Jittor side in an environment with numpy<2 (README, 'Parity')")
+    import jittor
+    return jittor
+
+
+class JittorSide:
+    """A Jittor model and loss behind the :class:`mtbench.parity.sides.Side` contract."""
+
+    def __init__(self, label: str, model, loss, strides: list[int]):
+        import jittor as jt
+        self.jt, self.label, self.model, self.loss, self.strides = jt, label, model, loss, strides
+
+    def _vars(self) -> dict:
+        return {to_torch_name(n): v for n, v in self.model.named_parameters()}
+
+    def _trainable(self) -> dict:
+        return {n: v for n, v in self._vars().items() if not v.is_stop_grad()}
+
+    def parameters(self):
+        return {n: tuple(v.shape) for n, v in self._trainable().items()}
+
+    def state(self):
+        return {n: v.numpy().astype(np.float32) for n, v in self._vars().items()}
+
+    def load(self, state):
+        own = self._vars()
+        out = Transfer(missing=sorted(set(own) - set(state)), unexpected=sorted(set(state) - set(own)))
+        for n, v in own.items():
+            if n not in state:
+                continue
+            if tuple(state[n].shape) != tuple(v.shape):
+                out.mismatched.append((n, tuple(state[n].shape), tuple(v.shape)))
+            else:
+                v.update(self.jt.array(np.ascontiguousarray(state[n], np.float32)))
+        self.jt.sync_all()
+        return out
+
+    def _names(self):
+        from mtbench.models.dense import level_name
+        return [f"det/{level_name(s)}" for s in self.strides]
+
+    def forward(self, x):
+        self.model.eval()
+        with self.jt.no_grad():
+            out = self.model(self.jt.array(x))
+            return {n: o.numpy() for n, o in zip(self._names(), out)}
+
+    def _step(self, x, targets):
+        parts, counts = self.loss(self.model(self.jt.array(x)), targets, self.strides)
+        return parts, counts
+
+    @staticmethod
+    def _floats(parts, counts):
+        return {**{k: float(v.item()) for k, v in parts.items()}, **counts}
+
+    def loss_and_grads(self, x, targets):
+        self.model.train()
+        parts, counts = self._step(x, targets)
+        params = self._trainable()
+        grads = self.jt.grad(parts["total"], list(params.values()))
+        return self._floats(parts, counts), {n: g.numpy() for n, g in zip(params, grads)}
+
+    def train(self, batches, lr, momentum):
+        self.model.train()
+        opt = self.jt.optim.SGD(list(self._trainable().values()), lr=lr, momentum=momentum)
+        history = []
+        for x, targets in batches:
+            parts, counts = self._step(x, targets)
+            opt.step(parts["total"])
+            history.append(self._floats(parts, counts))
+        return history
+
+
+def side(spec: ImplSpec, num_classes: int, loss: str = "varifocal", loss_params: dict | None = None) -> JittorSide:
+    """The ``mtbench.frameworks`` entry point: a :class:`JittorSide` for ``spec`` (``gold-yolo[n]``).
+
+    :raises ValueError: a model or loss that has no Jittor port, unknown parameters.
+    :raises RuntimeError: numpy >= 2 (see the module docstring).
+    """
+    if spec.name not in MODELS:
+        raise ValueError(f"no Jittor port of model {spec.name!r}; ported: {', '.join(MODELS)}")
+    if loss.split("/")[-1] not in LOSSES:
+        raise ValueError(f"no Jittor port of det loss {loss!r}; ported: {', '.join(LOSSES)}")
+    _import_jittor()
+    from mtbench_jittor.det_loss import VarifocalLoss
+    from mtbench_jittor.gold_yolo import GoldYOLO
+    params = bind_positional(spec, GoldYOLO.__init__, {"self", "num_classes"})
+    model = GoldYOLO(num_classes, **params)
+    return JittorSide(spec.text, model, VarifocalLoss(num_classes, **(loss_params or {})), GoldYOLO.strides)

@@ -1,0 +1,141 @@
+"""``mtbench parity``: PyTorch against PyTorch (identical, a broken copy, a dead assigner, ONNX
+Runtime), spec parsing, and the command's exit codes. The Jittor side: plugins/mtbench-jittor."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mtbench.cli import main
+from mtbench.losses.detection import VarifocalLoss
+from mtbench.parity import Options, ParityError, parity, parse_spec
+from mtbench.parity.compare import compare_curves, module_of, rel_diff
+from mtbench.errors import PluginError
+from mtbench.plugins import Spec, get_registry, hookimpl
+from mtbench.profiling.latency import StopRule
+
+gold = pytest.importorskip("mtbench_gold_yolo", reason="pip install -e ./plugins/mtbench-gold-yolo (README set-up)")
+
+QUICK = Options(steps=2, batch_size=2, warmup=1, timing=StopRule(max_s=0.0))
+DATA = "synthetic[num_images=4]"
+
+
+class ThinLowIFM(gold.GoldYOLO):
+    """A broken port: the low-GD fusion's hidden width 64 instead of 96 (one layer's channels)."""
+
+    def __init__(self, tasks, level="P3", size="n"):
+        super().__init__(tasks, level, size)
+        c = self.neck.low_ifm[0][0].in_channels
+        out = self.neck.low_ifm[-1][0].out_channels
+        self.neck.low_ifm = torch.nn.Sequential(gold.silu_conv(c, 64), *(gold.RepVGGBlock(64, 64) for _ in range(3)),
+                                                gold.silu_conv(64, out))
+
+
+class NoPositives(VarifocalLoss):
+    """A broken assigner: no location is ever positive."""
+
+    def assign(self, d, i, boxes, labels, pred_boxes):
+        n = d.points.shape[0]
+        return torch.full((n,), -1, dtype=torch.long), torch.zeros(n), 0
+
+
+class _Broken:
+    @hookimpl
+    def mtbench_register_models(self):
+        return [Spec("model", "gold-yolo-thin", ThinLowIFM, "test: gold-yolo with one layer's channels changed")]
+
+    @hookimpl
+    def mtbench_register_losses(self):
+        return [Spec("loss", "varifocal-nopos", NoPositives, "test: varifocal with no positives", task="det")]
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return get_registry(extra_plugins=[_Broken()])
+
+
+def _run(registry, b, a="gold-yolo[n]", opts=QUICK):
+    return parity(a, b, registry, data=DATA, image_size=64, opts=opts)
+
+
+def test_parse_spec():
+    s = parse_spec("jittor:gold-yolo[n,reg_max=16]")
+    assert (s.framework, s.name, s.positional, s.params) == ("jittor", "gold-yolo", ("n",), {"reg_max": 16})
+    assert parse_spec("compile").framework == "runtime" and parse_spec("runtime:onnx").name == "onnx"
+    assert parse_spec("gold-yolo").framework == "torch"
+    for bad in ("runtime:tensorrt", "gold yolo", "a:b:c"):
+        with pytest.raises(ParityError):
+            parse_spec(bad)
+
+
+def test_rel_diff_and_helpers():
+    assert rel_diff(0.0, 0.0) == 0.0 and rel_diff(0.0, 2.0) == 1.0
+    assert rel_diff(np.array([1.0, -4.0]), np.array([1.0, -3.0])) == pytest.approx(0.25)
+    assert module_of("neck.low_ifm.0.0.weight", 2) == "neck.low_ifm"
+    c = compare_curves([{"total": 1.0}, {"total": 1.0}, {"total": 1.0}],
+                       [{"total": 1.0}, {"total": 1.001}, {"total": 1.5}], 1e-2)
+    assert c["diverged_at"] == 2
+
+
+def test_identical_models_agree(registry):
+    rep = _run(registry, "gold-yolo[size=n]")
+    assert rep["failures"] == []
+    assert all(r["diff"] == 0 for r in rep["params"]) and rep["params"][-1]["a"] > 5e6
+    assert [r["output"] for r in rep["outputs"]] == ["det/P3", "det/P4", "det/P5"]
+    assert {r["component"] for r in rep["loss"]} >= {"cls", "box", "total", "num_pos"}
+    assert rep["curves"]["diverged_at"] is None and len(rep["curves"]["a"]) == 2
+    assert len(rep["timing"]) == 2 and all(r["latency_ms"] > 0 and r["fps"] > 0 for r in rep["timing"])
+
+
+def test_changed_channels_reported(registry):
+    rep = _run(registry, "gold-yolo-thin[n]")
+    fails = "\n".join(rep["failures"])
+    thin = {r["module"]: r for r in rep["params"]}["neck.low_ifm"]
+    assert thin["diff"] < 0, thin
+    assert "params: neck.low_ifm" in fails and "weights: neck.low_ifm.0.0.weight given" in fails
+    assert "forward: det/P3" in fails  # weights that did not transfer change the outputs
+    assert "params: backbone" not in fails  # only the broken module is named
+
+
+def test_assigner_without_positives_reported(registry):
+    rep = _run(registry, "gold-yolo[n,loss=varifocal-nopos]")
+    loss = {r["component"]: r for r in rep["loss"]}
+    assert loss["num_pos"]["a"] > 0 and loss["num_pos"]["b"] == 0 and not loss["num_pos"]["ok"]
+    assert loss["box"]["b"] == 0 and not loss["box"]["ok"]
+    fails = "\n".join(rep["failures"])
+    assert "loss: num_pos" in fails and "(0 in B only)" in fails
+    assert "grads:" in fails and "curve:" in fails
+    assert not any(f.startswith(("params", "forward", "weights")) for f in rep["failures"])  # the model is fine
+
+
+def test_onnx_runtime_side(registry):
+    pytest.importorskip("onnxruntime")
+    rep = _run(registry, "runtime:onnx")
+    assert rep["failures"] == [], rep["failures"]
+    assert all(r["rel"] < 1e-4 for r in rep["outputs"]) and "loss" not in rep and rep["params"] == []
+    assert "inference only" in rep["not_compared"]
+
+
+def test_command_exit_codes(tmp_path, capsys):
+    out = tmp_path / "parity.json"
+    args = ["parity", "gold-yolo[n]", "gold-yolo[n]", "--data", DATA, "--image-size", "64", "--batch-size", "2",
+            "--steps", "1", "--json", str(out)]
+    assert main(args) == 0
+    assert "every check within tolerance" in capsys.readouterr().out
+    assert json.loads(out.read_text())["failures"] == []
+    assert main(["parity", "gold-yolo[n]", "jittor-x:gold-yolo[n]", "--data", DATA]) == 2
+    assert "no framework 'jittor-x' installed" in capsys.readouterr().err
+    assert main(["parity", "gold-yolo[n]", "gold-yolo[n,loss=no-such-loss]", "--data", DATA]) == 2
+
+
+def test_jittor_refuses_numpy2(monkeypatch, capsys):
+    """Jittor 1.3 reads Python floats as garbage under numpy 2: the adapter refuses to build there."""
+    mj = pytest.importorskip("mtbench_jittor", reason="pip install --no-deps -e ./plugins/mtbench-jittor")
+    monkeypatch.setattr(mj.np, "__version__", "2.4.6")
+    assert main(["parity", "gold-yolo[n]", "jittor:gold-yolo[n]", "--data", DATA]) == 2
+    assert "numpy < 2" in capsys.readouterr().err
+    with pytest.raises(PluginError, match="no Jittor port of model 'yolo-mtl'"):
+        parity("gold-yolo[n]", "jittor:yolo-mtl", get_registry(), data=DATA)

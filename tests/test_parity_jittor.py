@@ -1,0 +1,93 @@
+"""The Jittor port (plugins/mtbench-jittor) against the PyTorch Gold-YOLO through ``mtbench parity``.
+
+Skipped unless Jittor imports under numpy < 2 (its requirement; README, "Parity"). The first
+run compiles Jittor's kernels (minutes); they are cached under ``~/.cache/jittor``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.jittor
+mj = pytest.importorskip("mtbench_jittor", reason="pip install --no-deps -e ./plugins/mtbench-jittor")
+gold = pytest.importorskip("mtbench_gold_yolo", reason="pip install -e ./plugins/mtbench-gold-yolo")
+if int(np.__version__.split(".")[0]) >= 2:
+    pytest.skip(f"Jittor needs numpy < 2 (numpy {np.__version__} here)", allow_module_level=True)
+pytest.importorskip("jittor")
+
+from mtbench.parity import Options, Setup, build_side, load_batches, open_dataset, parse_spec, run_parity  # noqa: E402
+from mtbench.plugins import get_registry  # noqa: E402
+from mtbench.profiling.latency import StopRule  # noqa: E402
+
+QUICK = Options(steps=2, batch_size=2, warmup=1, timing=StopRule(max_s=0.0))
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def setup():
+    reg = get_registry()
+    ds = open_dataset(reg, parse_spec("synthetic[num_images=4]"), "det", SIZE)
+    return Setup(reg, ds.info, image_size=SIZE), load_batches(ds, 2, 2, 0)
+
+
+def _sides(setup, b="jittor:gold-yolo[n]"):
+    s, _ = setup
+    a = build_side(parse_spec("gold-yolo[n]"), s)
+    return a, build_side(parse_spec(b), s, reference=a)
+
+
+def test_names_map_one_to_one(setup):
+    a, b = _sides(setup)
+    assert b.load(a.state()) == mj.Transfer()
+    assert a.parameters() == b.parameters()  # every trainable tensor, same name and shape
+
+
+def test_port_matches_pytorch(setup):
+    a, b = _sides(setup)
+    rep = run_parity(a, b, setup[1], QUICK)
+    assert all(r["diff"] == 0 for r in rep["params"])
+    assert all(r["rel"] < 1e-4 for r in rep["outputs"]), rep["outputs"]
+    loss = {r["component"]: r for r in rep["loss"]}
+    assert loss["num_pos"]["a"] == loss["num_pos"]["b"] > 0
+    assert loss["total"]["rel"] < 1e-3
+    assert len(rep["curves"]["b"]) == 2
+
+
+class ThinPort(mj.JittorSide):
+    """A broken Jittor port: the low-GD fusion's hidden width 64 instead of 96."""
+
+    def __init__(self, side):
+        from mtbench_jittor import gold_yolo as g
+        neck = side.model.neck
+        c, out = neck.low_ifm[0][0].in_channels, neck.low_ifm[-1][0].out_channels
+        neck.low_ifm = g.nn.Sequential(g.silu_conv(c, 64), *(g.RepVGGBlock(64, 64) for _ in range(3)),
+                                       g.silu_conv(64, out))
+        super().__init__("jittor:thin", side.model, side.loss, side.strides)
+
+
+def test_broken_port_channels(setup):
+    a, b = _sides(setup)
+    rep = run_parity(a, ThinPort(b), setup[1], Options(steps=1, batch_size=2, warmup=1, timing=StopRule(max_s=0.0)))
+    fails = "\n".join(rep["failures"])
+    assert "params: neck.low_ifm" in fails and "weights: neck.low_ifm.0.0.weight" in fails
+    assert "forward: det/P3" in fails and "params: backbone" not in fails
+
+
+def test_broken_port_assigner(setup):
+    a, b = _sides(setup)
+
+    class NoPositives(type(b.loss)):
+        def assign(self, scores, pred_boxes, points, boxes, labels):
+            import jittor as jt
+            n = points.shape[0]
+            return jt.full((n,), -1, "int32"), jt.zeros((n,))
+
+    b.loss = NoPositives(b.loss.num_classes)
+    rep = run_parity(a, b, setup[1], Options(steps=1, batch_size=2, warmup=1, timing=StopRule(max_s=0.0)))
+    loss = {r["component"]: r for r in rep["loss"]}
+    assert loss["num_pos"]["b"] == 0 < loss["num_pos"]["a"] and loss["box"]["b"] == 0
+    fails = "\n".join(rep["failures"])
+    assert "loss: num_pos" in fails and "(0 in B only)" in fails
+    assert not any(f.startswith(("params", "forward", "weights")) for f in rep["failures"])
+
