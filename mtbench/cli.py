@@ -24,6 +24,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from mtbench import __version__
 from mtbench.errors import Exit, MtbenchError, ResultFileError
 
 EXIT_SUSPECT = Exit.SUSPECT
@@ -34,11 +35,36 @@ def _registry(args):
     return get_registry(load_entrypoints=not args.no_entrypoints)
 
 
-def cmd_validate(args) -> int:
+def _load(args, registry):
+    """The suite of ``args`` with its ``--set`` overrides, expanded into cells after every
+    check (schema, registry, data folders, backbone names)."""
+    from mtbench.backbones import check_backbones
     from mtbench.suite import expand, load_suite
-    loaded = load_suite(args.suite)
-    cells = expand(loaded, _registry(args))
-    print(f"{args.suite}: valid, {len(cells)} cells")
+    loaded = load_suite(args.suite, args.set)
+    cells = expand(loaded, registry)
+    check_backbones(loaded, registry)
+    return loaded, cells
+
+
+def cmd_validate(args) -> int:
+    """Validate each suite file. One file: its error is raised as is. Several: each is
+    checked and reported (``FILE: valid, N cells`` or ``FILE: invalid`` with its error
+    indented under it), then one error names the invalid ones."""
+    from mtbench.errors import SuiteError
+    registry, invalid = _registry(args), []
+    for suite in args.suites:
+        try:
+            loaded, cells = _load(argparse.Namespace(suite=suite, set=args.set), registry)
+        except MtbenchError as exc:
+            if len(args.suites) == 1:
+                raise
+            print(f"{suite}: invalid\n  " + str(exc).replace("\n", "\n  "))
+            invalid.append(suite)
+            continue
+        sets = f" (with --set {', '.join(loaded.overrides)})" if loaded.overrides else ""
+        print(f"{suite}: valid, {len(cells)} cells{sets}")
+    if invalid:
+        raise SuiteError(f"{len(invalid)} of {len(args.suites)} suites invalid: {', '.join(invalid)}")
     return 0
 
 
@@ -48,11 +74,11 @@ def cmd_run(args) -> int:
     from mtbench.report import (aggregate_table, any_gate_failed, build_frame, harness_summary, not_meaningful_gates,
                                 render, write_outputs)
     from mtbench.results import ResultStore
-    from mtbench.suite import expand, load_suite
 
-    loaded = load_suite(args.suite)
     registry = _registry(args)
-    cells = expand(loaded, registry)
+    loaded, cells = _load(args, registry)
+    if loaded.overrides:
+        print(f"overrides: {', '.join(loaded.overrides)} (recorded in each cell's config)")
     if args.dry_run:
         for c in cells:
             print(f"{c.hash}  {c.label}")
@@ -222,14 +248,22 @@ def _amount(text: str) -> float:
     return value
 
 
+def _set_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a suite field, e.g. --set fixed.epochs=2 (repeatable; VALUE is YAML; "
+                             "recorded in the results)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mtbench", description="Benchmark multi-task vision models.")
     p.add_argument("--no-entrypoints", action="store_true", help="load built-in plugins only")
     p.add_argument("--debug", action="store_true", help="on an error, show its traceback (default: one line)")
+    p.add_argument("--version", action="version", version=f"mtbench {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run (or resume) every cell of a suite and print the table")
     r.add_argument("suite")
+    _set_option(r)
     r.add_argument("--dry-run", action="store_true", help="print the expanded cells and stop")
     r.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="skip cells whose config hash already has a stored result (default: on)")
@@ -267,8 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print (and put first in report.md) one row per seed instead of seeds aggregated")
     rep.set_defaults(fn=cmd_report)
 
-    v = sub.add_parser("validate", help="validate a suite (schema and plugin names) without running")
-    v.add_argument("suite")
+    v = sub.add_parser("validate", help="validate suites (schema, plugin names and parameters, data folders, "
+                                        "backbone names) without running")
+    v.add_argument("suites", nargs="+", metavar="suite")
+    _set_option(v)
     v.set_defaults(fn=cmd_validate)
 
     pl = sub.add_parser("plugins", help="list every registered model, loss, strategy and dataset")

@@ -334,10 +334,21 @@ def write_outputs(frame: pd.DataFrame, records: list[dict], out_dir: Path, suite
     _write_csv(agg, paths["csv"])
     _write_csv(frame, paths["csv_by_seed"])
     slim = [{k: v for k, v in r.items() if k != "history"} for r in records]
-    write_json_atomic(paths["json"], {"suite": suite, "cells": slim,
+    write_json_atomic(paths["json"], {"suite": suite, "overrides": overrides_of(records), "cells": slim,
                                       "seed_aggregates": agg.to_dict(orient="records")})
-    paths["md"].write_text("\n".join([f"# {suite}", "", *_tables_md(frame, agg)]))
+    paths["md"].write_text("\n".join([f"# {suite}", "", *_overrides_md(records), *_tables_md(frame, agg)]))
     return paths
+
+
+def overrides_of(records: list[dict]) -> list[str]:
+    """The ``--set KEY=VALUE`` overrides the records were run with (``config.overrides``, in
+    order, each once over all records; :mod:`mtbench.overrides`)."""
+    return list(dict.fromkeys(o for r in records for o in (r.get("config") or {}).get("overrides") or []))
+
+
+def _overrides_md(records: list[dict]) -> list[str]:
+    sets = overrides_of(records)
+    return [f"Run with suite overrides: {', '.join(f'`--set {o}`' for o in sets)}", ""] if sets else []
 
 
 def write_report(records: list[dict], out_dir: Path, title: str, gates: list[str] | None = None,
@@ -350,7 +361,7 @@ def write_report(records: list[dict], out_dir: Path, title: str, gates: list[str
     frame = build_frame(records, gates or [])
     agg = aggregate_table(frame, records)
     plots = plot_all(records, out_dir)
-    lines = [f"# {title}", "", *_tables_md(frame, agg, by_seed)]
+    lines = [f"# {title}", "", *_overrides_md(records), *_tables_md(frame, agg, by_seed)]
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         lines += ["## Failed cells", ""] + [f"- `{r['label']}`: {r.get('reason')}" for r in failed] + [""]
