@@ -176,6 +176,9 @@ def cmd_report(args) -> int:
     frame = build_frame(records, [])
     print(render(frame if args.by_seed else aggregate_table(frame, records)))
     print(f"\nwrote {path}")
+    if args.html:
+        from mtbench.html_report import write_html
+        print(f"wrote {write_html(records, out / 'html', title=run.resolve().name)} (opens offline)")
     return 0
 
 
@@ -294,11 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("result", help="a cell JSON, a run folder (results/<suite>) or its results.json")
     doc.set_defaults(fn=cmd_doctor)
 
-    rep = sub.add_parser("report", help="write a Markdown report with plots for a run")
+    rep = sub.add_parser("report", help="write a Markdown report with plots and a static HTML report for a run")
     rep.add_argument("run", help="run folder (results/<suite>) or its results.json")
     rep.add_argument("--out", default=None, help="output folder (default: the run folder)")
     rep.add_argument("--by-seed", action="store_true",
                      help="print (and put first in report.md) one row per seed instead of seeds aggregated")
+    rep.add_argument("--html", action=argparse.BooleanOptionalAction, default=True,
+                     help="also write the static HTML report, OUT/html/index.html + its SVG figures (default: on)")
     rep.set_defaults(fn=cmd_report)
 
     v = sub.add_parser("validate", help="validate suites (schema, plugin names and parameters, data folders, "

@@ -356,7 +356,7 @@ def write_report(records: list[dict], out_dir: Path, title: str, gates: list[str
     """``report.md`` in ``out_dir``: the table (seeds aggregated, or per seed with ``by_seed``;
     the other one too when seeds were merged), failure reasons, and the plots (PNG beside it;
     the Pareto plot's point ids listed under it)."""
-    from mtbench.plots import pareto_table, plot_all
+    from mtbench.plots import PLOTS, pareto_table, plot_all
 
     frame = build_frame(records, gates or [])
     agg = aggregate_table(frame, records)
@@ -365,11 +365,9 @@ def write_report(records: list[dict], out_dir: Path, title: str, gates: list[str
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         lines += ["## Failed cells", ""] + [f"- `{r['label']}`: {r.get('reason')}" for r in failed] + [""]
-    captions = {"pareto": "Accuracy vs latency (Pareto front)", "loss_curves": "Loss curves",
-                "task_weights": "Task-weight trajectories", "stages": "Per-stage scores (sequential)"}
     for name, path in plots.items():
-        lines += [f"## {captions[name]}", "", f"![{name}]({path.name})", ""]
-        if name == "pareto":
+        lines += [f"## {PLOTS[name][1]}", "", f"![{name}]({path.name})", ""]
+        if name == "pareto":  # the params plot numbers the same rows unless a cell lacks a latency
             ids = _escape_pipes(pareto_table(records)[["id", "cell"]])
             lines += [tabulate(ids, headers="keys", tablefmt="github", showindex=False), ""]
     out = out_dir / "report.md"
