@@ -182,6 +182,19 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_history(args) -> int:
+    from mtbench.history import write_history
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ResultFileError(f"--out {out}: is a file; give a folder for the history page")
+    path, found = write_history(args.runs, out)
+    for f in found:
+        print(f"regression at {f['commit']}: {f['cell']} {f['metric']} {f['before']:.6g} -> {f['after']:.6g} "
+              f"(change {f['change']:+.4g}, 95 % CI {f['change CI']}, {f['ci']}; compared with {f['reference']})")
+    print(f"{len(found)} regression(s) over {len(args.runs)} runs; wrote {path} (opens offline)")
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from mtbench.diagnostics.checks import rediagnose
     records = _records(args.result)
@@ -305,6 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--html", action=argparse.BooleanOptionalAction, default=True,
                      help="also write the static HTML report, OUT/html/index.html + its SVG figures (default: on)")
     rep.set_defaults(fn=cmd_report)
+
+    hist = sub.add_parser("history", help="a static page of every headline metric and latency over commits, "
+                                          "regressions marked where they became significant (asv-style)")
+    hist.add_argument("runs", nargs="+", metavar="RUN", help="result folders (or results.json), one per commit, "
+                                                             "oldest first")
+    hist.add_argument("--out", default="history", help="output folder (default: ./history)")
+    hist.set_defaults(fn=cmd_history)
 
     v = sub.add_parser("validate", help="validate suites (schema, plugin names and parameters, data folders, "
                                         "backbone names) without running")

@@ -46,7 +46,7 @@ td.fail{background:#f8d7da}td.moot{background:#fff3cd}td.pass{background:#d4edda
 .error{color:#a40000;font-weight:600}.warning{color:#8a6d00;font-weight:600}.info{color:#555}
 figure{margin:12px 0}figure img{max-width:100%;border:1px solid #eee}figcaption{font-weight:600}
 details{margin:4px 0}pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:11px}
-.wide{overflow-x:auto}td.text{white-space:nowrap}
+.wide{overflow-x:auto}.side{display:flex;gap:24px;align-items:flex-start}.side>section{min-width:0}td.text{white-space:nowrap}
 """
 
 #: click a header to sort (numbers by data-sort value, missing values last); a second click reverses
@@ -180,18 +180,30 @@ def write_html(records: list[dict], out_dir: Path, title: str, gates: list[str] 
     legend_ci = ("Each figure: value [95 % CI] (bootstrap over the val images of one cell); mean ±std "
                  f"[95 % t-interval] across seeds where seeds &gt; 1. {MARK}: invalidated by a finding "
                  "(hover for the check). Click a header to sort.")
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{_e(title)} - mtbench report</title>
+    body = (f'<p id="meta">{_e(meta)}</p>'
+            f'<section id="table"><h2>Results</h2><p>{legend_ci}</p>{_table(frame)}</section>'
+            f'{_findings(records, frame)}'
+            f'<section id="figures"><h2>Figures</h2>{"".join(figs)}</section>'
+            f'{_provenance(records)}')
+    path = out_dir / "index.html"
+    path.write_text(page(title, body), encoding="utf-8")
+    return path
+
+
+def page(title: str, body: str) -> str:
+    """A complete offline page: ``title`` as heading, ``body`` (HTML), the style sheet and the
+    table-sorting script inline."""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(title)} - mtbench</title>
 <style>{_CSS}</style></head>
 <body>
-<h1>{_e(title)}</h1><p id="meta">{_e(meta)}</p>
-<section id="table"><h2>Results</h2><p>{legend_ci}</p>{_table(frame)}</section>
-{_findings(records, frame)}
-<section id="figures"><h2>Figures</h2>{"".join(figs)}</section>
-{_provenance(records)}
+<h1>{_e(title)}</h1>
+{body}
 <script>{_SORT_JS}</script>
 </body></html>
 """
-    path = out_dir / "index.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+
+
+def results_table(records: list[dict], gates: list[str] | None = None) -> str:
+    """The sortable results table of a run's records (seeds aggregated)."""
+    return _table(aggregate_table(build_frame(records, gates or []), records))

@@ -58,7 +58,7 @@ def pareto_front(points: list[tuple[float, float]],
     return sorted(dict.fromkeys(points[i] for i in keep), key=lambda p: (p[0], -p[1]))
 
 
-def _save(fig, path: Path, rect: tuple | None = None) -> Path:
+def save_figure(fig, path: Path, rect: tuple | None = None) -> Path:
     """Lay out, write (PNG at 110 dpi, or SVG whose text stays text: searchable) and close."""
     fig.tight_layout(rect=rect)
     with plt.rc_context({"svg.fonttype": "none"}):
@@ -94,7 +94,7 @@ def _small_multiples(panels: list[tuple[str, list[tuple[str, list, list]]]], xla
     fig.legend(handles, names, loc="upper center", ncol=min(len(names), 6), fontsize=7, frameon=False)
     fig.supxlabel(xlabel, fontsize=8)
     fig.supylabel(ylabel, fontsize=8)
-    return _save(fig, path, rect=(0, 0, 1, 1 - 0.35 / (2.5 * nrow + 0.7)))
+    return save_figure(fig, path, rect=(0, 0, 1, 1 - 0.35 / (2.5 * nrow + 0.7)))
 
 
 def _ok(records: list[dict]) -> list[dict]:
@@ -223,7 +223,7 @@ def draw_pareto(records: list[dict], cost: str = "latency"):
 def plot_pareto(records: list[dict], path: Path, cost: str = "latency") -> Path | None:
     """Write :func:`draw_pareto` to ``path`` (PNG or SVG by suffix); None when there is nothing to plot."""
     fig = draw_pareto(records, cost)
-    return _save(fig, path) if fig is not None else None
+    return save_figure(fig, path) if fig is not None else None
 
 
 def plot_headline_ci(records: list[dict], path: Path) -> Path | None:
@@ -247,7 +247,7 @@ def plot_headline_ci(records: list[dict], path: Path) -> Path | None:
         ax.tick_params(labelsize=7)
     axes[0][0].set_yticks(range(len(labels)), labels, fontsize=6)
     axes[0][0].invert_yaxis()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _steps(history: list[dict], key: str) -> tuple[list, list]:
