@@ -101,6 +101,7 @@ def cmd_run(args) -> int:
         print(render(frame if args.by_seed else aggregate_table(frame, records)))
         paths = write_outputs(frame, records, store.dir, loaded.suite.name)
     print(f"\nwrote {paths['csv']}, {paths['csv_by_seed']}, {paths['json']}, {paths['md']}")
+    _export(args, records, store.dir, loaded.suite.name)
     if harness_summary(records):
         print(harness_summary(records))
     failed = [r for r in records if r["status"] != "ok"]
@@ -179,7 +180,16 @@ def cmd_report(args) -> int:
     if args.html:
         from mtbench.html_report import write_html
         print(f"wrote {write_html(records, out / 'html', title=run.resolve().name)} (opens offline)")
+    _export(args, records, out, records[0].get("suite") or run.resolve().name)
     return 0
+
+
+def _export(args, records: list[dict], run_dir: Path, suite: str) -> None:
+    """``--tracker`` exports of the stored records (:mod:`mtbench.trackers`), if any were asked for."""
+    if args.tracker:
+        from mtbench.trackers import export
+        for line in export(args.tracker, records, run_dir, suite):
+            print(line)
 
 
 def cmd_history(args) -> int:
@@ -264,6 +274,12 @@ def _amount(text: str) -> float:
     return value
 
 
+def _tracker_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracker", action="append", default=[], choices=["mlflow", "tensorboard"],
+                        help="also export every cell to MLflow (MLFLOW_TRACKING_URI, else ./mlruns) or TensorBoard "
+                             "(<run folder>/tensorboard); repeatable; needs pip install 'mtbench[tracking]'")
+
+
 def _set_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a suite field, e.g. --set fixed.epochs=2 (repeatable; VALUE is YAML; "
@@ -280,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run (or resume) every cell of a suite and print the table")
     r.add_argument("suite")
     _set_option(r)
+    _tracker_option(r)
     r.add_argument("--dry-run", action="store_true", help="print the expanded cells and stop")
     r.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="skip cells whose config hash already has a stored result (default: on)")
@@ -317,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print (and put first in report.md) one row per seed instead of seeds aggregated")
     rep.add_argument("--html", action=argparse.BooleanOptionalAction, default=True,
                      help="also write the static HTML report, OUT/html/index.html + its SVG figures (default: on)")
+    _tracker_option(rep)
     rep.set_defaults(fn=cmd_report)
 
     hist = sub.add_parser("history", help="a static page of every headline metric and latency over commits, "
