@@ -167,14 +167,14 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from mtbench.report import aggregate_table, build_frame, render, write_report
+    from mtbench.report import aggregate_table, build_frame, gates_of, render, write_report
     run = Path(args.run)
     out = Path(args.out) if args.out else (run if run.is_dir() else run.parent)
     records = _records(args.run)
     if out.exists() and not out.is_dir():
         raise ResultFileError(f"--out {out}: is a file; give a folder for report.md and its plots")
     path = write_report(records, out, title=run.resolve().name, by_seed=args.by_seed)
-    frame = build_frame(records, [])
+    frame = build_frame(records, gates_of(records))
     print(render(frame if args.by_seed else aggregate_table(frame, records)))
     print(f"\nwrote {path}")
     if args.html:

@@ -33,8 +33,8 @@ from pathlib import Path
 import pandas as pd
 
 from mtbench import __version__
-from mtbench.report import (DIGITS, MARK, aggregate_table, build_frame, display_frame, flagged, legend,
-                            overrides_of, METRIC_OF)
+from mtbench.report import (DIGITS, MARK, METRIC_OF, aggregate_table, build_frame, display_frame, flagged,
+                            gates_of, legend, overrides_of)
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#1d1d1f;max-width:1800px}
@@ -164,12 +164,13 @@ def write_html(records: list[dict], out_dir: Path, title: str, gates: list[str] 
     page's path. Opens offline; everything it links is in ``out_dir``.
 
     :param records: cell records of one run (failed cells included: listed under findings).
-    :param gates: gates to evaluate in the table's ``gates`` column (a suite's ``gates``).
+    :param gates: gates to evaluate in the table's ``gates`` column (default: those the records
+        were run under, ``config.gates``).
     """
     from mtbench.plots import PLOTS, plot_all
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    frame = aggregate_table(build_frame(records, gates or []), records)
+    frame = aggregate_table(build_frame(records, gates_of(records) if gates is None else gates), records)
     figures = plot_all(records, out_dir, fmt="svg")
     figs = [f'<figure id="fig-{name}"><figcaption>{_e(PLOTS[name][1])}</figcaption>'
             f'<img src="{_e(path.name)}" alt="{_e(PLOTS[name][1])}"></figure>' for name, path in figures.items()]
@@ -204,6 +205,6 @@ def page(title: str, body: str) -> str:
 """
 
 
-def results_table(records: list[dict], gates: list[str] | None = None) -> str:
-    """The sortable results table of a run's records (seeds aggregated)."""
-    return _table(aggregate_table(build_frame(records, gates or []), records))
+def results_table(records: list[dict]) -> str:
+    """The sortable results table of a run's records (seeds aggregated; their own gates)."""
+    return _table(aggregate_table(build_frame(records, gates_of(records)), records))

@@ -340,10 +340,20 @@ def write_outputs(frame: pd.DataFrame, records: list[dict], out_dir: Path, suite
     return paths
 
 
+def _config_list(records: list[dict], key: str) -> list[str]:
+    return list(dict.fromkeys(o for r in records for o in (r.get("config") or {}).get(key) or []))
+
+
 def overrides_of(records: list[dict]) -> list[str]:
     """The ``--set KEY=VALUE`` overrides the records were run with (``config.overrides``, in
     order, each once over all records; :mod:`mtbench.overrides`)."""
-    return list(dict.fromkeys(o for r in records for o in (r.get("config") or {}).get("overrides") or []))
+    return _config_list(records, "overrides")
+
+
+def gates_of(records: list[dict]) -> list[str]:
+    """The suite gates the records were run under (``config.gates``, each once), so a report
+    of stored cells judges them as the run did."""
+    return _config_list(records, "gates")
 
 
 def _overrides_md(records: list[dict]) -> list[str]:
@@ -354,11 +364,12 @@ def _overrides_md(records: list[dict]) -> list[str]:
 def write_report(records: list[dict], out_dir: Path, title: str, gates: list[str] | None = None,
                  by_seed: bool = False) -> Path:
     """``report.md`` in ``out_dir``: the table (seeds aggregated, or per seed with ``by_seed``;
+    ``gates``: those the records were run under unless given;
     the other one too when seeds were merged), failure reasons, and the plots (PNG beside it;
     the Pareto plot's point ids listed under it)."""
     from mtbench.plots import PLOTS, pareto_table, plot_all
 
-    frame = build_frame(records, gates or [])
+    frame = build_frame(records, gates_of(records) if gates is None else gates)
     agg = aggregate_table(frame, records)
     plots = plot_all(records, out_dir)
     lines = [f"# {title}", "", *_overrides_md(records), *_tables_md(frame, agg, by_seed)]

@@ -37,9 +37,9 @@ from mtbench.strict_yaml import load_yaml
 TaskName = Literal["det", "seg", "cls", "points"]
 LEVELS = ("P2", "P3", "P4", "P5", "multi")
 AXES = ("architecture", "loss", "level", "strategy", "seed")
-# config sections that do not change what is trained or measured ("overrides" records the --set texts;
-# their effect is in the resolved sections, which are hashed)
-UNHASHED = ("checks", "uncertainty", "delta_m", "expect", "overrides")
+# config sections that do not change what is trained or measured ("overrides" records the --set texts,
+# whose effect is in the resolved sections, which are hashed; "gates" lets a report judge stored cells)
+UNHASHED = ("checks", "uncertainty", "delta_m", "expect", "overrides", "gates")
 GATE_RE = re.compile(r"^\s*(?P<metric>[\w/\-@\[\].:]+)\s*(?P<op><=|>=|<|>|==)\s*(?P<value>[-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}$")
 MAX_BATCH = 4096  # images per batch; more is a typo (1e8) that would fail inside torch
@@ -629,6 +629,7 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
             "delta_m": s.delta_m,
             **({"expect": arch.expect.model_dump()} if getattr(arch, "expect", None) else {}),
             **({"overrides": list(loaded.overrides)} if loaded.overrides else {}),
+            **({"gates": list(s.gates)} if s.gates else {}),
         }
         axes = {ax: c[ax][0] for ax in AXES}
         label = "|".join(axes[ax] for ax in AXES[:-1]) + f"|s{axes['seed']}"

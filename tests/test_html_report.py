@@ -77,7 +77,7 @@ def two_cell_run(tmp_path_factory):
     suite = tmp / "suite.yaml"
     suite.write_text(TINY_SUITE)
     code = main(["--no-entrypoints", "run", str(suite), "--results", str(tmp / "results"), "--no-progress",
-                 "--allow-suspect", "--set", "fixed.steps=3"])
+                 "--allow-suspect", "--set", "fixed.steps=3", "--set", "gates=['params < 8e6']"])
     assert code == 0
     run = tmp / "results" / "tiny"
     assert main(["report", str(run)]) == 0
@@ -100,6 +100,7 @@ def test_html_report_renders_in_chromium(two_cell_run, tmp_path):
     # the table: one row per cell, sortable, every cell label in it
     table = re.search(r'<table class="sortable" id="results">(.*?)</table>', dom, re.S).group(1)
     assert table.count("<tr>") == 3 and all(r["label"] in table for r in records)
+    assert table.count('<td class="text pass">pass</td>') == 2  # the suite's gate, judged from the stored cells
     # every figure written is on the page and was decoded by the browser
     svgs = sorted(p.name for p in (run / "html").glob("*.svg"))
     assert {"headline_ci.svg", "pareto.svg", "pareto_params.svg", "loss_curves.svg", "stages.svg"} <= set(svgs)
