@@ -162,7 +162,7 @@ def write_history(paths: list[str | Path], out_dir: Path, title: str = "mtbench 
 
     :raises ResultFileError: a run that cannot be read (see :func:`load_runs`).
     """
-    from mtbench.html_report import page, results_table
+    from mtbench.html_report import results_table, write_page
 
     runs = load_runs(paths)
     found = regressions(runs)
@@ -182,6 +182,4 @@ def write_history(paths: list[str | Path], out_dir: Path, title: str = "mtbench 
             f"<div class='side'><section><h2>History</h2><figure><img src='{figure.name}' alt='history'></figure>"
             f"</section><section><h2>Latest run ({html.escape(runs[-1].commit)})</h2>"
             f"{results_table(runs[-1].records)}</section></div>")
-    out = out_dir / "index.html"
-    out.write_text(page(title, body), encoding="utf-8")
-    return out, found
+    return write_page(out_dir, title, body), found

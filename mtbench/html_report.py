@@ -186,15 +186,14 @@ def write_html(records: list[dict], out_dir: Path, title: str, gates: list[str] 
             f'{_findings(records, frame)}'
             f'<section id="figures"><h2>Figures</h2>{"".join(figs)}</section>'
             f'{_provenance(records)}')
+    return write_page(out_dir, title, body)
+
+
+def write_page(out_dir: Path, title: str, body: str) -> Path:
+    """Write ``out_dir/index.html``: a complete offline page, ``title`` as heading, ``body``
+    (HTML), the style sheet and the table-sorting script inline; returns its path."""
     path = out_dir / "index.html"
-    path.write_text(page(title, body), encoding="utf-8")
-    return path
-
-
-def page(title: str, body: str) -> str:
-    """A complete offline page: ``title`` as heading, ``body`` (HTML), the style sheet and the
-    table-sorting script inline."""
-    return f"""<!DOCTYPE html>
+    path.write_text(f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)} - mtbench</title>
 <style>{_CSS}</style></head>
 <body>
@@ -202,7 +201,8 @@ def page(title: str, body: str) -> str:
 {body}
 <script>{_SORT_JS}</script>
 </body></html>
-"""
+""", encoding="utf-8")
+    return path
 
 
 def results_table(records: list[dict]) -> str:
