@@ -25,6 +25,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from mtbench import __version__
 from mtbench.errors import Exit, MtbenchError, ResultFileError, UsageError
 
 EXIT_SUSPECT = Exit.SUSPECT
@@ -53,11 +54,36 @@ def _disabled(args) -> list[str]:
     return names + list(args.disable_plugin)
 
 
-def cmd_validate(args) -> int:
+def _load(args, registry):
+    """The suite of ``args`` with its ``--set`` overrides, expanded into cells after every
+    check (schema, registry, data folders, backbone names)."""
+    from mtbench.backbones import check_backbones
     from mtbench.suite import expand, load_suite
-    loaded = load_suite(args.suite)
-    cells = expand(loaded, _registry(args))
-    print(f"{args.suite}: valid, {len(cells)} cells")
+    loaded = load_suite(args.suite, args.set)
+    cells = expand(loaded, registry)
+    check_backbones(loaded, registry)
+    return loaded, cells
+
+
+def cmd_validate(args) -> int:
+    """Validate each suite file. One file: its error is raised as is. Several: each is
+    checked and reported (``FILE: valid, N cells`` or ``FILE: invalid`` with its error
+    indented under it), then one error names the invalid ones."""
+    from mtbench.errors import SuiteError
+    registry, invalid = _registry(args), []
+    for suite in args.suites:
+        try:
+            loaded, cells = _load(argparse.Namespace(suite=suite, set=args.set), registry)
+        except MtbenchError as exc:
+            if len(args.suites) == 1:
+                raise
+            print(f"{suite}: invalid\n  " + str(exc).replace("\n", "\n  "))
+            invalid.append(suite)
+            continue
+        sets = f" (with --set {', '.join(loaded.overrides)})" if loaded.overrides else ""
+        print(f"{suite}: valid, {len(cells)} cells{sets}")
+    if invalid:
+        raise SuiteError(f"{len(invalid)} of {len(args.suites)} suites invalid: {', '.join(invalid)}")
     return 0
 
 
@@ -67,13 +93,13 @@ def cmd_run(args) -> int:
     from mtbench.report import (aggregate_table, any_gate_failed, build_frame, harness_summary, not_meaningful_gates,
                                 render, write_outputs)
     from mtbench.results import ResultStore
-    from mtbench.suite import expand, load_suite
 
     if args.pdb and args.executor != "local":
         raise UsageError("--pdb needs --executor local (a Ray worker has no terminal to debug in)")
-    loaded = load_suite(args.suite)
     registry = _registry(args)
-    cells = expand(loaded, registry)
+    loaded, cells = _load(args, registry)
+    if loaded.overrides:
+        print(f"overrides: {', '.join(loaded.overrides)} (recorded in each cell's config)")
     if args.dry_run:
         for c in cells:
             print(f"{c.hash}  {c.label}")
@@ -102,6 +128,7 @@ def cmd_run(args) -> int:
         print(render(frame if args.by_seed else aggregate_table(frame, records)))
         paths = write_outputs(frame, records, store.dir, loaded.suite.name)
     print(f"\nwrote {paths['csv']}, {paths['csv_by_seed']}, {paths['json']}, {paths['md']}")
+    _export(args, records, store.dir, loaded.suite.name)
     if harness_summary(records):
         print(harness_summary(records))
     failed = [r for r in records if r["status"] != "ok"]
@@ -167,16 +194,41 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from mtbench.report import aggregate_table, build_frame, render, write_report
+    from mtbench.report import aggregate_table, build_frame, gates_of, render, write_report
     run = Path(args.run)
     out = Path(args.out) if args.out else (run if run.is_dir() else run.parent)
     records = _records(args.run)
     if out.exists() and not out.is_dir():
         raise ResultFileError(f"--out {out}: is a file; give a folder for report.md and its plots")
     path = write_report(records, out, title=run.resolve().name, by_seed=args.by_seed)
-    frame = build_frame(records, [])
+    frame = build_frame(records, gates_of(records))
     print(render(frame if args.by_seed else aggregate_table(frame, records)))
     print(f"\nwrote {path}")
+    if args.html:
+        from mtbench.html_report import write_html
+        print(f"wrote {write_html(records, out / 'html', title=run.resolve().name)} (opens offline)")
+    _export(args, records, out, records[0].get("suite") or run.resolve().name)
+    return 0
+
+
+def _export(args, records: list[dict], run_dir: Path, suite: str) -> None:
+    """``--tracker`` exports of the stored records (:mod:`mtbench.trackers`), if any were asked for."""
+    if args.tracker:
+        from mtbench.trackers import export
+        for line in export(args.tracker, records, run_dir, suite):
+            print(line)
+
+
+def cmd_history(args) -> int:
+    from mtbench.history import write_history
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ResultFileError(f"--out {out}: is a file; give a folder for the history page")
+    path, found = write_history(args.runs, out)
+    for f in found:
+        print(f"regression at {f['commit']}: {f['cell']} {f['metric']} {f['before']:.6g} -> {f['after']:.6g} "
+              f"(change {f['change']:+.4g}, 95 % CI {f['change CI']}, {f['ci']}; compared with {f['reference']})")
+    print(f"{len(found)} regression(s) over {len(args.runs)} runs; wrote {path} (opens offline)")
     return 0
 
 
@@ -290,6 +342,18 @@ def _amount(text: str) -> float:
     return value
 
 
+def _tracker_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracker", action="append", default=[], choices=["mlflow", "tensorboard"],
+                        help="also export every cell to MLflow (MLFLOW_TRACKING_URI, else ./mlruns) or TensorBoard "
+                             "(<run folder>/tensorboard); repeatable; needs pip install 'mtbench[tracking]'")
+
+
+def _set_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a suite field, e.g. --set fixed.epochs=2 (repeatable; VALUE is YAML; "
+                             "recorded in the results)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mtbench", description="Benchmark multi-task vision models.")
     p.add_argument("--no-entrypoints", action="store_true",
@@ -299,10 +363,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable")
     p.add_argument("--disable-plugin", action="append", default=[], metavar="NAME", help="same as -p no:NAME")
     p.add_argument("--debug", action="store_true", help="on an error, show its traceback (default: one line)")
+    p.add_argument("--version", action="version", version=f"mtbench {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="run (or resume) every cell of a suite and print the table")
     r.add_argument("suite")
+    _set_option(r)
+    _tracker_option(r)
     r.add_argument("--dry-run", action="store_true", help="print the expanded cells and stop")
     r.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="skip cells whose config hash already has a stored result (default: on)")
@@ -336,15 +403,27 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("result", help="a cell JSON, a run folder (results/<suite>) or its results.json")
     doc.set_defaults(fn=cmd_doctor)
 
-    rep = sub.add_parser("report", help="write a Markdown report with plots for a run")
+    rep = sub.add_parser("report", help="write a Markdown report with plots and a static HTML report for a run")
     rep.add_argument("run", help="run folder (results/<suite>) or its results.json")
     rep.add_argument("--out", default=None, help="output folder (default: the run folder)")
     rep.add_argument("--by-seed", action="store_true",
                      help="print (and put first in report.md) one row per seed instead of seeds aggregated")
+    rep.add_argument("--html", action=argparse.BooleanOptionalAction, default=True,
+                     help="also write the static HTML report, OUT/html/index.html + its SVG figures (default: on)")
+    _tracker_option(rep)
     rep.set_defaults(fn=cmd_report)
 
-    v = sub.add_parser("validate", help="validate a suite (schema and plugin names) without running")
-    v.add_argument("suite")
+    hist = sub.add_parser("history", help="a static page of every headline metric and latency over commits, "
+                                          "regressions marked where they became significant (asv-style)")
+    hist.add_argument("runs", nargs="+", metavar="RUN", help="result folders (or results.json), one per commit, "
+                                                             "oldest first")
+    hist.add_argument("--out", default="history", help="output folder (default: ./history)")
+    hist.set_defaults(fn=cmd_history)
+
+    v = sub.add_parser("validate", help="validate suites (schema, plugin names and parameters, data folders, "
+                                        "backbone names) without running")
+    v.add_argument("suites", nargs="+", metavar="suite")
+    _set_option(v)
     v.set_defaults(fn=cmd_validate)
 
     pl = sub.add_parser("plugins", help="list every registered model, loss, strategy and dataset")

@@ -95,7 +95,7 @@ def _seedless(label: str) -> str:
     return _SEED_RE.sub("", label)
 
 
-def _match(new: list[dict], base: list[dict]) -> list[tuple[dict, dict | None]]:
+def match_cells(new: list[dict], base: list[dict]) -> list[tuple[dict, dict | None]]:
     """Each baseline cell with its new cell: same hash, else same label, else same label but
     for the seed (a run of the same suite with another seed)."""
     by_hash = {r["hash"]: r for r in new}
@@ -162,7 +162,7 @@ def compare(new: list[dict], base: list[dict], rules: list[Rule]) -> tuple[pd.Da
     check_rule_metrics(rules, new + base)
     rows, failures = [], []
     matched = set()
-    for b, n in _match(new, base):
+    for b, n in match_cells(new, base):
         if b.get("status") != "ok":
             failures.append(f"{b['label']}: the baseline cell failed ({b.get('reason')}); re-make the baseline")
             continue

@@ -39,7 +39,9 @@ from urllib.parse import unquote, urlparse
 import platformdirs
 
 SCHEME = 2  # identity scheme stored with each record; 1 = legacy_hash
-UNHASHED = ("checks", "uncertainty", "delta_m", "expect")  # never in any identity: how results are summarised
+# never in any identity: how results are summarised ("overrides" records the --set texts, whose effect
+# is in the resolved sections; "gates" lets a report judge stored cells as the run did)
+UNHASHED = ("checks", "uncertainty", "delta_m", "expect", "overrides", "gates")
 EVALUATION_ONLY = ("profile",)  # in the evaluation identity only: how a trained model is measured
 LOCATION = ("data_root",)  # where the data lies: replaced by its fingerprint
 #: ``fixed.*`` keys of how images are loaded (cache, workers), which give the same items: in no identity

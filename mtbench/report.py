@@ -334,31 +334,51 @@ def write_outputs(frame: pd.DataFrame, records: list[dict], out_dir: Path, suite
     _write_csv(agg, paths["csv"])
     _write_csv(frame, paths["csv_by_seed"])
     slim = [{k: v for k, v in r.items() if k != "history"} for r in records]
-    write_json_atomic(paths["json"], {"suite": suite, "cells": slim,
+    write_json_atomic(paths["json"], {"suite": suite, "overrides": overrides_of(records), "cells": slim,
                                       "seed_aggregates": agg.to_dict(orient="records")})
-    paths["md"].write_text("\n".join([f"# {suite}", "", *_tables_md(frame, agg)]))
+    paths["md"].write_text("\n".join([f"# {suite}", "", *_overrides_md(records), *_tables_md(frame, agg)]))
     return paths
+
+
+def _config_list(records: list[dict], key: str) -> list[str]:
+    return list(dict.fromkeys(o for r in records for o in (r.get("config") or {}).get(key) or []))
+
+
+def overrides_of(records: list[dict]) -> list[str]:
+    """The ``--set KEY=VALUE`` overrides the records were run with (``config.overrides``, in
+    order, each once over all records; :mod:`mtbench.overrides`)."""
+    return _config_list(records, "overrides")
+
+
+def gates_of(records: list[dict]) -> list[str]:
+    """The suite gates the records were run under (``config.gates``, each once), so a report
+    of stored cells judges them as the run did."""
+    return _config_list(records, "gates")
+
+
+def _overrides_md(records: list[dict]) -> list[str]:
+    sets = overrides_of(records)
+    return [f"Run with suite overrides: {', '.join(f'`--set {o}`' for o in sets)}", ""] if sets else []
 
 
 def write_report(records: list[dict], out_dir: Path, title: str, gates: list[str] | None = None,
                  by_seed: bool = False) -> Path:
     """``report.md`` in ``out_dir``: the table (seeds aggregated, or per seed with ``by_seed``;
+    ``gates``: those the records were run under unless given;
     the other one too when seeds were merged), failure reasons, and the plots (PNG beside it;
     the Pareto plot's point ids listed under it)."""
-    from mtbench.plots import pareto_table, plot_all
+    from mtbench.plots import PLOTS, pareto_table, plot_all
 
-    frame = build_frame(records, gates or [])
+    frame = build_frame(records, gates_of(records) if gates is None else gates)
     agg = aggregate_table(frame, records)
     plots = plot_all(records, out_dir)
-    lines = [f"# {title}", "", *_tables_md(frame, agg, by_seed)]
+    lines = [f"# {title}", "", *_overrides_md(records), *_tables_md(frame, agg, by_seed)]
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         lines += ["## Failed cells", ""] + [f"- `{r['label']}`: {r.get('reason')}" for r in failed] + [""]
-    captions = {"pareto": "Accuracy vs latency (Pareto front)", "loss_curves": "Loss curves",
-                "task_weights": "Task-weight trajectories", "stages": "Per-stage scores (sequential)"}
     for name, path in plots.items():
-        lines += [f"## {captions[name]}", "", f"![{name}]({path.name})", ""]
-        if name == "pareto":
+        lines += [f"## {PLOTS[name][1]}", "", f"![{name}]({path.name})", ""]
+        if name == "pareto":  # the params plot numbers the same rows unless a cell lacks a latency
             ids = _escape_pipes(pareto_table(records)[["id", "cell"]])
             lines += [tabulate(ids, headers="keys", tablefmt="github", showindex=False), ""]
     out = out_dir / "report.md"

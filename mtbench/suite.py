@@ -296,6 +296,8 @@ def _where(path: Path, lines: dict, loc: tuple) -> str:
     # pydantic adds the union member's type name ("str", "Named") to loc; drop those
     keys = [str(x) for x in loc if not (isinstance(x, str) and (x in ("str", "Named", "Architecture") or x.startswith(("dict[", "function-"))))]
     line = _line_of(lines, tuple(k for k in loc if k not in ("str", "Named", "Architecture")))
+    if isinstance(line, str):  # a field a --set replaced (load_suite)
+        return f"{path}: {line}: {'.'.join(keys) or '<top>'}"
     return f"{path}:{line}: {'.'.join(keys) or '<top>'}" if line else f"{path}: {'.'.join(keys)}"
 
 
@@ -309,29 +311,42 @@ def _schema_errors(exc: ValidationError) -> list[tuple[tuple, str]]:
 class LoadedSuite:
     suite: Suite
     path: Path
-    lines: dict[tuple, int]
+    lines: dict[tuple, int | str]  # key path -> line; "--set KEY=VALUE" for a field an override replaced
+    overrides: list[str] = field(default_factory=list)  # the --set texts applied, in order
 
     def where(self, *loc) -> str:
         return _where(self.path, self.lines, tuple(loc))
 
 
-def load_suite(path: str | Path) -> LoadedSuite:
-    """Read (strict YAML, :mod:`mtbench.strict_yaml`) and schema-validate a suite file, and
-    check the references inside it (:func:`check_references`).
+def load_suite(path: str | Path, overrides: list[str] = ()) -> LoadedSuite:
+    """Read (strict YAML, :mod:`mtbench.strict_yaml`) and schema-validate a suite file, with
+    ``--set KEY=VALUE`` ``overrides`` applied (:mod:`mtbench.overrides`), and check the
+    references inside it (:func:`check_references`).
 
     :raises SuiteError: unreadable, too large or non-UTF-8 file, invalid YAML (repeated keys,
-        aliases included), a schema error or a dangling reference; the message names the file,
-        line and key path of every problem (at most 20 lines, then how many more).
+        aliases included), an unknown override key, a schema error or a dangling reference; the
+        message names the file, line (or the ``--set`` it came from) and key path of every
+        problem (at most 20 lines, then how many more).
     """
+    from mtbench.overrides import apply, parse
+
     path = Path(path)
     data, lines = load_yaml(path)
     if not isinstance(data, dict):
         raise SuiteError(f"{path}: a suite must be a YAML mapping, got {type(data).__name__}")
     try:
+        parsed = [parse(text, Suite) for text in overrides]
+    except SuiteError as exc:
+        raise SuiteError(f"{path}: {exc}") from None
+    data = apply(data, parsed)
+    for o in parsed:  # errors in a replaced field name its --set, not the file's old line
+        lines = {k: v for k, v in lines.items() if k[:len(o.path)] != o.path}
+        lines[o.path] = f"--set {o.text}"
+    try:
         suite = Suite.model_validate(data)
     except ValidationError as exc:
         _fail(path, list(dict.fromkeys(f"{_where(path, lines, loc)}: {msg}" for loc, msg in _schema_errors(exc))))
-    loaded = LoadedSuite(suite, path, lines)
+    loaded = LoadedSuite(suite, path, lines, [o.text for o in parsed])
     check_references(loaded)
     return loaded
 
@@ -666,6 +681,8 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
             "uncertainty": s.uncertainty.model_dump(),
             "delta_m": s.delta_m,
             **({"expect": arch.expect.model_dump()} if getattr(arch, "expect", None) else {}),
+            **({"overrides": list(loaded.overrides)} if loaded.overrides else {}),
+            **({"gates": list(s.gates)} if s.gates else {}),
         }
         axes = {ax: c[ax][0] for ax in AXES}
         label = "|".join(axes[ax] for ax in AXES[:-1]) + f"|s{axes['seed']}"
