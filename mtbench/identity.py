@@ -3,8 +3,9 @@
 - **Training identity** (``Cell.hash``, 12 hex digits, names the cell's record and folder):
   everything that changes the trained weights. The resolved config without the sections that
   only change how results are measured or summarised (``profile``, ``checks``,
-  ``uncertainty``, ``delta_m``, ``expect``) and without where the data lies (``data_root``,
-  a data set's ``path``), plus
+  ``uncertainty``, ``delta_m``, ``expect``), without ``fixed.checkpoint_every`` (a resumed
+  cell trains as an uninterrupted one) and without where the data lies (``data_root``, a data
+  set's ``path``), plus
 
   - the **data fingerprint** of every data set the cell reads (:func:`data_fingerprint`): the
     relative path, size and sha256 of every file under the data set's folder, so copying or
@@ -42,6 +43,7 @@ SCHEME = 2  # identity scheme stored with each record; 1 = legacy_hash
 UNHASHED = ("checks", "uncertainty", "delta_m", "expect")  # never in any identity: how results are summarised
 EVALUATION_ONLY = ("profile",)  # in the evaluation identity only: how a trained model is measured
 LOCATION = ("data_root",)  # where the data lies: replaced by its fingerprint
+RESUMING = ("checkpoint_every",)  # fixed.* keys that change how training survives, not what it trains
 SOURCE_SUFFIXES = (".py", ".toml", ".cfg", ".json", ".yaml", ".yml", ".txt")  # an editable plugin's source files
 
 
@@ -49,16 +51,22 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _without_resuming(config: dict) -> dict:
+    if "fixed" not in config:
+        return config
+    return {**config, "fixed": {k: v for k, v in config["fixed"].items() if k not in RESUMING}}
+
+
 def legacy_hash(config: dict) -> str:
     """The scheme-1 cell hash: sha256 of the config without ``UNHASHED`` sections (12 hex)."""
-    return _digest({k: v for k, v in config.items() if k not in UNHASHED})[:12]
+    return _digest({k: v for k, v in _without_resuming(config).items() if k not in UNHASHED})[:12]
 
 
 def training_hash(config: dict, identity: dict) -> str:
     """The training identity (12 hex): ``config`` without measurement sections or data location,
     plus ``identity`` (``{"data": {task: fingerprint}, "plugins": {...}}``)."""
     drop = set(UNHASHED) | set(EVALUATION_ONLY) | set(LOCATION)
-    trained = {k: v for k, v in config.items() if k not in drop}
+    trained = {k: v for k, v in _without_resuming(config).items() if k not in drop}
     trained["tasks"] = {t: {**td, "params": {k: v for k, v in td.get("params", {}).items()
                                              if not (k == "path" and t in identity.get("data", {}))}}
                         for t, td in config.get("tasks", {}).items()}

@@ -346,6 +346,7 @@ def write_report(records: list[dict], out_dir: Path, title: str, gates: list[str
     the other one too when seeds were merged), failure reasons, and the plots (PNG beside it;
     the Pareto plot's point ids listed under it)."""
     from mtbench.plots import pareto_table, plot_all
+    from mtbench.provenance import markdown as provenance_markdown
 
     frame = build_frame(records, gates or [])
     agg = aggregate_table(frame, records)
@@ -361,6 +362,7 @@ def write_report(records: list[dict], out_dir: Path, title: str, gates: list[str
         if name == "pareto":
             ids = _escape_pipes(pareto_table(records)[["id", "cell"]])
             lines += [tabulate(ids, headers="keys", tablefmt="github", showindex=False), ""]
+    lines += provenance_markdown(records)
     out = out_dir / "report.md"
     out.write_text("\n".join(lines))
     return out

@@ -30,7 +30,7 @@ def _two_suites(tmp_path, root):
 
 def _fake_run(calls: list):
     """A stand-in for run_cell: records which cells ran, returns an ok record (identity logic only)."""
-    def run(cell, registry, show_progress=True):
+    def run(cell, registry, show_progress=True, **kw):
         calls.append(cell.label)
         return {"hash": cell.hash, "label": cell.label, "status": "ok", "metrics": {}, "wall_s": 0.0,
                 "identity": cell_identity_record(cell)}

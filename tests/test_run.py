@@ -66,11 +66,11 @@ def test_interrupted_run_keeps_finished_cells(write_suite, tmp_path, monkeypatch
     suite, results = write_suite(), tmp_path / "res"
     real, calls = local.run_cell, []
 
-    def flaky(cell, registry, show_progress=True):
+    def flaky(cell, registry, show_progress=True, **kw):
         calls.append(cell.hash)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(cell, registry, show_progress)
+        return real(cell, registry, show_progress, **kw)
 
     monkeypatch.setattr(local, "run_cell", flaky)
     assert _run(suite, results) == 130
