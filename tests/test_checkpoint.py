@@ -23,7 +23,8 @@ def _suite(tmp_path, strategy: str):
     text = (TINY_SUITE.replace("strategy: [equal, sequential]", f"strategy: [{strategy}]")
             .replace("budget: {steps: 2}", "budget: {steps: 4}\n  checkpoint_every: {steps: 2}")
             .replace("profile: {latency_warmup: 1, latency_repeats: 3, fps_repeats: 1}",
-                     "profile: {runtimes: [], latency_warmup: 0, latency_repeats: 6, fps_repeats: 6, latency_max_s: 0}\n"
+                     "profile: {runtimes: [], latency_warmup: 0, latency_repeats: 6, fps_repeats: 6, "
+                     "latency_max_s: 0}\n"
                      "checks: {overfit_one_batch: 'off'}"))
     path = tmp_path / "suite.yaml"
     path.write_text(text)
@@ -118,3 +119,16 @@ def test_interval_in_epochs_counts_steps_of_the_largest_split(tmp_path, monkeypa
     for step in range(7):
         ck.step_done(None, "joint", step, None, None, None, [], {})
     assert saved == [2, 5] and (tmp_path / "progress.json").is_file()
+
+
+def test_checkpoint_every_is_validated_and_not_part_of_the_identity(write_suite, registry):
+    from mtbench.errors import SuiteError
+    from mtbench.suite import expand, load_suite
+    def every(value: str) -> str:
+        return TINY_SUITE.replace("  threads: 2", f"  threads: 2\n  checkpoint_every: {value}")
+
+    with pytest.raises(SuiteError, match="fixed.checkpoint_every: give exactly one of"):
+        load_suite(write_suite(every("{steps: 2, minutes: 1}")))
+    plain = expand(load_suite(write_suite()), registry)
+    nine = expand(load_suite(write_suite(every("{steps: 9}"))), registry)
+    assert [c.hash for c in plain] == [c.hash for c in nine]
