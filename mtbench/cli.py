@@ -88,6 +88,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from mtbench.checkpoint import disk_used
     from mtbench.executors.local import run_local
     from mtbench.diagnostics.binding import errors
     from mtbench.report import (aggregate_table, any_gate_failed, build_frame, harness_summary, not_meaningful_gates,
@@ -119,16 +120,20 @@ def cmd_run(args) -> int:
             from mtbench.executors.ray import run_ray
             records = run_ray(cells, store, force=force, address=args.address, cpus_per_cell=args.cpus_per_cell,
                               gpus_per_cell=args.gpus_per_cell, load_entrypoints=not args.no_entrypoints,
-                              disable=_disabled(args), fail_fast=args.fail_fast)
+                              disable=_disabled(args), fail_fast=args.fail_fast,
+                              keep_weights=args.keep_weights, reprofile_all=args.reprofile)
         else:
             records = run_local(cells, registry, store, force=force, show_progress=not args.no_progress,
-                                fail_fast=args.fail_fast, post_mortem=args.pdb)
+                                fail_fast=args.fail_fast, post_mortem=args.pdb,
+                                keep_weights=args.keep_weights, reprofile_all=args.reprofile)
         frame = build_frame(records, loaded.suite.gates, delta_m=loaded.suite.delta_m)
         print()
         print(render(frame if args.by_seed else aggregate_table(frame, records)))
         paths = write_outputs(frame, records, store.dir, loaded.suite.name)
     print(f"\nwrote {paths['csv']}, {paths['csv_by_seed']}, {paths['json']}, {paths['md']}")
     _export(args, records, store.dir, loaded.suite.name)
+    print(f"weights and checkpoints: {disk_used(store.cells_dir) / 2**20:.1f} MiB under {store.cells_dir} "
+          f"(--keep-weights {args.keep_weights})")
     if harness_summary(records):
         print(harness_summary(records))
     failed = [r for r in records if r["status"] != "ok"]
@@ -167,8 +172,16 @@ def cmd_compare(args) -> int:
     from tabulate import tabulate
 
     from mtbench.compare import compare, parse_rules
+    from mtbench.provenance import differences
     rules = parse_rules(args.fail_on)
-    frame, failures = compare(_records(args.new), _records(args.baseline), rules)
+    new, baseline = _records(args.new), _records(args.baseline)
+    diffs = differences(new, baseline)
+    if diffs and args.strict:
+        raise MtbenchError(f"{args.new} and {args.baseline} come from different machines or versions "
+                           f"(--strict): {'; '.join(diffs)}")
+    for d in diffs:
+        print(f"warning: {d}", file=sys.stderr)
+    frame, failures = compare(new, baseline, rules)
     if len(frame) and not args.all:
         frame = frame[(frame["change"].fillna(1) != 0) | (frame["verdict"] != "")]
     show = frame.drop(columns=["ci"]) if len(frame) else frame
@@ -194,6 +207,9 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from tabulate import tabulate
+
+    from mtbench.provenance import summary
     from mtbench.report import aggregate_table, build_frame, gates_of, render, write_report
     run = Path(args.run)
     out = Path(args.out) if args.out else (run if run.is_dir() else run.parent)
@@ -203,6 +219,7 @@ def cmd_report(args) -> int:
     path = write_report(records, out, title=run.resolve().name, by_seed=args.by_seed)
     frame = build_frame(records, gates_of(records))
     print(render(frame if args.by_seed else aggregate_table(frame, records)))
+    print("\nprovenance:\n" + tabulate(summary(records), tablefmt="plain"))
     print(f"\nwrote {path}")
     if args.html:
         from mtbench.html_report import write_html
@@ -382,6 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="enter the Python debugger where a failing cell raised (local executor)")
     r.add_argument("--results", default="results", help="results folder (default: ./results)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--reprofile", action="store_true",
+                   help="re-profile every stored cell from its stored weights (no training); a cell whose "
+                        "profile settings changed is re-profiled without it")
+    r.add_argument("--keep-weights", choices=["none", "final", "all"], default="final",
+                   help="after a finished cell keep: none, its final weights (weights.safetensors, default), "
+                        "or those and its last checkpoint")
     r.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: in this process, one cell after another; ray: one Ray task per cell")
     r.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
@@ -396,6 +419,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("baseline", help="baseline run folder or results.json")
     cmp_.add_argument("--fail-on", default="", help="rules, e.g. 'seg/mIoU<-0.02,latency_ms>+10%%'")
     cmp_.add_argument("--all", action="store_true", help="print unchanged metrics too")
+    cmp_.add_argument("--strict", action="store_true",
+                      help="refuse (exit 2) when the runs come from different machines or versions "
+                           "(default: warn and compare)")
     cmp_.set_defaults(fn=cmd_compare)
 
     doc = sub.add_parser("doctor", help="print every diagnostic finding of a result with its evidence "

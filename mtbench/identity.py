@@ -3,8 +3,9 @@
 - **Training identity** (``Cell.hash``, 12 hex digits, names the cell's record and folder):
   everything that changes the trained weights. The resolved config without the sections that
   only change how results are measured or summarised (``profile``, ``checks``,
-  ``uncertainty``, ``delta_m``, ``expect``) and without where the data lies (``data_root``,
-  a data set's ``path``), plus
+  ``uncertainty``, ``delta_m``, ``expect``), without ``fixed.checkpoint_every`` (a resumed
+  cell trains as an uninterrupted one) and without where the data lies (``data_root``, a data
+  set's ``path``), plus
 
   - the **data fingerprint** of every data set the cell reads (:func:`data_fingerprint`): the
     relative path, size and sha256 of every file under the data set's folder, so copying or
@@ -46,6 +47,7 @@ EVALUATION_ONLY = ("profile",)  # in the evaluation identity only: how a trained
 LOCATION = ("data_root",)  # where the data lies: replaced by its fingerprint
 #: ``fixed.*`` keys of how images are loaded (cache, workers), which give the same items: in no identity
 LOADER_KEYS = ("cache", "cache_ram_gib", "num_workers", "pin_memory", "persistent_workers")
+RESUMING = ("checkpoint_every",)  # fixed.* keys that change how training survives, not what it trains
 SOURCE_SUFFIXES = (".py", ".toml", ".cfg", ".json", ".yaml", ".yml", ".txt")  # an editable plugin's source files
 
 
@@ -54,12 +56,13 @@ def _digest(obj: Any) -> str:
 
 
 def _without_loader_keys(config: dict, mark_workers: bool) -> dict:
-    """``config`` with ``fixed``'s loader keys left out; with ``mark_workers``, a cell that sets
-    ``num_workers`` (per-item seeded augmentation, whatever the count) is told apart from one
-    that does not (the global-generator flips of a single process)."""
+    """``config`` with ``fixed``'s loader keys (and ``RESUMING`` keys) left out; with
+    ``mark_workers``, a cell that sets ``num_workers`` (per-item seeded augmentation, whatever
+    the count) is told apart from one that does not (the global-generator flips of a single
+    process)."""
     if "fixed" not in config:
         return config
-    fixed = {k: v for k, v in config["fixed"].items() if k not in LOADER_KEYS}
+    fixed = {k: v for k, v in config["fixed"].items() if k not in LOADER_KEYS + RESUMING}
     if mark_workers and config["fixed"].get("num_workers") is not None:
         fixed["augment"] = "per-item seeds"
     return {**config, "fixed": fixed}
@@ -67,7 +70,7 @@ def _without_loader_keys(config: dict, mark_workers: bool) -> dict:
 
 def legacy_hash(config: dict) -> str:
     """The scheme-1 cell hash: sha256 of the config without ``UNHASHED`` sections (12 hex)
-    (nor the loader keys, which scheme 1 did not have)."""
+    (nor the loader and checkpoint keys, which scheme 1 did not have)."""
     return _digest({k: v for k, v in _without_loader_keys(config, False).items() if k not in UNHASHED})[:12]
 
 

@@ -368,6 +368,7 @@ def write_report(records: list[dict], out_dir: Path, title: str, gates: list[str
     the other one too when seeds were merged), failure reasons, and the plots (PNG beside it;
     the Pareto plot's point ids listed under it)."""
     from mtbench.plots import PLOTS, pareto_table, plot_all
+    from mtbench.provenance import markdown as provenance_markdown
 
     frame = build_frame(records, gates_of(records) if gates is None else gates)
     agg = aggregate_table(frame, records)
@@ -381,6 +382,7 @@ def write_report(records: list[dict], out_dir: Path, title: str, gates: list[str
         if name == "pareto":  # the params plot numbers the same rows unless a cell lacks a latency
             ids = _escape_pipes(pareto_table(records)[["id", "cell"]])
             lines += [tabulate(ids, headers="keys", tablefmt="github", showindex=False), ""]
+    lines += provenance_markdown(records)
     out = out_dir / "report.md"
     out.write_text("\n".join(lines))
     return out

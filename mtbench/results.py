@@ -1,9 +1,12 @@
-"""The result store: one JSON record per cell, written atomically; resume by config hash.
+"""The result store: one JSON record per cell, written atomically; resume by the cell's
+training identity (:mod:`mtbench.identity`).
 
-Layout: ``<results>/<suite>/cells/<hash>.json``. A record is written to a temporary file
-in the same folder and renamed over the target (``os.replace``), so an interrupted run
-never leaves a half-written result and every finished cell stays valid; a temporary file a
-killed run left behind is removed when the next run takes the folder's lock.
+Layout: ``<results>/<suite>/cells/<hash>.json``, and beside it the folder ``cells/<hash>/``
+with the cell's checkpoint and final weights (:mod:`mtbench.checkpoint`). A record is
+written to a temporary file in the same folder and renamed over the target (``os.replace``),
+so an interrupted run never leaves a half-written result and every finished cell stays
+valid; a temporary file a killed run left behind (in ``cells/`` or a cell's folder) is
+removed when the next run takes the folder's lock.
 
 One run at a time per folder: ``mtbench run`` holds ``<results>/<suite>/.lock`` (``filelock``,
 an OS lock the kernel releases when the process dies, even by ``kill -9``) for the whole run,
@@ -170,6 +173,10 @@ class ResultStore:
     def path(self, cell_hash: str) -> Path:
         return self.cells_dir / f"{cell_hash}.json"
 
+    def cell_dir(self, cell_hash: str) -> Path:
+        """The cell's folder beside its record: checkpoints and final weights (:mod:`mtbench.checkpoint`)."""
+        return self.cells_dir / cell_hash
+
     def has(self, cell_hash: str) -> bool:
         return self.path(cell_hash).is_file()
 
@@ -186,8 +193,9 @@ class ResultStore:
         """What a resumed run does with this cell: ``(record, note)``; ``record`` is the stored one
         to keep, or None when the cell must run; ``note`` says why (None: nothing is stored).
 
-        :param cell: a :class:`~mtbench.suite.Cell` (its stored ok record is kept only when its
-            evaluation identity, ``identity.evaluation``, is the cell's ``eval_hash``), or a hash.
+        :param cell: a :class:`~mtbench.suite.Cell` (a stored ok record whose evaluation identity
+            is not the cell's, :meth:`profile_stale`, is returned to be re-profiled when the cell's
+            weights are stored, else recomputed), or a hash.
         :param keep_failed: keep a failed record (default: unless ``retry_failed``).
         """
         keep_failed = not self.retry_failed if keep_failed is None else keep_failed
@@ -198,14 +206,22 @@ class ResultStore:
             rec = read_record(self.path(cell_hash))
         except ResultFileError as exc:
             return None, f"stored result unreadable, recomputed ({exc})"
-        stored_eval = (rec.get("identity") or {}).get("evaluation")
-        if rec["status"] == "ok" and not isinstance(cell, str) and stored_eval not in (None, cell.eval_hash):
-            return None, "stored result measured with other profile settings, recomputed"
+        if not isinstance(cell, str) and self.profile_stale(cell, rec):
+            from mtbench.checkpoint import WEIGHTS  # torch: not for the reading commands
+            if (self.cell_dir(cell.hash) / WEIGHTS).is_file():
+                return rec, "stored result measured with other profile settings: re-profiling its stored weights"
+            return None, "stored result measured with other profile settings and no stored weights, recomputed"
         if rec["status"] == "ok":
             return rec, "stored result (ok), skipped"
         if keep_failed:
             return rec, "stored result (failed), skipped; re-run it with --retry-failed"
         return None, "stored result (failed), recomputed (--retry-failed)"
+
+    @staticmethod
+    def profile_stale(cell: "Cell", rec: dict) -> bool:
+        """An ok record of ``cell``'s training identity measured under other ``profile`` settings."""
+        stored = (rec.get("identity") or {}).get("evaluation")
+        return rec.get("status") == "ok" and stored is not None and stored != cell.eval_hash
 
     def migrate(self, cells: list["Cell"]) -> list[str]:
         """Move each cell's record stored under its scheme-1 hash (:func:`mtbench.identity.legacy_hash`:
@@ -251,7 +267,8 @@ class ResultStore:
         try:
             write_json_atomic(self.dir / LOCK_INFO, {"pid": os.getpid(), "host": socket.gethostname(),
                                                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-            stale = [p for d in (self.dir, self.cells_dir) for p in d.glob("*.tmp")]
+            folders = [self.dir, self.cells_dir, *(d for d in self.cells_dir.iterdir() if d.is_dir())]  # + checkpoints
+            stale = [p for d in folders for p in d.glob("*.tmp")]
             for p in stale:
                 p.unlink(missing_ok=True)
             yield stale

@@ -8,9 +8,7 @@ makes the cell ``failed`` with its reason; the caller stores it and goes on.
 from __future__ import annotations
 
 import copy
-import platform
 import random
-import subprocess
 import time
 import traceback
 from pathlib import Path
@@ -19,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mtbench import __version__
+from mtbench.checkpoint import Checkpoints, ResumableSampler, parse_every, save_weights, tidy
 from mtbench.data.base import dropped_summary
 from mtbench.data.cache import RamBudget
 from mtbench.data.loading import train_loader
@@ -36,6 +34,7 @@ from mtbench.profiling.latency import Budget, StopRule, measure_fps, measure_lat
 from mtbench.profiling.memory import peak_memory_mib
 from mtbench.profiling.reference import reference_entries
 from mtbench.profiling.runtimes import measure_runtimes
+from mtbench.provenance import environment, plugins_in_play
 from mtbench.results import cell_identity_record
 from mtbench.strategies.base import TrainContext
 from mtbench.suite import Cell
@@ -63,20 +62,6 @@ METRICS_DOC = (
 )
 
 
-def environment(device: torch.device) -> dict:
-    """Versions, device and commit: the provenance stored with every result."""
-    import timm
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    dev = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    return {"mtbench": __version__, "torch": torch.__version__, "timm": timm.__version__,
-            "python": platform.python_version(), "device": f"{device.type}: {dev}",
-            "threads": torch.get_num_threads(), "commit": commit}
-
-
 def _device(choice: str) -> torch.device:
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         return torch.device("cuda")
@@ -90,8 +75,16 @@ def _seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def run_cell(cell: Cell, registry: Registry, show_progress: bool = True, post_mortem: bool = False) -> dict:
+def run_cell(cell: Cell, registry: Registry, show_progress: bool = True, workdir: Path | None = None,
+             keep_weights: str = "final", post_mortem: bool = False) -> dict:
     """Train, evaluate and profile one cell.
+
+    :param workdir: the cell's folder for checkpoints and final weights (:mod:`mtbench.checkpoint`;
+        None: nothing saved); a checkpoint there is resumed from (``resumed`` in the record says
+        from where and how much work the interruption lost).
+    :param keep_weights: ``none`` | ``final`` | ``all`` (:func:`mtbench.checkpoint.tidy`).
+    :raises CheckpointError: the checkpoint in ``workdir`` is refused (not weights-only); the
+        only error not recorded as a failed cell.
 
     :return: the result record (JSON-serialisable): ``schema_version``, ``suite``, ``label``,
         ``hash``, ``axes``, ``config``, ``identity`` (:func:`mtbench.results.cell_identity_record`),
@@ -110,24 +103,22 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True, post_mo
               "reason": None, "metrics": {},
               "stages": [], "profile": {}, "history": [], "diagnostics": [], "metrics_doc": METRICS_DOC}
     started = time.time()
+    checkpoints = Checkpoints(workdir, parse_every(fixed.get("checkpoint_every"))) if workdir else None
+    if checkpoints is not None and checkpoints.load() is not None:
+        saved = checkpoints.saved
+        result["resumed"] = {"stage": saved["stage"], "step": saved["step"], "lost": checkpoints.lost()}
     try:
         if fixed["threads"]:
             torch.set_num_threads(fixed["threads"])
         device = _device(fixed["device"])
-        result["env"] = environment(device)
+        result["env"] = environment(device, plugins_in_play(cell.identity), cell.suite_sha256)
         gen = _seed_everything(cfg["seed"])
-        root = Path(cfg["data_root"]) if cfg["data_root"] else None
         size, bs = fixed["image_size"], fixed["batch_size"]
-        train_sets, val_sets = {}, {}
-        for task, td in cfg["tasks"].items():
-            for split, sets in (("train", train_sets), ("val", val_sets)):
-                sets[task] = registry.create("dataset", td["dataset"], task=task, split=split, root=root,
-                                             image_size=size, **td["params"])
+        train_sets, val_sets = datasets(cfg, registry, "train"), datasets(cfg, registry, "val")
         result["data"] = {"dropped": dropped_summary({"train": train_sets, "val": val_sets})}
         tasks = list(cfg["tasks"])
         infos = {t: train_sets[t].info for t in tasks}
-        model = _build(registry, "model", cfg["architecture"]["name"], tasks=infos, level=cfg["level"],
-                       **cfg["architecture"]["params"]).to(device)
+        model = build_model(cfg, registry, infos, device)
         loss_params = cfg.get("loss_params", {})
         losses = {t: _build(registry, "loss", cfg["losses"][t], num_classes=infos[t].num_classes,
                             **loss_params.get(t, {})) for t in tasks}
@@ -136,7 +127,10 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True, post_mo
         for ds in (*train_sets.values(), *val_sets.values()):
             ds.set_cache(fixed["cache"], budget)
         loaders = {t: train_loader(train_sets[t], bs, gen, cfg["seed"], fixed["num_workers"], fixed["pin_memory"],
-                                   fixed["persistent_workers"]) for t in tasks}
+                                   fixed["persistent_workers"], sampler=ResumableSampler(train_sets[t], gen))
+                   for t in tasks}
+        if checkpoints is not None:
+            checkpoints.steps_per_epoch = max(1, max(len(loader) for loader in loaders.values()))
         eval_bs = fixed["eval_batch_size"] or bs
         dkw = {t: getattr(losses[t], "decode_kwargs", {}) for t in tasks}
         _check_model_contract(registry, cfg["architecture"]["name"], model, size, device, dkw)
@@ -153,13 +147,15 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True, post_mo
             return {k: v for ev in last_eval.values() for k, v in ev.values.items()}
 
         ctx = TrainContext(model=model, tasks=tasks, loaders=loaders, losses=losses, fixed=fixed, device=device,
-                           evaluate=evaluate_tasks, progress=progress, seed=cfg["seed"])
+                           evaluate=evaluate_tasks, progress=progress, seed=cfg["seed"], checkpoints=checkpoints)
         result["loss_components"] = {t: list(losses[t].declared_components) for t in tasks
                                      if hasattr(losses[t], "declared_components")}
         result["overfit"] = _overfit(cfg.get("checks") or {}, strategy, ctx, model, losses, train_sets, device)
         t0 = time.perf_counter()
         report = strategy.fit(ctx)
         train_s = time.perf_counter() - t0
+        if workdir and keep_weights != "none":
+            save_weights(model, workdir)
         result["history"] = ctx.history
         result["stages"] = report.stages
         eval_tasks = report.eval_tasks or tasks
@@ -174,18 +170,12 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True, post_mo
         metrics.update(forgetting(report.stages, PRIMARY))
         result["metrics"] = metrics
         result["extra"] = report.extra
-        t_prof = time.perf_counter()
-        share = (cfg.get("checks") or {}).get("harness_share", HARNESS_SHARE)
-        left = harness_left(share, result, train_s)
-        result["profile"] = profile(model, size, bs, device, cell.config["profile"], left) | {"train_s": train_s}
         if result["overfit"]:
             result["overfit"]["share_of_train"] = result["overfit"]["seconds"] / train_s if train_s > 0 else None
-        refs = reference_entries(cfg, registry.get("model", cfg["architecture"]["name"]).factory,
-                                 {t: infos[t].num_classes for t in tasks}, result["profile"])
-        if refs:
-            result["profile"]["reference"] = refs
-        result["harness"] = harness_cost(result, train_s, time.perf_counter() - t_prof, share)
+        measure(result, model, cfg, registry, {t: infos[t].num_classes for t in tasks}, device, train_s)
         result["status"] = "ok"
+        if workdir:
+            tidy(workdir, keep_weights)
     except Exception as exc:  # a failing cell is recorded, the run goes on
         result["status"] = "failed"
         result["reason"] = _reason(exc, registry, cfg)
@@ -211,6 +201,40 @@ def _reason(exc: Exception, registry: Registry, cfg: dict) -> str:
     used += [("dataset", td["dataset"]) for td in cfg["tasks"].values()]
     blamed = registry.blame(exc, used)
     return f"{blamed}: {reason.splitlines()[0]}" if blamed else reason
+
+
+def datasets(cfg: dict, registry: Registry, split: str) -> dict:
+    """The cell's data set of every task for ``split`` (``train`` / ``val``)."""
+    root = Path(cfg["data_root"]) if cfg["data_root"] else None
+    return {task: registry.create("dataset", td["dataset"], task=task, split=split, root=root,
+                                  image_size=cfg["fixed"]["image_size"], **td["params"])
+            for task, td in cfg["tasks"].items()}
+
+
+def build_model(cfg: dict, registry: Registry, infos: dict, device: torch.device):
+    """The cell's model, untrained, on ``device`` (``infos``: task -> :class:`TaskInfo` of its train split).
+
+    :raises PluginError: the model's factory raised (:func:`_build`).
+    """
+    return _build(registry, "model", cfg["architecture"]["name"], tasks=infos, level=cfg["level"],
+                  **cfg["architecture"]["params"]).to(device)
+
+
+def measure(result: dict, model, cfg: dict, registry: Registry, num_classes: dict[str, int],
+            device: torch.device, train_s: float) -> None:
+    """Profile the trained ``model`` into ``result``: ``profile`` (:func:`profile`, the harness
+    budget left after the record's overfit check and CIs, its reference figures) and ``harness``."""
+    t_prof = time.perf_counter()
+    fixed = cfg["fixed"]
+    share = (cfg.get("checks") or {}).get("harness_share", HARNESS_SHARE)
+    left = harness_left(share, result, train_s)
+    result["profile"] = profile(model, fixed["image_size"], fixed["batch_size"], device, cfg["profile"],
+                                left) | {"train_s": train_s}
+    refs = reference_entries(cfg, registry.get("model", cfg["architecture"]["name"]).factory, num_classes,
+                             result["profile"])
+    if refs:
+        result["profile"]["reference"] = refs
+    result["harness"] = harness_cost(result, train_s, time.perf_counter() - t_prof, share)
 
 
 def _build(registry: Registry, kind: str, name: str, **params):

@@ -11,12 +11,14 @@ passes, all before anything runs, and every error names file, line and key path:
    parameter of that plugin's factory and its value fits the annotation, cross-references
    such as ``sequential``'s ``order`` name the suite's tasks, and the data folders exist;
 3. :func:`expand` turns the matrix into :class:`Cell` objects, each a fully resolved config
-   with its identities (:mod:`mtbench.identity`: training, evaluation/profile); an ``exclude`` that matches no cell, an ``include`` that adds none and
-   a suite of 0 cells are errors.
+   with its identities (:mod:`mtbench.identity`: training, evaluation/profile); an
+   ``exclude`` that matches no cell, an ``include`` that adds none and a suite of 0 cells
+   are errors.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import itertools
 import os
@@ -156,6 +158,22 @@ class Budget(_Strict):
         return self
 
 
+class CheckpointEvery(_Strict):
+    """How often a cell saves its training state (:mod:`mtbench.checkpoint`): exactly one of
+    ``steps``, ``epochs`` (of the largest train split) or ``minutes``. Not part of any identity:
+    a resumed cell trains as an uninterrupted one."""
+
+    steps: int | None = Field(None, gt=0)
+    epochs: float | None = Field(None, gt=0)
+    minutes: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> "CheckpointEvery":
+        if sum(v is not None for v in (self.steps, self.epochs, self.minutes)) != 1:
+            raise ValueError("give exactly one of 'steps', 'epochs' or 'minutes'")
+        return self
+
+
 class Fixed(_Strict):
     """Parameters every cell shares.
 
@@ -180,6 +198,7 @@ class Fixed(_Strict):
     num_workers: int | None = Field(None, ge=0)
     pin_memory: bool = False
     persistent_workers: bool = False
+    checkpoint_every: CheckpointEvery = Field(default_factory=lambda: CheckpointEvery(minutes=5))
 
     @field_validator("image_size")
     @classmethod
@@ -528,6 +547,7 @@ class Cell:
 
     :param identity: what the config does not say about the cell's training: ``{"data": {task:
         fingerprint}, "plugins": {role: "dist==version[+src.hash]"}}`` (:func:`cell_identity`).
+    :param suite_sha256: sha256 of the suite file (provenance, not identity).
     """
 
     suite: str
@@ -535,6 +555,7 @@ class Cell:
     axes: dict[str, str]
     config: dict[str, Any]
     identity: dict[str, Any] = field(default_factory=dict)
+    suite_sha256: str | None = None
     hash: str = field(init=False)
     eval_hash: str = field(init=False)
     legacy_hash: str = field(init=False)
@@ -657,6 +678,7 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
 
     data_root = resolve_data_root(s, loaded.path)
     fingerprints = data_fingerprints(s, registry, data_root)
+    suite_sha256 = hashlib.sha256(loaded.path.read_bytes()).hexdigest()
     fixed = s.fixed.model_dump()
     cells, seen, added = [], set(), set()
     for c, src in combos:
@@ -686,7 +708,7 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
         }
         axes = {ax: c[ax][0] for ax in AXES}
         label = "|".join(axes[ax] for ax in AXES[:-1]) + f"|s{axes['seed']}"
-        cell = Cell(s.name, label, axes, config, cell_identity(config, registry, fingerprints))
+        cell = Cell(s.name, label, axes, config, cell_identity(config, registry, fingerprints), suite_sha256)
         if cell.hash not in seen:
             seen.add(cell.hash)
             cells.append(cell)

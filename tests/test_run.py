@@ -70,7 +70,7 @@ def test_interrupted_run_keeps_finished_cells(write_suite, tmp_path, monkeypatch
         calls.append(cell.hash)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(cell, registry, show_progress)
+        return real(cell, registry, show_progress, **kw)
 
     monkeypatch.setattr(local, "run_cell", flaky)
     assert _run(suite, results) == 130

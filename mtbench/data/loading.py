@@ -39,21 +39,25 @@ class SeededSampler(Sampler):
 
 def train_loader(dataset: TaskDataset, batch_size: int, generator: torch.Generator, seed: int,
                  num_workers: int | None = None, pin_memory: bool = False,
-                 persistent_workers: bool = False) -> DataLoader:
+                 persistent_workers: bool = False, sampler: Sampler | None = None) -> DataLoader:
     """A shuffled training loader (the order drawn from ``generator``; the last partial batch
     dropped when the split holds at least one batch).
 
     :param seed: the cell's seed; item seeds are drawn from it (``num_workers`` set).
     :param num_workers: None: in-process, global-RNG augmentation (as before); else that
         many worker processes with per-item seeds.
+    :param sampler: the order of the items; default ``RandomSampler(dataset, generator=generator)``
+        (what ``shuffle=True`` uses); the runner passes a resumable one that draws the same order
+        (:class:`mtbench.checkpoint.ResumableSampler`).
     """
     drop_last = len(dataset) >= batch_size
+    order = sampler if sampler is not None else RandomSampler(dataset, generator=generator)
     if num_workers is None:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=True, collate_fn=collate, generator=generator,
+        return DataLoader(dataset, batch_size=batch_size, sampler=order, collate_fn=collate, generator=generator,
                           drop_last=drop_last)
     if num_workers:
         warm(dataset.cache, len(dataset), dataset.load, num_workers)
-    sampler = SeededSampler(RandomSampler(dataset, generator=generator), seed)
+    sampler = SeededSampler(order, seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, generator=generator,
                       drop_last=drop_last, num_workers=num_workers, pin_memory=pin_memory,
                       persistent_workers=persistent_workers and num_workers > 0)

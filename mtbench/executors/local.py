@@ -10,17 +10,22 @@ from __future__ import annotations
 
 from typing import Callable
 
+from mtbench.checkpoint import resumed_note
 from mtbench.diagnostics.data import dropped_annotations
 from mtbench.plugins import Registry
+from mtbench.reprofile import stored_or_reprofiled
 from mtbench.results import ResultStore
 from mtbench.runner import run_cell
 from mtbench.suite import Cell
 
 
 def run_local(cells: list[Cell], registry: Registry, store: ResultStore, force: bool = False,
-              show_progress: bool = True, echo: Callable[[str], None] = print, fail_fast: bool = False,
-              post_mortem: bool = False) -> list[dict]:
-    """Run (or resume) ``cells``; return their records in cell order.
+              show_progress: bool = True, echo: Callable[[str], None] = print, keep_weights: str = "final",
+              reprofile_all: bool = False, fail_fast: bool = False, post_mortem: bool = False) -> list[dict]:
+    """Run (or resume) ``cells``; return their records in cell order. A cell interrupted earlier
+    continues from its checkpoint (unless ``force``); a stored cell measured under other profile
+    settings (every stored cell with ``reprofile_all``) is re-profiled from its weights
+    (:mod:`mtbench.reprofile`); ``keep_weights``: :func:`mtbench.checkpoint.tidy`.
 
     :param fail_fast: stop after the first cell that fails (its record is stored; the cells
         after it are not run and have no record).
@@ -28,15 +33,17 @@ def run_local(cells: list[Cell], registry: Registry, store: ResultStore, force: 
     """
     records = []
     for i, cell in enumerate(cells, 1):
-        if not force:
-            stored, note = store.resume(cell)
-            if note:
-                echo(f"[{i}/{len(cells)}] {cell.label}: {note}")
-            if stored is not None:
-                records.append(stored)
-                continue
+        stored, note = stored_or_reprofiled(cell, store, registry, force, reprofile_all)
+        if note:
+            echo(f"[{i}/{len(cells)}] {cell.label}: {note}")
+        if stored is not None:
+            records.append(stored)
+            continue
         echo(f"[{i}/{len(cells)}] {cell.label} ({cell.hash}) ...")
-        rec = run_cell(cell, registry, show_progress, post_mortem=post_mortem)
+        rec = run_cell(cell, registry, show_progress, workdir=store.cell_dir(cell.hash), keep_weights=keep_weights,
+                       post_mortem=post_mortem)
+        if rec.get("resumed"):
+            echo(f"[{i}/{len(cells)}] {cell.label}: {resumed_note(rec['resumed'])}")
         store.write(rec)
         status = "ok" if rec["status"] == "ok" else f"FAILED: {rec['reason']}"
         echo(f"[{i}/{len(cells)}] {cell.label}: {status} in {rec['wall_s']:.0f} s")

@@ -14,26 +14,31 @@ from __future__ import annotations
 
 from typing import Callable
 
+from mtbench.checkpoint import resumed_note
 from mtbench.diagnostics.data import dropped_annotations
 from mtbench.errors import MtbenchError
+from mtbench.plugins import get_registry
+from mtbench.reprofile import stored_or_reprofiled
 from mtbench.results import ResultStore
 from mtbench.suite import Cell
 
 
-def _run_remote(cell: Cell, threads: int, load_entrypoints: bool, disable: list[str]) -> dict:
+def _run_remote(cell: Cell, threads: int, load_entrypoints: bool, disable: list[str], workdir,
+                keep_weights: str) -> dict:
     import torch
 
-    from mtbench.plugins import get_registry
     from mtbench.runner import run_cell
 
     torch.set_num_threads(threads)
     cell.config["fixed"] = {**cell.config["fixed"], "threads": threads}
-    return run_cell(cell, get_registry(load_entrypoints=load_entrypoints, disable=disable), show_progress=False)
+    return run_cell(cell, get_registry(load_entrypoints=load_entrypoints, disable=disable), show_progress=False,
+                    workdir=workdir, keep_weights=keep_weights)
 
 
 def run_ray(cells: list[Cell], store: ResultStore, force: bool = False, address: str | None = None,
             cpus_per_cell: int | None = None, gpus_per_cell: float = 0.0, load_entrypoints: bool = True,
-            disable: list[str] = (), echo: Callable[[str], None] = print, fail_fast: bool = False) -> list[dict]:
+            disable: list[str] = (), echo: Callable[[str], None] = print, fail_fast: bool = False,
+            keep_weights: str = "final", reprofile_all: bool = False) -> list[dict]:
     """Run (or resume) ``cells`` as Ray tasks; return their records in cell order.
 
     Each task builds its registry as the driver did (``load_entrypoints``, ``disable``).
@@ -48,10 +53,11 @@ def run_ray(cells: list[Cell], store: ResultStore, force: bool = False, address:
         raise MtbenchError("the Ray executor needs Ray: pip install 'mtbench[ray]'") from exc
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    registry = get_registry(load_entrypoints=load_entrypoints, disable=disable)  # re-profiling runs here, in the driver
     records: dict[str, dict] = {}
     pending = {}
     for cell in cells:
-        stored, note = (None, None) if force else store.resume(cell)
+        stored, note = stored_or_reprofiled(cell, store, registry, force, reprofile_all)
         if note:
             echo(f"{cell.label}: {note}")
         if stored is not None:
@@ -59,13 +65,16 @@ def run_ray(cells: list[Cell], store: ResultStore, force: bool = False, address:
             continue
         cpus = cpus_per_cell or cell.config["fixed"].get("threads") or 1
         task = ray.remote(num_cpus=cpus, num_gpus=gpus_per_cell)(_run_remote)
-        pending[task.remote(cell, cpus, load_entrypoints, list(disable))] = cell
+        pending[task.remote(cell, cpus, load_entrypoints, list(disable), store.cell_dir(cell.hash),
+                            keep_weights)] = cell
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         cell = pending.pop(done[0])
         rec = ray.get(done[0])
         store.write(rec)
         echo(f"{cell.label}: {rec['status']}" + ("" if rec["status"] == "ok" else f" ({rec['reason']})"))
+        if rec.get("resumed"):
+            echo(f"{cell.label}: {resumed_note(rec['resumed'])}")
         for finding in dropped_annotations(rec):
             echo(f"  warning: {finding.message}")
         records[cell.hash] = rec

@@ -9,18 +9,24 @@ the loss history.
 A strategy is any object with ``fit(ctx) -> StrategyReport``; optionally
 ``trained_tasks(tasks) -> list[str]`` when it trains fewer than all of the suite's tasks
 (``single-task``), so that pre-run checks such as overfit-one-batch look only at those.
+
+A loop that calls :meth:`TrainContext.resume` before its first step and
+:meth:`TrainContext.checkpoint` after each step (as the built-in joint, sequential and
+single-task loops do) survives interruption: the cell continues from its last checkpoint
+(:mod:`mtbench.checkpoint`); a loop that does not simply starts again from step 0.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from mtbench.checkpoint import epoch_iter
 from mtbench.data.base import to_device
 from mtbench.errors import CellFailure
 
@@ -49,6 +55,8 @@ class TrainContext:
     :param progress: ``progress(total_steps, description) -> iterable`` (a tqdm bar).
     :param seed: the cell's seed; stochastic strategies draw from :meth:`generator`, never from
         torch's global generator, so their draws do not depend on unrelated random calls.
+    :param checkpoints: the cell's :class:`mtbench.checkpoint.Checkpoints` (None: none kept); a
+        loop calls :meth:`resume` before its first step and :meth:`checkpoint` after each.
 
     Every tensor a strategy owns (learned task weights, log-variances, gradient buffers) lives
     on ``device`` with ``dtype`` (the model's floating-point dtype); the conformance checks in
@@ -66,6 +74,7 @@ class TrainContext:
     seed: int = 0
     history: list[dict] = field(default_factory=list)
     epochs: dict[str, int] = field(default_factory=dict)
+    checkpoints: Any = None
     _first_loss: dict = field(default_factory=dict)
 
     @property
@@ -95,7 +104,7 @@ class TrainContext:
         ``epochs[task]`` counts the completed passes over its loader."""
         self.epochs.setdefault(task, 0)
         while True:
-            for images, targets in self.loaders[task]:
+            for images, targets in epoch_iter(self.loaders[task]):
                 yield images.to(self.device), to_device(targets, self.device)
             self.epochs[task] += 1
 
@@ -140,6 +149,27 @@ class TrainContext:
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total_steps - warm))))
 
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def saved_extra(self) -> dict | None:
+        """The ``extra`` of the checkpoint this run resumes from (a sequential strategy's finished
+        stages), or None."""
+        saved = self.checkpoints.saved if self.checkpoints is not None else None
+        return saved["extra"] if saved else None
+
+    def resume(self, stage: str, opt, sched, owner) -> int:
+        """The first step of ``stage`` to run: 0, or one past the saved checkpoint's step when it
+        belongs to ``stage`` (model, ``opt``, ``sched``, ``owner``'s state, RNGs, batch streams and
+        history put back as they were saved; :meth:`mtbench.checkpoint.Checkpoints.restore`)."""
+        return self.checkpoints.restore(self, stage, opt, sched, owner) if self.checkpoints is not None else 0
+
+    def checkpoint(self, stage: str, step: int, opt, sched, owner, live: list[str], extra: dict | None = None) -> None:
+        """After ``step`` of ``stage``: save the training state when ``fixed.checkpoint_every`` says
+        so. ``owner``: the strategy (its state is saved, :func:`mtbench.checkpoint.state_of`);
+        ``live``: the tasks whose batch streams continue after this step; ``extra``: what the
+        strategy needs to find its place again (weights-only loadable values)."""
+        if self.checkpoints is not None:
+            self.checkpoints.step_done(self, stage, step, opt, sched, owner, live, extra or {})
 
     def record(self, step: int, stage: str, parts: dict[str, dict[str, torch.Tensor]], opt) -> None:
         """Check every task's loss and append it to the history.

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import copy
-import itertools
 
 import torch
 import torch.nn.functional as F
@@ -31,10 +30,24 @@ class LwF:
         self.old_tasks: list[str] = []
 
     def after_stage(self, ctx, task: str) -> None:
-        self.teacher = copy.deepcopy(ctx.model).eval()
+        self._freeze_teacher(copy.deepcopy(ctx.model))
+        self.old_tasks.append(task)
+
+    def _freeze_teacher(self, model) -> None:
+        self.teacher = model.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
-        self.old_tasks.append(task)
+
+    def state_dict(self) -> dict:
+        """Checkpoint state (:mod:`mtbench.checkpoint`): the teacher's weights and the old tasks."""
+        teacher = None if self.teacher is None else self.teacher.state_dict()
+        return {"teacher": teacher, "old_tasks": list(self.old_tasks)}
+
+    def load_state(self, state: dict, ctx) -> None:
+        self.old_tasks = list(state["old_tasks"])
+        if state["teacher"] is not None:
+            self._freeze_teacher(copy.deepcopy(ctx.model))
+            self.teacher.load_state_dict(state["teacher"])
 
     def loss(self, ctx, images: torch.Tensor, outputs: dict) -> torch.Tensor | None:
         if self.teacher is None:
@@ -87,16 +100,23 @@ class EWC:
 class Replay:
     def __init__(self, batches: int = 4, weight: float = 1.0):
         self.batches, self.weight = batches, weight
-        self.buffers: dict[str, itertools.cycle] = {}
+        self.buffers: dict[str, list] = {}  # task -> its stored batches, replayed in turn
+        self.turn: dict[str, int] = {}  # task -> replays so far
 
     def after_stage(self, ctx, task: str) -> None:
         stream = ctx.batches(task)
-        self.buffers[task] = itertools.cycle([next(stream) for _ in range(self.batches)])
+        self.buffers[task] = [next(stream) for _ in range(self.batches)]
+        self.turn[task] = 0
+
+    def _next(self, task: str):
+        batch = self.buffers[task][self.turn[task] % len(self.buffers[task])]
+        self.turn[task] += 1
+        return batch
 
     def loss(self, ctx, images, outputs) -> torch.Tensor | None:
         if not self.buffers:
             return None
-        return self.weight * sum(ctx.task_loss(t, next(buf))["total"] for t, buf in self.buffers.items())
+        return self.weight * sum(ctx.task_loss(t, self._next(t))["total"] for t in self.buffers)
 
 
 class Freeze:

@@ -120,13 +120,17 @@ class JointStrategy:
         opt, sched = ctx.make_optimizer(total)
         streams = {t: ctx.batches(t) for t in ctx.tasks}
         ctx.model.train()
+        first = ctx.resume("joint", opt, sched, self)
         started = time.perf_counter()
         for step in ctx.progress(total, "joint"):
+            if step < first:
+                continue
             opt.zero_grad(set_to_none=True)
             batches = {t: next(streams[t]) for t in ctx.tasks}
             parts = self.train_step(ctx, batches, step)
             ctx.record(step, "joint", parts, opt)
             ctx.step(opt, sched)
             self.after_step(ctx, batches, step)
-        self.step_s = (time.perf_counter() - started) / total
+            ctx.checkpoint("joint", step, opt, sched, self, live=ctx.tasks)
+        self.step_s = (time.perf_counter() - started) / max(1, total - first)
         return StrategyReport(extra=self.report_extra())

@@ -56,14 +56,23 @@ class Sequential:
         if problem:
             raise SuiteError(problem)
         order = self.order or [t for t in DEFAULT_ORDER if t in ctx.tasks]
-        mitigations = build_mitigations(*self.options)
-        stages = []
+        self.mitigations = mitigations = build_mitigations(*self.options)
+        saved = ctx.saved_extra() or {"stages": [], "stage_index": 0}  # a checkpoint mid-stage: go there
+        stages = list(saved["stages"])
+        if saved["stage_index"] > 0 and "freeze" in mitigations:  # frozen since stage 1: before this stage's optimiser
+            mitigations["freeze"].after_stage(ctx, order[0])
         for k, task in enumerate(order):
+            if k < saved["stage_index"]:
+                continue
             total = ctx.steps([task])
             opt, sched = ctx.make_optimizer(total)
             stream = ctx.batches(task)
             ctx.model.train()
-            for step in ctx.progress(total, f"stage {k + 1}/{len(order)} {task}"):
+            stage = f"stage {k + 1}/{len(order)} {task}"
+            first = ctx.resume(stage, opt, sched, self)
+            for step in ctx.progress(total, stage):
+                if step < first:
+                    continue
                 opt.zero_grad(set_to_none=True)
                 images, targets = next(stream)
                 outputs = ctx.model(images)
@@ -76,6 +85,7 @@ class Sequential:
                 comps["total"].backward()
                 ctx.record(step, task, {task: comps}, opt)
                 ctx.step(opt, sched)
+                ctx.checkpoint(stage, step, opt, sched, self, live=[task], extra={"stages": stages, "stage_index": k})
             stages.append({"task": task, "metrics": ctx.evaluate(order[: k + 1])})
             if k < len(order) - 1:
                 for m in mitigations.values():

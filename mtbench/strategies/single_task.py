@@ -42,12 +42,16 @@ class SingleTask:
         opt, sched = ctx.make_optimizer(total)
         stream = ctx.batches(self.task)
         ctx.model.train()
+        first = ctx.resume(f"single {self.task}", opt, sched, self)
         for step in ctx.progress(total, f"single {self.task}"):
+            if step < first:
+                continue
             opt.zero_grad(set_to_none=True)
             comps = ctx.task_loss(self.task, next(stream))
             comps["total"].backward()
             ctx.record(step, self.task, {self.task: comps}, opt)
             ctx.step(opt, sched)
+            ctx.checkpoint(f"single {self.task}", step, opt, sched, self, live=[self.task])
         return StrategyReport(eval_tasks=[self.task])
 
 
