@@ -150,3 +150,12 @@ def test_html_needs_nothing_outside_its_folder(two_cell_run):
     assert not re.search(r'(src|href)="(https?:)?//', html)  # no CDN, no web font
     for ref in re.findall(r'(?:src|href)="([^"#]+)"', html):
         assert (two_cell_run / "html" / ref).is_file()
+
+
+def test_failed_cell_is_listed_open_under_findings(tmp_path):
+    from mtbench.html_report import write_html
+    from tests.test_report import _records
+    html = write_html(_records(), tmp_path, "x").read_text()
+    section = re.search(r'<section id="findings">(.*?)</section>', html, re.S).group(1)
+    assert "<details open><summary><code>broken</code>" in section and "ValueError: x" in section
+    assert {p.name for p in tmp_path.glob("*.svg")} >= {"task_weights.svg", "stages.svg", "loss_curves.svg"}
