@@ -176,6 +176,9 @@ def write_history(paths: list[str | Path], out_dir: Path, title: str = "mtbench 
                                              "change 95 % CI", "compared with"))
     regs = (f"<table id='regressions' class='sortable'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
             if found else "<p id='regressions'>No significant regression.</p>")
+    if any(f["ci"] == "within-run" for f in found):
+        regs += ("<p>A <em>within-run</em> CI is that of one timing series: load on the machine between runs is not "
+                 "in it, so re-measure before believing a latency regression.</p>")
     commits = ", ".join(html.escape(r.commit) for r in runs)
     body = (f"<p id='meta'>{len(runs)} runs, oldest first: {commits}</p>"
             f"<section><h2>Regressions</h2>{regs}</section>"

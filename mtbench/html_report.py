@@ -28,6 +28,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import numbers
 from pathlib import Path
 
 import pandas as pd
@@ -93,8 +94,8 @@ def _table(frame: pd.DataFrame) -> str:
         for col in shown.columns:
             text, raw = shown.iloc[i][col], row.get(col)
             attrs, cls = "", []
-            if col in DIGITS and isinstance(raw, (int, float)) and math.isfinite(raw):
-                attrs = f' data-sort="{raw!r}"'
+            if col in DIGITS and isinstance(raw, numbers.Real) and math.isfinite(raw):
+                attrs = f' data-sort="{float(raw)!r}"'
             elif text is None:
                 attrs = ' data-sort=""'
             else:

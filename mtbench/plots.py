@@ -1,6 +1,8 @@
 """Plots of stored results (matplotlib, Agg backend; PNG for ``report.md``, SVG with text kept
 as text for the HTML report, :mod:`mtbench.html_report`).
 
+- ``headline_ci.png``: each task's headline metric per row of the table as a dot with its
+  95 % CI as an error bar, the measured chance level as a band.
 - ``pareto.png`` / ``pareto_params.png``: each task's headline metric vs batch-1 latency (ms) /
   parameters (M), one panel per task, one point per row of the results table (seeds
   aggregated) with 95 % CI error bars, the measured chance level, the Pareto front and short

@@ -158,6 +158,14 @@ CASES = [
      {"MTBENCH_DATA": "/nonexistent/env-data"}),
     ("dataset-folder-missing", validate(COCO.replace("{dataset: coco}", "{dataset: coco, params: {path: nowhere}}")), 2,
      ["suite.yaml:3", "tasks.det.params.path", "nowhere"], {"MTBENCH_DATA": "{tmp}"}),
+    ("backbone-unknown", validate(T.replace("mobilenetv3_small_100", "mobilenetv3_smal_100")), 2,
+     ["suite.yaml:10", "matrix.architecture.0.params.backbone", "Did you mean 'mobilenetv3_small_100'?"]),
+    ("set-unknown-key", lambda tmp: ["validate", _suite(tmp, T), "--set", "fixed.epoch=1"], 2,
+     ["suite.yaml", "--set fixed.epoch=1", "unknown key 'fixed.epoch'", "Did you mean 'fixed.epochs'?"]),
+    ("set-bad-value", lambda tmp: ["validate", _suite(tmp, T), "--set", "fixed.batch_size=0"], 2,
+     ["suite.yaml", "--set fixed.batch_size=0: fixed.batch_size", "greater than 0"]),
+    ("set-not-key-value", lambda tmp: ["validate", _suite(tmp, T), "--set", "epochs"], 2,
+     ["--set epochs", "KEY=VALUE"]),
     # --- run -----------------------------------------------------------------------------
     ("run-results-is-a-file", lambda tmp: ["run", _suite(tmp, T), "--results", _suite(tmp, "x", "file.txt")], 2,
      ["file.txt", "give --results a folder"]),
@@ -197,6 +205,9 @@ CASES = [
      ["0123456789ab.json", "status (field required)"]),
     ("report-empty-folder", lambda tmp: ["report", str(tmp)], 2, ["{tmp}", "no cell results"]),
     ("report-out-is-a-file", lambda tmp: ["report", _run_folder(tmp), "--out", _suite(tmp, "x", "file.txt")], 2,
+     ["--out", "file.txt", "is a file"]),
+    ("history-missing-run", lambda tmp: ["history", _run_folder(tmp), str(tmp / "nope")], 2, ["nope"]),
+    ("history-out-is-a-file", lambda tmp: ["history", _run_folder(tmp), "--out", _suite(tmp, "x", "file.txt")], 2,
      ["--out", "file.txt", "is a file"]),
 ]
 
@@ -272,3 +283,11 @@ def test_internal_error_is_one_line_with_exit_70(tmp_path, monkeypatch, capsys):
     assert main(["plugins"]) == 70
     err = capsys.readouterr().err
     assert "Traceback" not in err and "internal error: KeyError" in err and "--debug" in err
+
+
+def test_tracker_without_the_extra_is_one_line(tmp_path, monkeypatch, capsys):
+    """``--tracker mlflow`` where mlflow cannot be imported: exit 2, the library and the extra named."""
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow -> ImportError, as when not installed
+    assert main(["report", _run_folder(tmp_path), "--no-html", "--tracker", "mlflow"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "mtbench: error: --tracker mlflow: mlflow is not installed; pip install 'mtbench[tracking]'"

@@ -71,6 +71,8 @@ def test_no_regression_page_and_latency_direction(tmp_path):
     assert [(f["commit"], f["metric"], f["ci"]) for f in found] == [("b2", "latency_ms", "within-run")]
     (tmp_path / "q").mkdir()
     quiet = _runs(tmp_path / "q", {"x1": [("A", 0.45, 0.7, 10.0)], "x2": [("A", 0.46, 0.7, 10.2)]})
+    assert main(["history", *paths, "--out", str(tmp_path / "lp")]) == 0
+    assert "re-measure before believing a latency regression" in (tmp_path / "lp" / "index.html").read_text()
     assert main(["history", *quiet, "--out", str(tmp_path / "qp")]) == 0
     assert "No significant regression." in (tmp_path / "qp" / "index.html").read_text()
 

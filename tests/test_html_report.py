@@ -125,8 +125,37 @@ def test_html_report_renders_in_chromium(two_cell_run, tmp_path):
         assert img.size == (1400, 2400) and high - low > 100  # not blank
 
 
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install -y chromium)")
+@pytest.mark.parametrize("clicks", [1, 2])
+def test_table_sorts_by_value_in_chromium(two_cell_run, tmp_path, clicks):
+    """The page's own script, in the browser: a click on a header sorts the rows by the
+    numbers (not the text) of that column, a second click reverses them."""
+    page = (two_cell_run / "html" / "index.html").read_text()
+    col = "latency p50 (ms)"
+    click = (f"<script>var th = Array.from(document.querySelectorAll('#results th'))"
+             f".find(function (h) {{ return h.textContent === {json.dumps(col)}; }});"
+             + "th.click();" * clicks + "</script></body>")
+    probe = two_cell_run / "html" / f"probe{clicks}.html"
+    probe.write_text(page.replace("</body>", click))
+    dom = _chromium("--dump-dom", probe.as_uri(), profile=tmp_path / "p").stdout
+    probe.unlink()
+    cells = [json.loads(p.read_text()) for p in (two_cell_run / "cells").glob("*.json")]
+    by_latency = [r["label"] for r in sorted(cells, key=lambda r: r["profile"]["latency_ms"], reverse=clicks == 2)]
+    body = re.search(r'<table class="sortable" id="results">.*?<tbody>(.*?)</tbody>', dom, re.S).group(1)
+    assert [label for label in re.findall(r"<tr><td[^>]*>([^<]+)</td>", body)] == by_latency
+
+
 def test_html_needs_nothing_outside_its_folder(two_cell_run):
     html = (two_cell_run / "html" / "index.html").read_text()
     assert not re.search(r'(src|href)="(https?:)?//', html)  # no CDN, no web font
     for ref in re.findall(r'(?:src|href)="([^"#]+)"', html):
         assert (two_cell_run / "html" / ref).is_file()
+
+
+def test_failed_cell_is_listed_open_under_findings(tmp_path):
+    from mtbench.html_report import write_html
+    from tests.test_report import _records
+    html = write_html(_records(), tmp_path, "x").read_text()
+    section = re.search(r'<section id="findings">(.*?)</section>', html, re.S).group(1)
+    assert "<details open><summary><code>broken</code>" in section and "ValueError: x" in section
+    assert {p.name for p in tmp_path.glob("*.svg")} >= {"task_weights.svg", "stages.svg", "loss_curves.svg"}
