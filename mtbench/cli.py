@@ -137,6 +137,8 @@ def cmd_run(args) -> int:
     if harness_summary(records):
         print(harness_summary(records))
     failed = [r for r in records if r["status"] != "ok"]
+    for r in failed if args.debug else ():  # the one-line reasons are above; --debug adds where they came from
+        print(f"\n{r['label']}: {r['reason']}\n{r.get('traceback') or '(no traceback stored)'}", file=sys.stderr)
     if failed:
         print(f"{len(failed)} cell(s) failed", file=sys.stderr)
     if any_gate_failed(frame):

@@ -175,6 +175,11 @@ def test_exception_in_plugin_code_names_the_plugin_and_fail_fast_stops(two_dists
     assert rec["reason"] == ("plugin loss 'cls/exploding-mtb_alpha' (mtb-alpha 1.0.0): RuntimeError: shape mismatch "
                              "in my_loss line 1")
     assert "mtb_alpha.py" in rec["traceback"]
+    assert "Traceback" not in capsys.readouterr().err  # one line per failure unless --debug
+    main(["--debug", "-p", "no:mtb-beta", "run", str(suite), "--results", str(tmp_path), "--no-progress",
+          "--fail-fast", "--retry-failed"])
+    err = capsys.readouterr().err
+    assert "Traceback" in err and 'mtb_alpha.py", line' in err
 
 
 def test_pdb_needs_the_local_executor(write_suite, capsys):
