@@ -35,14 +35,21 @@ def _registry(args):
 
 
 def cmd_validate(args) -> int:
+    from mtbench.plugins import use_registry
     from mtbench.suite import expand, load_suite
-    loaded = load_suite(args.suite)
-    cells = expand(loaded, _registry(args))
+    with use_registry(_registry(args)) as registry:  # the suite's tasks and gates are checked against it
+        cells = expand(load_suite(args.suite), registry)
     print(f"{args.suite}: valid, {len(cells)} cells")
     return 0
 
 
 def cmd_run(args) -> int:
+    from mtbench.plugins import use_registry
+    with use_registry(_registry(args)) as registry:  # tasks' rules (and the table's columns) from the run's plugins
+        return _run(args, registry)
+
+
+def _run(args, registry) -> int:
     from mtbench.executors.local import run_local
     from mtbench.diagnostics.binding import errors
     from mtbench.report import (aggregate_table, any_gate_failed, build_frame, harness_summary, not_meaningful_gates,
@@ -51,7 +58,6 @@ def cmd_run(args) -> int:
     from mtbench.suite import expand, load_suite
 
     loaded = load_suite(args.suite)
-    registry = _registry(args)
     cells = expand(loaded, registry)
     if args.dry_run:
         for c in cells:

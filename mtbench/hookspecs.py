@@ -2,8 +2,8 @@
 
 Plugins are ordinary Python modules or objects with functions decorated by
 :data:`mtbench.hookimpl`; distributions expose them through the entry-point group
-``mtbench`` (see README, "Writing a plugin"). mtbench's own models, losses, strategies
-and datasets register through exactly these hooks.
+``mtbench`` (see README, "Writing a plugin"). mtbench's own tasks, models, losses,
+strategies and datasets register through exactly these hooks.
 
 Hooks are always called with keyword arguments, so a hook may later gain an argument
 without breaking existing implementations; an argument is never renamed.
@@ -27,6 +27,23 @@ from __future__ import annotations
 import pluggy
 
 hookspec = pluggy.HookspecMarker("mtbench")
+
+
+@hookspec
+def mtbench_register_tasks():
+    """Register tasks: what a target is, how it is scored and shown.
+
+    Called once when the registry is built (:func:`mtbench.plugins.get_registry`).
+
+    :return: a list of ``Spec(kind="task", name, factory, summary)``. ``factory()`` returns a
+        :class:`mtbench.tasks.Task`: its target and prediction schemas, how a target follows a
+        horizontal flip (``flip_target``), ``decode`` of raw head outputs, ``metric(dataset)``
+        (a metric of the per-sample record contract, :mod:`mtbench.metrics.base`), the metric
+        names it reports with their direction (``metrics``), its ``headline`` metric, its
+        chance predictor (``chance_inputs``), its ``default_loss`` and its table ``columns``.
+        ``name`` is what suites write under ``tasks:``; the suite schema accepts exactly the
+        registered names. Built-in example: :mod:`mtbench.tasks.detection`.
+    """
 
 
 @hookspec
@@ -58,7 +75,7 @@ def mtbench_register_losses():
     Called once when the registry is built.
 
     :return: a list of ``Spec(kind="loss", name, factory, summary, task=...)`` where
-        ``task`` is one of ``det``, ``seg``, ``cls``, ``points``. ``factory(num_classes=int,
+        ``task`` is a registered task's name (``det``, ``seg``, ``cls``, a plugin's). ``factory(num_classes=int,
         **params)`` returns an ``nn.Module`` called as ``loss(raw, targets, stride=int)``
         that returns ``dict[str, Tensor]``: named scalar components plus ``total``, and
         integer-valued counters such as ``num_pos`` (positives assigned). Optionally the

@@ -24,8 +24,8 @@ import pandas as pd  # noqa: E402
 from adjustText import adjust_text  # noqa: E402
 
 from mtbench.aggregate import ci_columns  # noqa: E402
-from mtbench.metrics import PRIMARY  # noqa: E402
-from mtbench.report import COLUMNS, aggregate_table, build_frame  # noqa: E402
+from mtbench.metrics import headlines  # noqa: E402
+from mtbench.report import aggregate_table, build_frame, columns  # noqa: E402
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -63,8 +63,8 @@ def _ok(records: list[dict]) -> list[dict]:
 
 
 def _column(path: tuple) -> str:
-    """The table column (``mtbench.report.COLUMNS``) of a record path."""
-    return next(col for col, p, *_ in COLUMNS if p == path)
+    """The table column (:func:`mtbench.report.columns`) of a record path."""
+    return next(col for col, p, *_ in columns() if p == path)
 
 
 def pareto_table(records: list[dict]) -> pd.DataFrame:
@@ -73,7 +73,7 @@ def pareto_table(records: list[dict]) -> pd.DataFrame:
     table order; figures with their ``CI low``/``CI high`` columns (see ``mtbench.report``)."""
     frame = aggregate_table(build_frame(records, []), records)
     lat = _column(("profile", "latency_ms"))
-    heads = [c for c in (_column(("metrics", k)) for k in PRIMARY.values()) if c in frame.columns]
+    heads = [c for c in (_column(("metrics", k)) for k in headlines(records).values()) if c in frame.columns]
     if lat not in frame.columns or not heads:
         return pd.DataFrame(columns=["id", "cell"])
     table = frame[frame[lat].notna() & frame[heads].notna().any(axis=1)].reset_index(drop=True)
@@ -123,7 +123,7 @@ def draw_pareto(records: list[dict]):
     """The Pareto figure (matplotlib ``Figure``), or None when no cell has a latency and a
     headline metric.
 
-    One panel per task: headline metric (``PRIMARY``) vs batch-1 latency p50 (ms), each
+    One panel per task: headline metric (:func:`mtbench.metrics.headlines`) vs batch-1 latency p50 (ms), each
     point a row of the results table (seeds aggregated) with error bars for its 95 % CIs
     (x: latency CI, y: metric CI; bootstrap for one cell, t-interval across seeds), the
     measured chance level (line + band), the Pareto front as a step line, and short ids
@@ -131,7 +131,7 @@ def draw_pareto(records: list[dict]):
     """
     table = pareto_table(records)
     lat = _column(("profile", "latency_ms"))
-    tasks = [(k, _column(("metrics", k))) for k in PRIMARY.values()]
+    tasks = [(k, _column(("metrics", k))) for k in headlines(records).values()]
     tasks = [(k, c) for k, c in tasks if c in table.columns and table[c].notna().any()]
     if not tasks:
         return None
@@ -191,7 +191,7 @@ def plot_stages(records: list[dict], path: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(recs), figsize=(4.5 * len(recs), 3.8), squeeze=False)
     for ax, r in zip(axes[0], recs):
         names = [f"after {s['task']}" for s in r["stages"]]
-        for task, key in PRIMARY.items():
+        for task, key in headlines(records).items():
             ys = [s["metrics"].get(key) for s in r["stages"]]
             if any(y is not None for y in ys):
                 ax.plot(names, [float("nan") if y is None else y for y in ys], marker="o", label=key)

@@ -13,8 +13,10 @@ import importlib
 import importlib.metadata
 import inspect
 import typing
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import pluggy
 from pydantic import ConfigDict, TypeAdapter, ValidationError
@@ -26,20 +28,24 @@ from mtbench.errors import PluginError, did_you_mean
 PROJECT = "mtbench"
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-KINDS = ("model", "loss", "strategy", "dataset")
-PLURAL = {"model": "models", "loss": "losses", "strategy": "strategies", "dataset": "datasets"}
+KINDS = ("task", "model", "loss", "strategy", "dataset")
+PLURAL = {"task": "tasks", "model": "models", "loss": "losses", "strategy": "strategies", "dataset": "datasets"}
 #: factory arguments mtbench passes itself (hookspecs), never a suite's ``params``
 RESERVED = {"model": {"tasks", "level"}, "dataset": {"task", "split", "root", "image_size"},
-            "loss": {"num_classes"}, "strategy": set()}
+            "loss": {"num_classes"}, "strategy": set(), "task": set()}
 _HOOK_OF_KIND = {
+    "task": "mtbench_register_tasks",
     "model": "mtbench_register_models",
     "loss": "mtbench_register_losses",
     "strategy": "mtbench_register_strategies",
     "dataset": "mtbench_register_datasets",
 }
 
+#: Built-in tasks: importable without torch (readers of stored results use them, :func:`builtin_tasks`).
+TASK_PLUGINS = ("mtbench.tasks.detection", "mtbench.tasks.segmentation", "mtbench.tasks.classification")
 #: Built-in plugin modules, registered through the same hooks as third-party ones.
-BUILTIN_PLUGINS = (
+BUILTIN_PLUGINS = TASK_PLUGINS + (
+    "mtbench.tasks.points",
     "mtbench.models.unified_onehead",
     "mtbench.models.dual_backbone",
     "mtbench.models.yolo_mtl",
@@ -69,7 +75,7 @@ BUILTIN_PLUGINS = (
 class Spec:
     """One registered thing: what a registration hook returns.
 
-    :param kind: ``model``, ``loss``, ``strategy`` or ``dataset``.
+    :param kind: ``task``, ``model``, ``loss``, ``strategy`` or ``dataset``.
     :param name: the name suites use, e.g. ``unified-onehead``.
     :param factory: callable building the object (signature per kind, see hookspecs).
     :param summary: one line shown by ``mtbench plugins``.
@@ -99,6 +105,7 @@ class Registry:
     """Every registered spec by kind and name; the factories suites resolve names with."""
 
     entries: dict[str, dict[str, Entry]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    _tasks: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def add(self, entry: Entry) -> None:
         """Add one entry; a second registration of the same kind and name is an error."""
@@ -134,6 +141,19 @@ class Registry:
             raise PluginError(f"unknown {task} loss {name!r}.{did_you_mean(name, known)} "
                               f"Known {task} losses: {', '.join(known)}")
         return key
+
+    def task(self, name: str):
+        """The :class:`mtbench.tasks.Task` registered as ``name`` (built once per registry).
+
+        :raises PluginError: unknown task; the message lists the known ones.
+        """
+        if name not in self._tasks:
+            self._tasks[name] = self.create("task", name)
+        return self._tasks[name]
+
+    def tasks(self) -> dict[str, Any]:
+        """Every registered task, ``{name: Task}``, in registration order (built-ins first)."""
+        return {name: self.task(name) for name in self.entries["task"]}
 
     def names(self, kind: str, pattern: str = "*") -> list[str]:
         """Sorted registered names of ``kind`` matching the glob ``pattern``."""
@@ -258,18 +278,19 @@ def _distribution_of(pm: pluggy.PluginManager, plugin: object) -> tuple[str, str
 
 
 def get_plugin_manager(
-    load_entrypoints: bool = True, extra_plugins: Iterable[object] = ()
+    load_entrypoints: bool = True, extra_plugins: Iterable[object] = (), builtins: Iterable[str] = BUILTIN_PLUGINS
 ) -> pluggy.PluginManager:
     """Build the plugin manager: built-ins, then entry points (group ``mtbench``), then extras.
 
     :param load_entrypoints: load third-party plugins from installed distributions; tests
         switch this off for isolation.
     :param extra_plugins: plugin objects or modules to register as well (tests, notebooks).
+    :param builtins: the built-in plugin modules to register (default all).
     :raises PluginError: a plugin fails to import or register.
     """
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
-    for modname in BUILTIN_PLUGINS:
+    for modname in builtins:
         pm.register(importlib.import_module(modname), name=modname)
     if load_entrypoints:
         for ep in importlib.metadata.entry_points(group=PROJECT):
@@ -285,12 +306,13 @@ def get_plugin_manager(
     return pm
 
 
-def get_registry(load_entrypoints: bool = True, extra_plugins: Iterable[object] = ()) -> Registry:
+def get_registry(load_entrypoints: bool = True, extra_plugins: Iterable[object] = (),
+                 builtins: Iterable[str] = BUILTIN_PLUGINS) -> Registry:
     """Build a fresh :class:`Registry` from every registered plugin.
 
     :raises PluginError: duplicate names, unknown kinds, a hook that does not return specs.
     """
-    pm = get_plugin_manager(load_entrypoints, extra_plugins)
+    pm = get_plugin_manager(load_entrypoints, extra_plugins, builtins)
     registry = Registry()
     for kind, hook_name in _HOOK_OF_KIND.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
@@ -311,3 +333,48 @@ def get_registry(load_entrypoints: bool = True, extra_plugins: Iterable[object] 
                     )
                 registry.add(Entry(spec, impl.plugin_name, dist, version))
     return registry
+
+
+_ACTIVE: ContextVar[Registry | None] = ContextVar("mtbench_registry", default=None)
+_DEFAULT: list[Registry] = []
+_BUILTIN_TASKS: list[dict] = []
+
+
+@contextmanager
+def use_registry(registry: Registry) -> Iterator[Registry]:
+    """Make ``registry`` the one :func:`active_registry` returns inside the ``with`` block (the
+    runner and the command line wrap their work in it, so a task's rules come from the plugins
+    the run loaded)."""
+    token = _ACTIVE.set(registry)
+    try:
+        yield registry
+    finally:
+        _ACTIVE.reset(token)
+
+
+def current_registry() -> Registry | None:
+    """The registry of the enclosing :func:`use_registry`, or None outside one."""
+    return _ACTIVE.get()
+
+
+def builtin_tasks() -> dict[str, Any]:
+    """The built-in tasks ``{name: Task}`` alone (:data:`TASK_PLUGINS`, no torch import), built
+    once per process: what readers of stored results know without a registry."""
+    if not _BUILTIN_TASKS:
+        _BUILTIN_TASKS.append(get_registry(load_entrypoints=False, builtins=TASK_PLUGINS).tasks())
+    return _BUILTIN_TASKS[0]
+
+
+def active_registry() -> Registry:
+    """The registry of the enclosing :func:`use_registry`; outside one, a registry of every
+    installed plugin, built on first use (never at import) and kept for the process.
+
+    Where the core needs a task's rules without being handed a registry (a dataset's flip, a
+    model's decode, the table's columns), it asks this.
+    """
+    active = _ACTIVE.get()
+    if active is not None:
+        return active
+    if not _DEFAULT:
+        _DEFAULT.append(get_registry())
+    return _DEFAULT[0]

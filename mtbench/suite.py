@@ -34,7 +34,8 @@ from mtbench.metrics import metric_names
 from mtbench.plugins import Registry
 from mtbench.strict_yaml import load_yaml
 
-TaskName = Literal["det", "seg", "cls", "points"]
+#: a task name; checked against the registered tasks (:func:`check_registry`), not the schema
+TaskName = str
 LEVELS = ("P2", "P3", "P4", "P5", "multi")
 AXES = ("architecture", "loss", "level", "strategy", "seed")
 UNHASHED = ("checks", "uncertainty", "delta_m", "expect")  # config sections that do not change what is trained or measured
@@ -42,7 +43,6 @@ GATE_RE = re.compile(r"^\s*(?P<metric>[\w/\-@\[\].:]+)\s*(?P<op><=|>=|<|>|==)\s*
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}$")
 MAX_BATCH = 4096  # images per batch; more is a typo (1e8) that would fail inside torch
 MAX_IMAGE_SIZE = 8192  # pixels
-DEFAULT_LOSSES = {"det": "fcos", "seg": "ce", "cls": "ce", "points": "focal-heatmap"}
 
 
 def _check_level(v: str) -> str:
@@ -440,7 +440,7 @@ def check_registry(loaded: LoadedSuite, registry: Registry) -> None:
     """Check every plugin name and parameter of the suite against ``registry``, then the data
     folders its data sets read.
 
-    :raises SuiteError: every unknown name (listing the known ones), unknown, missing or
+    :raises SuiteError: every unknown name (tasks, plugins; listing the known ones), unknown, missing or
         mistyped parameter or dangling task reference (:meth:`Registry.param_errors`), missing
         data folder, with file and line.
     """
@@ -461,6 +461,8 @@ def check_registry(loaded: LoadedSuite, registry: Registry) -> None:
                         for k, msg in registry.param_errors(kind, key, given, tasks).items())
 
     for task, td in s.tasks.items():
+        if found(("tasks", task), lambda: registry.get("task", task)) is None:
+            continue
         spec = found(("tasks", task, "dataset"), lambda: registry.get("dataset", td.dataset))
         if spec is not None and spec.task not in (None, task):
             problems.append(f"  {loaded.where('tasks', task, 'dataset')}: dataset {td.dataset!r} serves "
@@ -591,7 +593,7 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
     cells, seen, added = [], set(), set()
     for c, src in combos:
         arch, strat = c["architecture"][1], c["strategy"][1]
-        choice = {t: _named(s.losses.get(t, DEFAULT_LOSSES[t])) for t in tasks}
+        choice = {t: _named(s.losses.get(t, registry.task(t).default_loss)) for t in tasks}
         choice = {t: Named(name=registry.loss_key(t, n.name), params=n.params) for t, n in choice.items()}
         choice.update({t: n for t, n in c["loss"][1].items() if t in tasks})
         losses = {t: n.name for t, n in choice.items()}

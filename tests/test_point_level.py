@@ -163,9 +163,9 @@ def test_contract_errors():
 
 
 def test_evaluation_uses_the_point_level_metric():
-    from mtbench.evaluation import _metric_for
+    from mtbench.plugins import get_registry
 
-    assert isinstance(_metric_for("points", None), PointLevelMetrics)
+    assert isinstance(get_registry().task("points").metric(None), PointLevelMetrics)
 
 
 # --- acceptance: a perfect point detector, through each loss's own target encoding and decoding ---

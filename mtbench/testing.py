@@ -1,0 +1,146 @@
+"""Conformance checks a plugin runs in its own CI (scikit-learn's ``check_estimator``,
+torchmetrics' ``MetricTester``): the same checks mtbench's tests run on its built-ins.
+
+Each check raises :class:`mtbench.errors.PluginError` naming the plugin object and what is
+wrong, and returns None when it conforms.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from mtbench.errors import PluginError
+
+# --- tasks and metrics (issue 12: the task and metric contracts) ---------------------------
+
+
+def _name_of(obj: Any) -> str:
+    """``'name' (module.Class)`` for messages, from a Spec, a class or an instance."""
+    is_spec = hasattr(obj, "factory") and hasattr(obj, "kind")
+    target = obj.factory if is_spec else obj
+    cls = target if isinstance(target, type) else type(target)
+    label = obj.name if is_spec else getattr(target, "name", None)
+    return f"{(label if isinstance(label, str) else cls.__qualname__)!r} ({cls.__module__}.{cls.__qualname__})"
+
+
+def _task_of(spec: Any):
+    """A Task instance from a ``Spec(kind="task")``, a Task class or instance."""
+    from mtbench.tasks import Task
+    factory = spec.factory if hasattr(spec, "factory") else spec
+    task = factory if isinstance(factory, Task) else factory()
+    if not isinstance(task, Task):
+        raise PluginError(f"task {_name_of(spec)}: the factory must return a mtbench.tasks.Task, got "
+                          f"{type(task).__name__}")
+    return task
+
+
+def check_task(spec: Any, dataset: Any = None) -> None:
+    """Check a task against the task contract (:class:`mtbench.tasks.Task`).
+
+    Always: ``name`` is a non-empty string (and the Spec's name, when given a Spec); ``metrics``
+    maps metric names to booleans (higher is better); ``headline`` is one of them and higher is
+    better (forgetting needs that); ``default_loss`` is a string; every column is ``(title,
+    metric name or record path, digits int)`` and a named metric is one of ``metrics``.
+    With a ``dataset`` (a split of the task): a flip applied twice gives its first target back.
+
+    :param spec: ``Spec(kind="task", ...)``, a Task subclass or instance.
+    :param dataset: optional :class:`mtbench.data.base.TaskDataset` of the task.
+    :raises PluginError: naming the task and what is wrong.
+    """
+    task = _task_of(spec)
+    who = f"task {_name_of(spec)}"
+    name = getattr(task, "name", None)
+    if not isinstance(name, str) or not name:
+        raise PluginError(f"{who}: 'name' must be a non-empty string, got {name!r}")
+    if hasattr(spec, "kind") and spec.name != name:
+        raise PluginError(f"{who}: registered as {spec.name!r} but its Task.name is {name!r}")
+    metrics = getattr(task, "metrics", None)
+    if not isinstance(metrics, dict) or not metrics or not all(
+            isinstance(k, str) and isinstance(v, bool) for k, v in metrics.items()):
+        raise PluginError(f"{who}: 'metrics' must map metric names to booleans (higher is better), got {metrics!r}")
+    headline = getattr(task, "headline", None)
+    if headline not in metrics:
+        raise PluginError(f"{who}: headline {headline!r} is not one of its metrics ({', '.join(metrics)})")
+    if metrics[headline] is not True:
+        raise PluginError(f"{who}: headline {headline!r} must be higher-is-better (forgetting and delta-m "
+                          f"read it as a score)")
+    if not isinstance(getattr(task, "default_loss", None), str):
+        raise PluginError(f"{who}: 'default_loss' must name a registered loss of the task")
+    for col in task.columns:
+        ok = isinstance(col, tuple) and len(col) == 3 and isinstance(col[0], str) and isinstance(col[2], int) \
+            and (col[1] in metrics or isinstance(col[1], tuple))
+        if not ok:
+            raise PluginError(f"{who}: column {col!r} is not (title, one of its metrics or a record path, digits)")
+    if dataset is not None:
+        _check_task_on(task, who, dataset)
+
+
+def _check_task_on(task, who: str, dataset) -> None:
+    """The data-dependent part of :func:`check_task`: flipping twice is the identity."""
+    import torch
+    image, target = dataset.load(0)
+    width = image.shape[-1]
+    back = task.flip_target(task.flip_target(target, width), width)
+
+    def equal(a, b) -> bool:  # float coordinates: width - (width - x) is x up to rounding
+        return torch.allclose(a.double(), b.double(), atol=1e-4) if isinstance(b, torch.Tensor) else a == b
+
+    same = equal(back, target) if isinstance(target, torch.Tensor) else \
+        set(back) == set(target) and all(equal(back[k], v) for k, v in target.items())
+    if not same:
+        raise PluginError(f"{who}: flip_target applied twice does not give the target back")
+
+
+def check_metric(factory: Callable[[], Any], preds: Any, targets: Any, name: str | None = None) -> None:
+    """Check a metric against the per-sample record contract (:mod:`mtbench.metrics.base`).
+
+    ``factory()`` builds a fresh metric; it is fed ``preds`` / ``targets`` (one batch, shapes of
+    its task). Checked: ``update``, ``samples``, ``compute`` and a static ``reduce`` exist;
+    every ``samples()`` column has one entry per image; ``compute()`` equals ``reduce(samples(),
+    arange(N))`` (the point estimate and every bootstrap resample go through the same code);
+    the values are floats; ``reduce`` on a resample with repeats runs; the samples are
+    JSON-ready (records are stored as JSON).
+
+    :param name: how messages name the metric (default: its class).
+    :raises PluginError: naming the metric and what is wrong.
+    """
+    import json
+
+    from mtbench.metrics.base import num_samples
+    metric = factory()
+    who = f"metric {name or _name_of(metric)}"
+    for method in ("update", "samples", "compute"):
+        if not callable(getattr(metric, method, None)):
+            raise PluginError(f"{who}: has no {method}() (per-sample record contract, mtbench.metrics.base)")
+    if not isinstance(type(metric).__dict__.get("reduce") or _inherited(type(metric), "reduce"), staticmethod):
+        raise PluginError(f"{who}: reduce(samples, index) must be a staticmethod (compare and doctor call it on "
+                          f"stored records, without an instance)")
+    metric.update(preds, targets)
+    samples = metric.samples()
+    try:
+        n = num_samples(samples)
+    except ValueError as exc:
+        raise PluginError(f"{who}: samples() columns must have one entry per image: {exc}") from None
+    try:
+        json.dumps(samples)
+    except TypeError as exc:
+        raise PluginError(f"{who}: samples() must be JSON-ready (lists of numbers): {exc}") from None
+    values = metric.compute()
+    again = type(metric).reduce(samples, np.arange(n))
+    if not isinstance(values, dict) or not all(isinstance(v, float) for v in values.values()):
+        raise PluginError(f"{who}: compute() must return {{metric name: float}}, got {values!r}")
+    if set(values) != set(again) or any(not np.isclose(values[k], again[k], equal_nan=True) for k in values):
+        raise PluginError(f"{who}: compute() {values} differs from reduce(samples(), arange(N)) {again}")
+    if n:
+        type(metric).reduce(samples, np.zeros(n, dtype=np.int64))  # a resample with repeats
+
+
+def _inherited(cls: type, attr: str):
+    for base in cls.__mro__:
+        if attr in base.__dict__:
+            return base.__dict__[attr]
+    return None
+
+# --- end of the task and metric checks ------------------------------------------------------
