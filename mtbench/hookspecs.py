@@ -115,3 +115,71 @@ def mtbench_register_datasets():
         (:func:`mtbench.data.base.dropped_record`): the runner stores the counts with the
         cell's result and ``mtbench run`` warns.
     """
+
+
+@hookspec
+def mtbench_register_diagnostics():
+    """Register diagnostic checks: functions that flag results that are not what they seem.
+
+    Called once when the registry is built. Every registered check runs on every cell after it
+    finishes (:mod:`mtbench.runner`; its findings go into the record's ``diagnostics``) and
+    again in ``mtbench doctor`` over stored records.
+
+    :return: a list of ``Spec(kind="diagnostic", name, factory, summary)``. ``factory(record:
+        dict) -> list[Finding]`` is a pure function over a stored cell record (read it with
+        ``.get``: a failed cell lacks most keys); each
+        :class:`mtbench.diagnostics.binding.Finding` names its check (``name``), a
+        ``severity`` (``warning``, or ``error``: the run exits 3), a message, its evidence and
+        the metric keys it invalidates (the table marks them, gates on them are not
+        meaningful). Built-in examples: :mod:`mtbench.diagnostics.checks` (``dead-loss``,
+        ``chance-level``, ...).
+    """
+
+
+@hookspec
+def mtbench_register_optimizers():
+    """Register optimizers (Lion, Muon, SAM ...) a suite names in ``fixed.optimizer.name``.
+
+    Called once when the registry is built; the suite's name is checked against the registered
+    ones when it is validated (file, line, "did you mean").
+
+    :return: a list of ``Spec(kind="optimizer", name, factory, summary)``. ``factory(params=list
+        of parameter groups, lr=float, weight_decay=float, momentum=float)`` returns a
+        ``torch.optim.Optimizer`` over ``params`` (each group may carry its own ``lr``: the
+        backbone's is ``lr * backbone_lr_mult``); an argument it has no use for is ignored.
+        Built-in examples: :mod:`mtbench.optimizers` (``adamw``, ``sgd``).
+    """
+
+
+@hookspec
+def mtbench_register_schedules():
+    """Register learning-rate schedules a suite names in ``fixed.optimizer.schedule``.
+
+    Called once when the registry is built; names are checked when the suite is validated.
+
+    :return: a list of ``Spec(kind="schedule", name, factory, summary)``. ``factory(step: int,
+        total_steps: int) -> float`` is the factor on each group's learning rate ``step`` steps
+        after the linear warm-up (``warmup_steps``), of ``total_steps`` after it. Built-in
+        examples: :mod:`mtbench.optimizers` (``cosine``, ``constant``).
+    """
+
+
+@hookspec
+def mtbench_register_runtimes():
+    """Register deployment runtimes (TensorRT, OpenVINO, a vendor's) a suite names in
+    ``profile.runtimes``: export, run, parity, timed like PyTorch eager.
+
+    Called once when the registry is built; names are checked when the suite is validated.
+
+    :return: a list of ``Spec(kind="runtime", name, factory, summary)``. ``factory(model,
+        image_size=int, batch_size=int, device=torch.device, warmup=int, repeats=int,
+        fps_repeats=int, rule=StopRule | Budget) -> dict`` exports ``model`` (eval mode, input
+        ``float32 (B, 3, S, S)`` in [0, 1], output ``dict[task, Tensor | list[Tensor]]``), runs
+        it and returns its figures: batch-1 latency and FPS at ``batch_size`` sampled with
+        :func:`mtbench.profiling.latency.sample_adaptive` under ``rule``
+        (:func:`~mtbench.profiling.latency.latency_figures` /
+        :func:`~mtbench.profiling.latency.fps_figures`: ``latency_ms``, ``fps`` with their
+        intervals) and ``parity_max_abs``, the largest absolute difference from PyTorch's
+        outputs on the same input. Raising records ``{"error": reason}`` for the runtime; the
+        cell goes on. Built-in examples: :mod:`mtbench.profiling.runtimes` (``onnx``, ``compile``).
+    """

@@ -28,31 +28,40 @@ from mtbench.errors import PluginError, did_you_mean
 PROJECT = "mtbench"
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-KINDS = ("task", "model", "loss", "strategy", "dataset")
-PLURAL = {"task": "tasks", "model": "models", "loss": "losses", "strategy": "strategies", "dataset": "datasets"}
+KINDS = ("task", "model", "loss", "strategy", "dataset", "diagnostic", "optimizer", "schedule", "runtime")
+PLURAL = {"task": "tasks", "model": "models", "loss": "losses", "strategy": "strategies", "dataset": "datasets",
+          "diagnostic": "diagnostics", "optimizer": "optimizers", "schedule": "schedules", "runtime": "runtimes"}
 #: factory arguments mtbench passes itself (hookspecs), never a suite's ``params``
 RESERVED = {"model": {"tasks", "level"}, "dataset": {"task", "split", "root", "image_size"},
-            "loss": {"num_classes"}, "strategy": set(), "task": set()}
+            "loss": {"num_classes"}, "strategy": set(), "task": set(), "diagnostic": set(),
+            "optimizer": {"params", "lr", "weight_decay", "momentum"}, "schedule": set(),
+            "runtime": {"model", "image_size", "batch_size", "device", "warmup", "repeats", "fps_repeats", "rule"}}
 _HOOK_OF_KIND = {
     "task": "mtbench_register_tasks",
     "model": "mtbench_register_models",
     "loss": "mtbench_register_losses",
     "strategy": "mtbench_register_strategies",
     "dataset": "mtbench_register_datasets",
+    "diagnostic": "mtbench_register_diagnostics",
+    "optimizer": "mtbench_register_optimizers",
+    "schedule": "mtbench_register_schedules",
+    "runtime": "mtbench_register_runtimes",
 }
 
-#: Built-in tasks: importable without torch (readers of stored results use them, :func:`builtin_tasks`).
-TASK_PLUGINS = ("mtbench.tasks.detection", "mtbench.tasks.segmentation", "mtbench.tasks.classification")
+#: Built-in tasks and diagnostics: importable without torch (readers of stored results use them,
+#: :func:`reader_registry`).
+READER_PLUGINS = ("mtbench.tasks.detection", "mtbench.tasks.segmentation", "mtbench.tasks.classification",
+                  "mtbench.diagnostics.checks")
 #: Built-in plugin modules, registered through the same hooks as third-party ones.
-BUILTIN_PLUGINS = TASK_PLUGINS + (
-    "mtbench.tasks.points",
+BUILTIN_PLUGINS = READER_PLUGINS + (
+    "mtbench.optimizers",
+    "mtbench.profiling.runtimes",
     "mtbench.models.unified_onehead",
     "mtbench.models.dual_backbone",
     "mtbench.models.yolo_mtl",
     "mtbench.losses.detection",
     "mtbench.losses.segmentation",
     "mtbench.losses.classification",
-    "mtbench.losses.points",
     "mtbench.strategies.equal",
     "mtbench.strategies.sequential",
     "mtbench.strategies.gradnorm",
@@ -67,7 +76,6 @@ BUILTIN_PLUGINS = TASK_PLUGINS + (
     "mtbench.data.coco",
     "mtbench.data.voc",
     "mtbench.data.imagefolder",
-    "mtbench.data.sirst",
 )
 
 
@@ -312,7 +320,11 @@ def get_registry(load_entrypoints: bool = True, extra_plugins: Iterable[object] 
 
     :raises PluginError: duplicate names, unknown kinds, a hook that does not return specs.
     """
-    pm = get_plugin_manager(load_entrypoints, extra_plugins, builtins)
+    return _collect(get_plugin_manager(load_entrypoints, extra_plugins, builtins))
+
+
+def _collect(pm: pluggy.PluginManager) -> Registry:
+    """Every registration hook's specs of ``pm`` in one :class:`Registry`."""
     registry = Registry()
     for kind, hook_name in _HOOK_OF_KIND.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
@@ -337,7 +349,7 @@ def get_registry(load_entrypoints: bool = True, extra_plugins: Iterable[object] 
 
 _ACTIVE: ContextVar[Registry | None] = ContextVar("mtbench_registry", default=None)
 _DEFAULT: list[Registry] = []
-_BUILTIN_TASKS: list[dict] = []
+_READER: list[Registry] = []
 
 
 @contextmanager
@@ -357,12 +369,16 @@ def current_registry() -> Registry | None:
     return _ACTIVE.get()
 
 
-def builtin_tasks() -> dict[str, Any]:
-    """The built-in tasks ``{name: Task}`` alone (:data:`TASK_PLUGINS`, no torch import), built
-    once per process: what readers of stored results know without a registry."""
-    if not _BUILTIN_TASKS:
-        _BUILTIN_TASKS.append(get_registry(load_entrypoints=False, builtins=TASK_PLUGINS).tasks())
-    return _BUILTIN_TASKS[0]
+def reader_registry() -> Registry:
+    """The registry of the enclosing :func:`use_registry`; outside one, the built-in tasks and
+    diagnostics alone (:data:`READER_PLUGINS`, no torch import; built once per process): what
+    readers of stored results (``compare``, ``doctor``, ``report``) go by."""
+    active = _ACTIVE.get()
+    if active is not None:
+        return active
+    if not _READER:
+        _READER.append(_collect(get_plugin_manager(False, (), READER_PLUGINS)))
+    return _READER[0]
 
 
 def active_registry() -> Registry:

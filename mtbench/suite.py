@@ -131,12 +131,16 @@ class Matrix(_Strict):
 
 
 class Optimizer(_Strict):
-    name: Literal["adamw", "sgd"] = "adamw"
+    """The optimizer and schedule: registered names (``mtbench_register_optimizers`` /
+    ``mtbench_register_schedules``; built-ins :mod:`mtbench.optimizers`), checked against the
+    registry (:func:`check_registry`)."""
+
+    name: str = "adamw"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     backbone_lr_mult: float = Field(1.0, gt=0)
-    schedule: Literal["constant", "cosine"] = "cosine"
+    schedule: str = "cosine"
     warmup_steps: int = Field(0, ge=0)
 
 
@@ -203,7 +207,8 @@ class Checks(_Strict):
 
 
 class Profile(_Strict):
-    """How cells are measured; ``runtimes`` beyond PyTorch eager: ``onnx``, ``compile``.
+    """How cells are measured; ``runtimes`` beyond PyTorch eager: registered names (built-ins
+    ``onnx``, ``compile``: :mod:`mtbench.profiling.runtimes`; ``mtbench_register_runtimes``).
 
     Every latency (batch 1) and FPS (suite batch) series, in every runtime, takes at least
     ``latency_repeats`` / ``fps_repeats`` samples (and at least 6, the fewest with a 95 %
@@ -214,7 +219,7 @@ class Profile(_Strict):
     ``latency_max_s: 0`` takes exactly the minimum. See :mod:`mtbench.profiling.latency`.
     """
 
-    runtimes: list[Literal["onnx", "compile"]] = Field(default_factory=lambda: ["onnx"])
+    runtimes: list[str] = Field(default_factory=lambda: ["onnx"])  # registered runtimes (check_registry)
     latency_warmup: int = Field(5, ge=0)
     latency_repeats: int = Field(30, gt=0)  # minimum samples of a batch-1 latency series
     fps_repeats: int = Field(5, gt=0)  # minimum samples of an FPS series
@@ -474,6 +479,11 @@ def check_registry(loaded: LoadedSuite, registry: Registry) -> None:
         key = found(("losses", task), lambda: registry.loss_key(task, choice.name))
         if key is not None:
             params("loss", key, choice.params, ("losses", task, "params"))
+    opt = s.fixed.optimizer
+    found(("fixed", "optimizer", "name"), lambda: registry.get("optimizer", opt.name))
+    found(("fixed", "optimizer", "schedule"), lambda: registry.get("schedule", opt.schedule))
+    for i, name in enumerate(s.profile.runtimes):
+        found(("profile", "runtimes", i), lambda: registry.get("runtime", name))
     for axis, kind in (("architecture", "model"), ("strategy", "strategy")):
         for i, entry in enumerate(getattr(s.matrix, axis)):
             n = _named(entry)

@@ -9,7 +9,7 @@ Each task names its chance predictor (:meth:`mtbench.tasks.Task.chance_inputs`):
 - **permutation** (the default, :func:`permuted_targets`): the model's own predictions scored
   against another image's ground truth (a derangement of the val images, seeded). It keeps
   everything about the predictions that does not depend on the image (how many boxes,
-  where, which classes, how much of each segmentation class, how many points), so a det
+  where, which classes, how much of each segmentation class), so a det
   mAP of 0.005 from predicting the split's typical boxes reads as chance, not as learning.
   Predictions are in input pixels and every val image is resized to the same square
   input, so another image's target maps them to its own original pixels unchanged.

@@ -9,11 +9,11 @@ cell's score, ``M`` the multi-task cell's. Positive = the multi-task model beats
 each task alone. Two conventions, named by the suite's ``delta_m`` option and stored with
 the result (``delta_m_convention``):
 
-- ``headline`` (default): one metric per task, its headline (:func:`mtbench.metrics.headlines`: det mAP, seg mIoU,
-  cls Top-1, points F1), as Maninis et al., "Attentive Single-Tasking of Multiple Tasks",
+- ``headline`` (default): one metric per task, its headline (:func:`mtbench.metrics.headlines`:
+  det mAP, seg mIoU, cls Top-1, a plugin task's own), as Maninis et al., "Attentive Single-Tasking of Multiple Tasks",
   CVPR 2019, define delta-m (one figure per task);
-- ``all``: every registered metric a task reports (det mAP and AP50; points Pd, FA per
-  image, precision, F1, Pd-FA AUC, each with its direction; counters such as
+- ``all``: every declared metric a task reports (det mAP and AP50; a plugin task's metrics,
+  each with its direction, :attr:`mtbench.tasks.Task.metrics`; counters such as
   ``det/num_dets`` are not scores), averaged within the task first, then over tasks:
   LibMTL's ``count_improvement`` (median-research-group/LibMTL, ``LibMTL/utils.py``; there
   a fraction, here x100).

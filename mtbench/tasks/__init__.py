@@ -45,6 +45,8 @@ class Task:
     :cvar columns: table columns ``(title, metric, digits)``, in display order.
     :cvar class_logits: raw outputs are class logits over dim 1 (distillation uses KL on
         them; otherwise MSE on the raw maps).
+    :cvar image_level: a dense head's map for this task is averaged over space to ``(B, ch)``
+        (cls logits); otherwise it is kept ``(B, ch, h, w)``.
     """
 
     name: ClassVar[str]
@@ -55,6 +57,12 @@ class Task:
     default_loss: ClassVar[str]
     columns: ClassVar[tuple[tuple[str, str, int], ...]] = ()
     class_logits: ClassVar[bool] = False
+    image_level: ClassVar[bool] = False
+
+    def head_channels(self, num_classes: int) -> int:
+        """Channels the task occupies in a shared dense head's output (``unified-onehead``,
+        ``dual-backbone``). Default: one per class."""
+        return num_classes
 
     def meta(self) -> dict:
         """JSON-ready metadata stored with each result: ``{"metrics": {name: higher_is_better},
@@ -103,12 +111,11 @@ def task_meta(records: Iterable[dict] = ()) -> dict[str, dict]:
     (:func:`mtbench.plugins.use_registry`; outside one, the built-in tasks, imported without
     torch), then those stored in ``records`` (and in records read before in this process).
     What readers of stored results (table columns, headlines, metric directions) go by."""
-    from mtbench.plugins import builtin_tasks, current_registry
+    from mtbench.plugins import reader_registry
     for rec in records:
         for name, meta in (rec.get("task_meta") or {}).items():
             _SEEN.setdefault(name, meta)
-    active = current_registry()
-    out = {name: task.meta() for name, task in (active.tasks() if active else builtin_tasks()).items()}
+    out = {name: task.meta() for name, task in reader_registry().tasks().items()}
     for name, meta in _SEEN.items():
         out.setdefault(name, meta)
     return out

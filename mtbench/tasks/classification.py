@@ -31,6 +31,7 @@ class Classification(Task):
     default_loss = "ce"
     columns = (("cls Top-1", "cls/Top-1", 4),)
     class_logits = True
+    image_level = True
 
     def metric(self, dataset) -> Top1:
         return Top1(dataset.info.num_classes)

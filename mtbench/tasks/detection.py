@@ -34,6 +34,10 @@ class Detection(Task):
     default_loss = "fcos"
     columns = (("det mAP@[.5:.95]", "det/mAP", 4), ("det AP50", "det/AP50", 4))
 
+    def head_channels(self, num_classes: int) -> int:
+        """C class logits + 4 box distances + 1 centre-ness (:mod:`mtbench.models.dense`)."""
+        return num_classes + 5
+
     def flip_target(self, target: dict, width: int) -> dict:
         return {**target, "boxes": flip_boxes(target["boxes"], width)}
 

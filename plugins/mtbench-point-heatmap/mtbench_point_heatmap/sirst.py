@@ -23,7 +23,7 @@ from PIL import Image
 from mtbench.data.base import TaskDataset, TaskInfo, check_files_exist, check_same_size, open_image, resolve_dir
 from mtbench.data.transforms import resize_image, resize_mask
 from mtbench.errors import DataError
-from mtbench.metrics.points import components
+from mtbench_point_heatmap.mask_metrics import components
 from mtbench.plugins import Spec, hookimpl
 
 
