@@ -13,16 +13,18 @@ import numpy as np
 
 from mtbench.errors import PluginError
 
-# --- tasks and metrics (issue 12: the task and metric contracts) ---------------------------
+# --- tasks, metrics and runtimes (issue 12: their contracts) ---------------------------------
 
 
 def _name_of(obj: Any) -> str:
     """``'name' (module.Class)`` for messages, from a Spec, a class or an instance."""
     is_spec = hasattr(obj, "factory") and hasattr(obj, "kind")
     target = obj.factory if is_spec else obj
-    cls = target if isinstance(target, type) else type(target)
+    where = target if isinstance(target, type) or callable(target) and hasattr(target, "__qualname__") \
+        else type(target)
     label = obj.name if is_spec else getattr(target, "name", None)
-    return f"{(label if isinstance(label, str) else cls.__qualname__)!r} ({cls.__module__}.{cls.__qualname__})"
+    label = label if isinstance(label, str) else where.__qualname__
+    return f"{label!r} ({where.__module__}.{where.__qualname__})"
 
 
 def _task_of(spec: Any):
@@ -143,4 +145,61 @@ def _inherited(cls: type, attr: str):
             return base.__dict__[attr]
     return None
 
-# --- end of the task and metric checks ------------------------------------------------------
+
+def check_runtime(spec: Any, run: bool = True) -> None:
+    """Check a runtime against the runtime contract (``mtbench_register_runtimes``).
+
+    Its factory takes the arguments mtbench passes (``model``, ``image_size``, ``batch_size``,
+    ``device``, ``warmup``, ``repeats``, ``fps_repeats``, ``rule``); with ``run``, it measures a
+    tiny two-task model (a 3x3 conv map and pooled logits, 32 px, batch 2, CPU, the minimum
+    samples) and returns a dict with finite ``latency_ms`` and ``fps`` and a ``parity_max_abs``
+    below 1e-3 (its outputs are the model's).
+
+    :param spec: ``Spec(kind="runtime", ...)`` or the factory itself.
+    :raises PluginError: naming the runtime and what is wrong.
+    """
+    import inspect
+    import math
+
+    from mtbench.plugins import RESERVED
+    factory = spec.factory if hasattr(spec, "kind") else spec
+    who = f"runtime {_name_of(spec)}"
+    params = inspect.signature(factory).parameters
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        missing = sorted(RESERVED["runtime"] - set(params))
+        if missing:
+            raise PluginError(f"{who}: its factory does not take {', '.join(missing)} (hookspecs: "
+                              f"mtbench_register_runtimes)")
+    if not run:
+        return
+    import torch
+
+    from mtbench.profiling.latency import StopRule
+    out = factory(_tiny_model().eval(), image_size=32, batch_size=2, device=torch.device("cpu"), warmup=1,
+                  repeats=6, fps_repeats=6, rule=StopRule(max_s=0.0))
+    if not isinstance(out, dict):
+        raise PluginError(f"{who}: must return a dict of figures, got {type(out).__name__}")
+    for key in ("latency_ms", "fps", "parity_max_abs"):
+        v = out.get(key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise PluginError(f"{who}: figure {key!r} must be a finite number, got {v!r}")
+    if out["parity_max_abs"] >= 1e-3:
+        raise PluginError(f"{who}: outputs differ from PyTorch's by {out['parity_max_abs']:.3g} (parity_max_abs)")
+
+
+def _tiny_model():
+    """A two-output model of the model contract's shape: ``dict[task, Tensor]``."""
+    from torch import nn
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            m = self.conv(x)
+            return {"map": m, "logits": m.mean(dim=(2, 3))}
+
+    return Tiny()
+
+# --- end of the task, metric and runtime checks ---------------------------------------------

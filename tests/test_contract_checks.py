@@ -1,4 +1,4 @@
-"""mtbench.testing's task and metric checks: they pass on every built-in and name what is wrong."""
+"""mtbench.testing's task, metric and runtime checks: they pass on built-ins and name what is wrong."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from mtbench.metrics.classification import Top1
 from mtbench.plugins import Spec, get_registry
 from mtbench.tasks import Task
 from mtbench.tasks.classification import Classification
-from mtbench.testing import check_metric, check_task
+from mtbench.testing import check_metric, check_runtime, check_task
 
 BUILTIN_TASKS = get_registry(load_entrypoints=False).names("task")
 
@@ -91,3 +91,22 @@ class _BoundReduce(_Drifting):
 def test_a_broken_metric_is_named(metric, says):
     with pytest.raises(PluginError, match=f"metric .*{metric.__qualname__}.*{says}"):
         check_metric(metric, [1.0, 2.0], [0, 0])
+
+
+def test_onnx_runtime_conforms(registry):
+    pytest.importorskip("onnxruntime")
+    check_runtime(registry.get("runtime", "onnx"))
+    check_runtime(registry.get("runtime", "compile"), run=False)  # signature only: compiling takes long
+
+
+def test_a_broken_runtime_is_named():
+    def no_rule(model, image_size, batch_size, device, warmup, repeats, fps_repeats):
+        return {}
+
+    def no_figures(model, image_size, batch_size, device, warmup, repeats, fps_repeats, rule):
+        return {"latency_ms": 1.0}
+
+    with pytest.raises(PluginError, match="runtime 'no_rule'.*does not take rule"):
+        check_runtime(Spec("runtime", "no_rule", no_rule))
+    with pytest.raises(PluginError, match="figure 'fps' must be a finite number"):
+        check_runtime(no_figures)
