@@ -47,6 +47,26 @@ def mtbench_register_tasks():
 
 
 @hookspec
+def mtbench_register_metrics():
+    """Register metrics: how a task's predictions are scored, per image, so every value gets a
+    bootstrap CI, a measured chance level and paired comparisons.
+
+    Called once when the registry is built. A task names the metric it is scored by
+    (:attr:`mtbench.tasks.Task.scored_by`); the runner builds it for every val split.
+
+    :return: a list of ``Spec(kind="metric", name, factory, summary, task=...)`` (registry key
+        ``task/name``). ``factory(dataset=TaskDataset)`` returns a fresh metric of the
+        per-sample record contract (:mod:`mtbench.metrics.base`): ``update(preds, targets)``
+        per batch (the task's prediction and target schemas), ``samples() -> {column: list}``
+        with one JSON-ready entry per val image, a static ``reduce(samples, index) -> {metric:
+        float}`` over any resample of the images, and ``compute()`` = ``reduce(samples(),
+        arange(N))``. The metric names it returns are the task's ``metrics``. Built-in example:
+        :mod:`mtbench.metrics.classification` (``cls/top1``); check yours with
+        :func:`mtbench.testing.check_metric`.
+    """
+
+
+@hookspec
 def mtbench_register_models():
     """Register model architectures.
 

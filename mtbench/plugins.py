@@ -28,16 +28,17 @@ from mtbench.errors import PluginError, did_you_mean
 PROJECT = "mtbench"
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-KINDS = ("task", "model", "loss", "strategy", "dataset", "diagnostic", "optimizer", "schedule", "runtime")
-PLURAL = {"task": "tasks", "model": "models", "loss": "losses", "strategy": "strategies", "dataset": "datasets",
+KINDS = ("task", "metric", "model", "loss", "strategy", "dataset", "diagnostic", "optimizer", "schedule", "runtime")
+PLURAL = {"task": "tasks", "metric": "metrics", "model": "models", "loss": "losses", "strategy": "strategies", "dataset": "datasets",
           "diagnostic": "diagnostics", "optimizer": "optimizers", "schedule": "schedules", "runtime": "runtimes"}
 #: factory arguments mtbench passes itself (hookspecs), never a suite's ``params``
 RESERVED = {"model": {"tasks", "level"}, "dataset": {"task", "split", "root", "image_size"},
-            "loss": {"num_classes"}, "strategy": set(), "task": set(), "diagnostic": set(),
+            "loss": {"num_classes"}, "strategy": set(), "task": set(), "diagnostic": set(), "metric": {"dataset"},
             "optimizer": {"params", "lr", "weight_decay", "momentum"}, "schedule": set(),
             "runtime": {"model", "image_size", "batch_size", "device", "warmup", "repeats", "fps_repeats", "rule"}}
 _HOOK_OF_KIND = {
     "task": "mtbench_register_tasks",
+    "metric": "mtbench_register_metrics",
     "model": "mtbench_register_models",
     "loss": "mtbench_register_losses",
     "strategy": "mtbench_register_strategies",
@@ -54,6 +55,9 @@ READER_PLUGINS = ("mtbench.tasks.detection", "mtbench.tasks.segmentation", "mtbe
                   "mtbench.diagnostics.checks")
 #: Built-in plugin modules, registered through the same hooks as third-party ones.
 BUILTIN_PLUGINS = READER_PLUGINS + (
+    "mtbench.metrics.detection",
+    "mtbench.metrics.segmentation",
+    "mtbench.metrics.classification",
     "mtbench.optimizers",
     "mtbench.profiling.runtimes",
     "mtbench.models.unified_onehead",
@@ -87,8 +91,8 @@ class Spec:
     :param name: the name suites use, e.g. ``unified-onehead``.
     :param factory: callable building the object (signature per kind, see hookspecs).
     :param summary: one line shown by ``mtbench plugins``.
-    :param task: for losses the task they serve; for datasets the only task they serve
-        (``None`` = several tasks).
+    :param task: for losses and metrics the task they serve; for datasets the only task they
+        serve (``None`` = several tasks).
     """
 
     kind: str
@@ -135,8 +139,8 @@ class Registry:
 
     @staticmethod
     def key(spec: Spec) -> str:
-        """Registry key: ``task/name`` for losses (``seg/ce`` and ``cls/ce`` differ), else the name."""
-        return f"{spec.task}/{spec.name}" if spec.kind == "loss" else spec.name
+        """Registry key: ``task/name`` for losses and metrics (``seg/ce`` and ``cls/ce`` differ), else the name."""
+        return f"{spec.task}/{spec.name}" if spec.kind in ("loss", "metric") else spec.name
 
     def loss_key(self, task: str, name: str) -> str:
         """The key of loss ``name`` for ``task``; accepts ``name`` or ``task/name``.

@@ -68,6 +68,8 @@ def check_task(spec: Any, dataset: Any = None) -> None:
     if metrics[headline] is not True:
         raise PluginError(f"{who}: headline {headline!r} must be higher-is-better (forgetting and delta-m "
                           f"read it as a score)")
+    if not isinstance(getattr(task, "scored_by", None), str):
+        raise PluginError(f"{who}: 'scored_by' must name the registered metric it is scored by (task/name)")
     if not isinstance(getattr(task, "default_loss", None), str):
         raise PluginError(f"{who}: 'default_loss' must name a registered loss of the task")
     for col in task.columns:
@@ -100,8 +102,9 @@ def check_metric(factory: Callable[[], Any], preds: Any, targets: Any, name: str
 
     ``factory()`` builds a fresh metric; it is fed ``preds`` / ``targets`` (one batch, shapes of
     its task). Checked: ``update``, ``samples``, ``compute`` and a static ``reduce`` exist;
-    every ``samples()`` column has one entry per image; ``compute()`` equals ``reduce(samples(),
-    arange(N))`` (the point estimate and every bootstrap resample go through the same code);
+    every ``samples()`` column has one entry per image; every value of ``reduce(samples(),
+    arange(N))`` equals ``compute()``'s (the point estimate and every bootstrap resample agree;
+    ``compute()`` may add counters such as ``det/num_dets``);
     the values are floats; ``reduce`` on a resample with repeats runs; the samples are
     JSON-ready (records are stored as JSON).
 
@@ -133,7 +136,7 @@ def check_metric(factory: Callable[[], Any], preds: Any, targets: Any, name: str
     again = type(metric).reduce(samples, np.arange(n))
     if not isinstance(values, dict) or not all(isinstance(v, float) for v in values.values()):
         raise PluginError(f"{who}: compute() must return {{metric name: float}}, got {values!r}")
-    if set(values) != set(again) or any(not np.isclose(values[k], again[k], equal_nan=True) for k in values):
+    if not set(again) <= set(values) or any(not np.isclose(values[k], again[k], equal_nan=True) for k in again):
         raise PluginError(f"{who}: compute() {values} differs from reduce(samples(), arange(N)) {again}")
     if n:
         type(metric).reduce(samples, np.zeros(n, dtype=np.int64))  # a resample with repeats

@@ -48,7 +48,7 @@ def test_a_broken_task_is_named(task, says):
 
 def test_a_flip_that_does_not_invert_is_caught(registry):
     class Shifted(Task):
-        name, metrics, headline, default_loss = "det", {"det/mAP": True}, "det/mAP", "fcos"
+        name, metrics, headline, scored_by, default_loss = "det", {"det/mAP": True}, "det/mAP", "coco-map", "fcos"
 
         def flip_target(self, target, width):
             return {**target, "boxes": target["boxes"] + 1}
@@ -110,3 +110,21 @@ def test_a_broken_runtime_is_named():
         check_runtime(Spec("runtime", "no_rule", no_rule))
     with pytest.raises(PluginError, match="figure 'fps' must be a finite number"):
         check_runtime(no_figures)
+
+
+def _perfect(task: str, targets: list):
+    """Perfect predictions in the task's prediction schema, from its targets."""
+    if task == "det":
+        return [{"boxes": t["boxes"], "scores": torch.ones(len(t["boxes"])), "labels": t["labels"]} for t in targets]
+    if task == "seg":
+        return torch.stack(targets)
+    return torch.nn.functional.one_hot(torch.stack(targets), 4).float()
+
+
+@pytest.mark.parametrize("key", get_registry(load_entrypoints=False).names("metric"))
+def test_every_builtin_metric_conforms(registry, key):
+    task = key.split("/")[0]
+    ds = registry.create("dataset", "synthetic", task=task, split="val", root=None, image_size=64, num_images=4)
+    targets = [ds.load(i)[1] for i in range(len(ds))]
+    batch = targets if task == "det" else torch.stack(targets)
+    check_metric(lambda: registry.create("metric", key, dataset=ds), _perfect(task, targets), batch, name=key)

@@ -8,7 +8,8 @@ task's name, it asks the task. :class:`Task` names:
 - :meth:`Task.flip_target`: how the target follows a horizontal flip of its image (the
   image itself and the random draw are the dataset's, :class:`mtbench.data.base.TaskDataset`);
 - :meth:`Task.decode`: raw head output -> predictions;
-- :meth:`Task.metric`: a fresh metric for a val split (the per-sample record contract of
+- :meth:`Task.metric`: a fresh metric for a val split, the registered metric it is
+  ``scored_by`` (hook ``mtbench_register_metrics``; the per-sample record contract of
   :mod:`mtbench.metrics.base`), ``metrics`` (every metric name it may report -> higher is
   better) and ``headline`` (the one metric per-stage scores, forgetting and delta-m use);
 - :meth:`Task.chance_inputs`: the chance predictor (:mod:`mtbench.metrics.chance`);
@@ -41,6 +42,8 @@ class Task:
     :cvar metrics: every metric name the task may report -> ``True`` when higher is better;
         names are ``<task>/<metric>`` (or ``<task>_<variant>/<metric>``), fractions in [0, 1].
     :cvar headline: the task's headline metric (one of ``metrics``).
+    :cvar scored_by: the registered metric (``mtbench_register_metrics``, key
+        ``<task>/<scored_by>``) :meth:`metric` builds for a val split.
     :cvar default_loss: registered loss name used when a suite names none.
     :cvar columns: table columns ``(title, metric, digits)``, in display order.
     :cvar class_logits: raw outputs are class logits over dim 1 (distillation uses KL on
@@ -54,6 +57,7 @@ class Task:
     prediction: ClassVar[str] = ""
     metrics: ClassVar[dict[str, bool]] = {}
     headline: ClassVar[str]
+    scored_by: ClassVar[str]
     default_loss: ClassVar[str]
     columns: ClassVar[tuple[tuple[str, str, int], ...]] = ()
     class_logits: ClassVar[bool] = False
@@ -81,8 +85,10 @@ class Task:
         return raw
 
     def metric(self, dataset) -> Any:
-        """A fresh metric for the val split ``dataset`` (:class:`mtbench.metrics.base.SampleMetric`)."""
-        raise NotImplementedError(f"task {self.name!r} does not say how it is scored")
+        """A fresh metric for the val split ``dataset`` (:class:`mtbench.metrics.base.SampleMetric`):
+        the registered metric ``<name>/<scored_by>`` of the active registry, built for ``dataset``."""
+        from mtbench.plugins import active_registry  # here: the registry is built on first use, not at import
+        return active_registry().create("metric", f"{self.name}/{self.scored_by}", dataset=dataset)
 
     def chance_inputs(self, preds: list, targets: list, seed: int) -> tuple[list, list, str]:
         """Per-image ``(predictions, targets)`` of the chance predictor and its method name.

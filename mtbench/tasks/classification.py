@@ -1,13 +1,12 @@
 """Task ``cls``: image classification (Top-1).
 
 Target: ``int64 ()`` class index; prediction ``float32 (B, C)`` logits; scored by
-:class:`mtbench.metrics.classification.Top1`. Its chance predictor is the split's majority
+``cls/top1``, :class:`mtbench.metrics.classification.Top1`. Its chance predictor is the split's majority
 label (a model that ignores its input can always reach it), not a permutation.
 """
 
 from __future__ import annotations
 
-from mtbench.metrics.classification import Top1
 from mtbench.plugins import Spec, hookimpl
 from mtbench.tasks import Task
 
@@ -28,13 +27,11 @@ class Classification(Task):
     prediction = "float32 (B, C) logits"
     metrics = {"cls/Top-1": True}
     headline = "cls/Top-1"
+    scored_by = "top1"
     default_loss = "ce"
     columns = (("cls Top-1", "cls/Top-1", 4),)
     class_logits = True
     image_level = True
-
-    def metric(self, dataset) -> Top1:
-        return Top1(dataset.info.num_classes)
 
     def chance_inputs(self, preds, targets, seed):
         return majority_logits(preds, targets), targets, "majority"

@@ -3,14 +3,13 @@
 Target: ``{"boxes": float32 (N, 4) xyxy input pixels, "labels": int64 (N,), "image_id": int,
 "scale": (sx, sy)}``; prediction per image ``{"boxes": float32 (K, 4), "scores": (K,),
 "labels": int64 (K,)}`` after NMS (dense encoding of :mod:`mtbench.models.dense`); scored
-by :class:`mtbench.metrics.detection.DetectionMAP` (mAP@[.5:.95], AP50; Lin et al., 2014).
+by ``det/coco-map``, :class:`mtbench.metrics.detection.DetectionMAP` (mAP@[.5:.95], AP50; Lin et al., 2014).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mtbench.metrics.detection import DetectionMAP
 from mtbench.plugins import Spec, hookimpl
 from mtbench.tasks import Task
 
@@ -31,6 +30,7 @@ class Detection(Task):
     prediction = "per image: boxes float32 (K, 4) xyxy input pixels, scores (K,), labels int64 (K,) after NMS"
     metrics = {"det/mAP": True, "det/AP50": True}
     headline = "det/mAP"
+    scored_by = "coco-map"
     default_loss = "fcos"
     columns = (("det mAP@[.5:.95]", "det/mAP", 4), ("det AP50", "det/AP50", 4))
 
@@ -44,9 +44,6 @@ class Detection(Task):
     def decode(self, raw, *, num_classes, stride, image_size, **options):
         from mtbench.models.dense import postprocess
         return postprocess(raw, num_classes, stride, image_size, **options)
-
-    def metric(self, dataset) -> DetectionMAP:
-        return DetectionMAP(dataset.coco_gt())
 
     def check_output(self, raw, *, num_classes, strides, batch, image_size) -> None:
         from mtbench.models.contract import ContractError, check_dense

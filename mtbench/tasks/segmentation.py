@@ -2,14 +2,13 @@
 
 Target: ``int64 (S, S)`` class indices, 255 = ignore; prediction ``int64 (B, S, S)`` (logits
 upsampled bilinearly to the input, argmax); scored by
-:class:`mtbench.metrics.segmentation.SegmentationMIoU` (MMSegmentation's IoUMetric).
+``seg/miou``, :class:`mtbench.metrics.segmentation.SegmentationMIoU` (MMSegmentation's IoUMetric).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mtbench.metrics.segmentation import SegmentationMIoU
 from mtbench.plugins import Spec, hookimpl
 from mtbench.tasks import Task
 
@@ -23,6 +22,7 @@ class Segmentation(Task):
     prediction = "int64 (B, S, S) class indices"
     metrics = {"seg/mIoU": True}
     headline = "seg/mIoU"
+    scored_by = "miou"
     default_loss = "ce"
     columns = (("seg mIoU", "seg/mIoU", 4),)
     class_logits = True
@@ -33,9 +33,6 @@ class Segmentation(Task):
     def decode(self, raw, *, num_classes, stride, image_size, **options):
         from mtbench.data.transforms import upsample_logits
         return upsample_logits(raw, (image_size, image_size)).argmax(1)
-
-    def metric(self, dataset) -> SegmentationMIoU:
-        return SegmentationMIoU(dataset.info.num_classes)
 
     def check_output(self, raw, *, num_classes, strides, batch, image_size) -> None:
         from mtbench.models.contract import ContractError

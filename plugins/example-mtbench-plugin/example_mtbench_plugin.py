@@ -9,6 +9,8 @@ It registers, through mtbench's hooks (one entry point, group ``mtbench``):
   ``count/MAE`` (mean absolute error in shapes, lower is better); chance: the default
   permutation (the model's counts against other images' counts); table columns for both and
   for the chance level of the accuracy;
+- metric ``count/acc-mae`` (``mtbench_register_metrics``): :class:`CountMetric`, per-image
+  records, so both values get bootstrap CIs and a chance level;
 - dataset ``synthetic-count`` (``mtbench_register_datasets``): mtbench's generated shapes
   (:func:`mtbench.data.synthetic.draw_sample`), labelled with their number;
 - loss ``count/l1`` (``mtbench_register_losses``): smooth L1 between predicted and true count;
@@ -72,6 +74,7 @@ class Count(Task):
     prediction = "float32 (B,) predicted number of objects"
     metrics = {"count/acc": True, "count/MAE": False}
     headline = "count/acc"
+    scored_by = "acc-mae"  # CountMetric, registered below
     default_loss = "l1"
     columns = (("count acc", "count/acc", 4), ("count MAE", "count/MAE", 3),
                ("count acc chance", ("chance", "count/acc"), 4))
@@ -79,9 +82,6 @@ class Count(Task):
 
     def decode(self, raw, *, num_classes, stride, image_size, **options):
         return raw[:, 0]
-
-    def metric(self, dataset) -> CountMetric:
-        return CountMetric()
 
 
 class SyntheticCount(TaskDataset):
@@ -141,6 +141,11 @@ def heavy_det(det_weight: float = 2.0) -> Equal:
 @hookimpl
 def mtbench_register_tasks():
     return [Spec("task", "count", Count, "object counting: accuracy and MAE (example plugin)")]
+
+
+@hookimpl
+def mtbench_register_metrics():
+    return [Spec("metric", "acc-mae", lambda dataset: CountMetric(), "counting accuracy and MAE", task="count")]
 
 
 @hookimpl

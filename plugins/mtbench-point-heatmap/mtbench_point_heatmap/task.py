@@ -22,7 +22,6 @@ from __future__ import annotations
 from mtbench.plugins import Spec, hookimpl
 from mtbench.tasks import Task
 from mtbench.tasks.detection import flip_boxes
-from mtbench_point_heatmap.metrics import PointLevelMetrics
 
 
 class Points(Task):
@@ -35,6 +34,7 @@ class Points(Task):
                "points_mask/nIoU": True}
     #: point-level F1 of Pd and precision (Pd alone rewards predicting everywhere)
     headline = "points/F1"
+    scored_by = "point-level"  # mtbench_point_heatmap.metrics.PointLevelMetrics
     default_loss = "focal-heatmap"
     columns = (("points Pd", "points/Pd", 4), ("points FA/img", "points/FA_per_image", 3),
                ("points F1", "points/F1", 4), ("points Pd-FA AUC", "points/Pd_FA_AUC", 4))
@@ -47,9 +47,6 @@ class Points(Task):
     def decode(self, raw, *, num_classes, stride, image_size, **options):
         from mtbench_point_heatmap.heatmap import decode_heatmap
         return decode_heatmap(raw, stride, image_size, **options)
-
-    def metric(self, dataset) -> PointLevelMetrics:
-        return PointLevelMetrics()
 
     def check_output(self, raw, *, num_classes, strides, batch, image_size) -> None:
         from mtbench.models.contract import check_dense
