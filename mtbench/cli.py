@@ -70,24 +70,34 @@ def cmd_validate(args) -> int:
     checked and reported (``FILE: valid, N cells`` or ``FILE: invalid`` with its error
     indented under it), then one error names the invalid ones."""
     from mtbench.errors import SuiteError
-    registry, invalid = _registry(args), []
-    for suite in args.suites:
-        try:
-            loaded, cells = _load(argparse.Namespace(suite=suite, set=args.set), registry)
-        except MtbenchError as exc:
-            if len(args.suites) == 1:
-                raise
-            print(f"{suite}: invalid\n  " + str(exc).replace("\n", "\n  "))
-            invalid.append(suite)
-            continue
-        sets = f" (with --set {', '.join(loaded.overrides)})" if loaded.overrides else ""
-        print(f"{suite}: valid, {len(cells)} cells{sets}")
+    from mtbench.plugins import use_registry
+    invalid = []
+    with use_registry(_registry(args)) as registry:  # the suites' tasks and gates are checked against it
+        for suite in args.suites:
+            try:
+                loaded, cells = _load(argparse.Namespace(suite=suite, set=args.set), registry)
+            except MtbenchError as exc:
+                if len(args.suites) == 1:
+                    raise
+                print(f"{suite}: invalid\n  " + str(exc).replace("\n", "\n  "))
+                invalid.append(suite)
+                continue
+            sets = f" (with --set {', '.join(loaded.overrides)})" if loaded.overrides else ""
+            print(f"{suite}: valid, {len(cells)} cells{sets}")
     if invalid:
         raise SuiteError(f"{len(invalid)} of {len(args.suites)} suites invalid: {', '.join(invalid)}")
     return 0
 
 
 def cmd_run(args) -> int:
+    from mtbench.plugins import use_registry
+    if args.pdb and args.executor != "local":
+        raise UsageError("--pdb needs --executor local (a Ray worker has no terminal to debug in)")
+    with use_registry(_registry(args)) as registry:  # tasks' rules (and the table's columns) from the run's plugins
+        return _run(args, registry)
+
+
+def _run(args, registry) -> int:
     from mtbench.checkpoint import disk_used
     from mtbench.executors.local import run_local
     from mtbench.diagnostics.binding import errors
@@ -95,9 +105,6 @@ def cmd_run(args) -> int:
                                 render, write_outputs)
     from mtbench.results import ResultStore
 
-    if args.pdb and args.executor != "local":
-        raise UsageError("--pdb needs --executor local (a Ray worker has no terminal to debug in)")
-    registry = _registry(args)
     loaded, cells = _load(args, registry)
     if loaded.overrides:
         print(f"overrides: {', '.join(loaded.overrides)} (recorded in each cell's config)")

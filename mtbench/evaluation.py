@@ -1,8 +1,8 @@
 """Evaluate a model on the val splits of a set of tasks.
 
-Every task is scored on its whole val split (no sub-sampling): det mAP@[.5:.95]/AP50 via
-COCO evaluation in original image pixels, seg mIoU from one confusion matrix, cls Top-1,
-points point-level Pd, false alarms per image, F1 (:mod:`mtbench.metrics.point_level`).
+Every task is scored on its whole val split (no sub-sampling) by the metric its task names
+(:meth:`mtbench.tasks.Task.metric`): det mAP@[.5:.95]/AP50 via COCO evaluation in original
+image pixels, seg mIoU from one confusion matrix, cls Top-1, a plugin task's own.
 :func:`evaluate_detailed` also keeps each metric's per-image records and the per-image predictions, from which :func:`verdict_inputs`
 derives bootstrap CIs and the measured chance level (:mod:`mtbench.metrics.chance`).
 """
@@ -18,20 +18,7 @@ from torch.utils.data import DataLoader
 from mtbench.data.base import TaskDataset, collate
 from mtbench.metrics.base import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_ci, full_value, sample_entry
 from mtbench.metrics.chance import chance_metric
-from mtbench.metrics.classification import Top1
-from mtbench.metrics.detection import DetectionMAP
-from mtbench.metrics.point_level import PointLevelMetrics
-from mtbench.metrics.segmentation import SegmentationMIoU
-
-
-def _metric_for(task: str, ds: TaskDataset):
-    if task == "det":
-        return DetectionMAP(ds.coco_gt())
-    if task == "seg":
-        return SegmentationMIoU(ds.info.num_classes)
-    if task == "points":
-        return PointLevelMetrics()
-    return Top1(ds.info.num_classes)
+from mtbench.plugins import active_registry
 
 
 def _per_image(batch) -> list:
@@ -51,6 +38,7 @@ class TaskEvaluation:
     preds: list = field(default_factory=list)
     targets: list = field(default_factory=list)
     make_metric: object = None
+    task: object = None  # the mtbench.tasks.Task (its chance predictor)
 
 
 @torch.no_grad()
@@ -66,9 +54,9 @@ def evaluate_detailed(model, val_sets: dict[str, TaskDataset], tasks: list[str],
     model.eval()
     out: dict[str, TaskEvaluation] = {}
     for task in tasks:
-        ds = val_sets[task]
-        metric = _metric_for(task, ds)
-        ev = TaskEvaluation(metric, {}, make_metric=lambda ds=ds, task=task: _metric_for(task, ds))
+        ds, spec = val_sets[task], active_registry().task(task)
+        metric = spec.metric(ds)
+        ev = TaskEvaluation(metric, {}, make_metric=lambda ds=ds, spec=spec: spec.metric(ds), task=spec)
         for images, targets in DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate):
             raw = model(images.to(device))[task]
             preds = model.decode(task, raw, image_size, **decode_kwargs.get(task, {}))
@@ -108,7 +96,7 @@ def verdict_inputs(detail: dict[str, TaskEvaluation], seed: int, resamples: int 
         out["samples"][task] = entry
         ci = bootstrap_ci(type(metric).reduce, entry["columns"], None, resamples, level, seed, method)
         out["ci"].update({k: list(v) for k, v in ci.items() if k in ev.values})
-        cm, how = chance_metric(task, ev.make_metric, ev.preds, ev.targets, seed)
+        cm, how = chance_metric(ev.task, ev.make_metric, ev.preds, ev.targets, seed)
         chance_methods[task] = how
         chance_samples = cm.samples()  # the chance value from its records (= compute(), tested; no second matching)
         values = full_value(type(cm).reduce, chance_samples)

@@ -2,8 +2,8 @@
 
 Plugins are ordinary Python modules or objects with functions decorated by
 :data:`mtbench.hookimpl`; distributions expose them through the entry-point group
-``mtbench`` (see README, "Writing a plugin"). mtbench's own models, losses, strategies
-and datasets register through exactly these hooks.
+``mtbench`` (see README, "Writing a plugin"). mtbench's own tasks, models, losses,
+strategies and datasets register through exactly these hooks.
 
 Hooks are always called with keyword arguments, so a hook may later gain an argument
 without breaking existing implementations; an argument is never renamed.
@@ -27,6 +27,43 @@ from __future__ import annotations
 import pluggy
 
 hookspec = pluggy.HookspecMarker("mtbench")
+
+
+@hookspec
+def mtbench_register_tasks():
+    """Register tasks: what a target is, how it is scored and shown.
+
+    Called once when the registry is built (:func:`mtbench.plugins.get_registry`).
+
+    :return: a list of ``Spec(kind="task", name, factory, summary)``. ``factory()`` returns a
+        :class:`mtbench.tasks.Task`: its target and prediction schemas, how a target follows a
+        horizontal flip (``flip_target``), ``decode`` of raw head outputs, ``metric(dataset)``
+        (a metric of the per-sample record contract, :mod:`mtbench.metrics.base`), the metric
+        names it reports with their direction (``metrics``), its ``headline`` metric, its
+        chance predictor (``chance_inputs``), its ``default_loss`` and its table ``columns``.
+        ``name`` is what suites write under ``tasks:``; the suite schema accepts exactly the
+        registered names. Built-in example: :mod:`mtbench.tasks.detection`.
+    """
+
+
+@hookspec
+def mtbench_register_metrics():
+    """Register metrics: how a task's predictions are scored, per image, so every value gets a
+    bootstrap CI, a measured chance level and paired comparisons.
+
+    Called once when the registry is built. A task names the metric it is scored by
+    (:attr:`mtbench.tasks.Task.scored_by`); the runner builds it for every val split.
+
+    :return: a list of ``Spec(kind="metric", name, factory, summary, task=...)`` (registry key
+        ``task/name``). ``factory(dataset=TaskDataset)`` returns a fresh metric of the
+        per-sample record contract (:mod:`mtbench.metrics.base`): ``update(preds, targets)``
+        per batch (the task's prediction and target schemas), ``samples() -> {column: list}``
+        with one JSON-ready entry per val image, a static ``reduce(samples, index) -> {metric:
+        float}`` over any resample of the images, and ``compute()`` = ``reduce(samples(),
+        arange(N))``. The metric names it returns are the task's ``metrics``. Built-in example:
+        :mod:`mtbench.metrics.classification` (``cls/top1``); check yours with
+        :func:`mtbench.testing.check_metric`.
+    """
 
 
 @hookspec
@@ -58,7 +95,7 @@ def mtbench_register_losses():
     Called once when the registry is built.
 
     :return: a list of ``Spec(kind="loss", name, factory, summary, task=...)`` where
-        ``task`` is one of ``det``, ``seg``, ``cls``, ``points``. ``factory(num_classes=int,
+        ``task`` is a registered task's name (``det``, ``seg``, ``cls``, a plugin's). ``factory(num_classes=int,
         **params)`` returns an ``nn.Module`` called as ``loss(raw, targets, stride=int)``
         that returns ``dict[str, Tensor]``: named scalar components plus ``total``, and
         integer-valued counters such as ``num_pos`` (positives assigned). Optionally the
@@ -97,4 +134,72 @@ def mtbench_register_datasets():
         evaluation ground truth alike and says so in the dataset's ``dropped``
         (:func:`mtbench.data.base.dropped_record`): the runner stores the counts with the
         cell's result and ``mtbench run`` warns.
+    """
+
+
+@hookspec
+def mtbench_register_diagnostics():
+    """Register diagnostic checks: functions that flag results that are not what they seem.
+
+    Called once when the registry is built. Every registered check runs on every cell after it
+    finishes (:mod:`mtbench.runner`; its findings go into the record's ``diagnostics``) and
+    again in ``mtbench doctor`` over stored records.
+
+    :return: a list of ``Spec(kind="diagnostic", name, factory, summary)``. ``factory(record:
+        dict) -> list[Finding]`` is a pure function over a stored cell record (read it with
+        ``.get``: a failed cell lacks most keys); each
+        :class:`mtbench.diagnostics.binding.Finding` names its check (``name``), a
+        ``severity`` (``warning``, or ``error``: the run exits 3), a message, its evidence and
+        the metric keys it invalidates (the table marks them, gates on them are not
+        meaningful). Built-in examples: :mod:`mtbench.diagnostics.checks` (``dead-loss``,
+        ``chance-level``, ...).
+    """
+
+
+@hookspec
+def mtbench_register_optimizers():
+    """Register optimizers (Lion, Muon, SAM ...) a suite names in ``fixed.optimizer.name``.
+
+    Called once when the registry is built; the suite's name is checked against the registered
+    ones when it is validated (file, line, "did you mean").
+
+    :return: a list of ``Spec(kind="optimizer", name, factory, summary)``. ``factory(params=list
+        of parameter groups, lr=float, weight_decay=float, momentum=float)`` returns a
+        ``torch.optim.Optimizer`` over ``params`` (each group may carry its own ``lr``: the
+        backbone's is ``lr * backbone_lr_mult``); an argument it has no use for is ignored.
+        Built-in examples: :mod:`mtbench.optimizers` (``adamw``, ``sgd``).
+    """
+
+
+@hookspec
+def mtbench_register_schedules():
+    """Register learning-rate schedules a suite names in ``fixed.optimizer.schedule``.
+
+    Called once when the registry is built; names are checked when the suite is validated.
+
+    :return: a list of ``Spec(kind="schedule", name, factory, summary)``. ``factory(step: int,
+        total_steps: int) -> float`` is the factor on each group's learning rate ``step`` steps
+        after the linear warm-up (``warmup_steps``), of ``total_steps`` after it. Built-in
+        examples: :mod:`mtbench.optimizers` (``cosine``, ``constant``).
+    """
+
+
+@hookspec
+def mtbench_register_runtimes():
+    """Register deployment runtimes (TensorRT, OpenVINO, a vendor's) a suite names in
+    ``profile.runtimes``: export, run, parity, timed like PyTorch eager.
+
+    Called once when the registry is built; names are checked when the suite is validated.
+
+    :return: a list of ``Spec(kind="runtime", name, factory, summary)``. ``factory(model,
+        image_size=int, batch_size=int, device=torch.device, warmup=int, repeats=int,
+        fps_repeats=int, rule=StopRule | Budget) -> dict`` exports ``model`` (eval mode, input
+        ``float32 (B, 3, S, S)`` in [0, 1], output ``dict[task, Tensor | list[Tensor]]``), runs
+        it and returns its figures: batch-1 latency and FPS at ``batch_size`` sampled with
+        :func:`mtbench.profiling.latency.sample_adaptive` under ``rule``
+        (:func:`~mtbench.profiling.latency.latency_figures` /
+        :func:`~mtbench.profiling.latency.fps_figures`: ``latency_ms``, ``fps`` with their
+        intervals) and ``parity_max_abs``, the largest absolute difference from PyTorch's
+        outputs on the same input. Raising records ``{"error": reason}`` for the runtime; the
+        cell goes on. Built-in examples: :mod:`mtbench.profiling.runtimes` (``onnx``, ``compile``).
     """

@@ -31,8 +31,8 @@ import pandas as pd  # noqa: E402
 from adjustText import adjust_text  # noqa: E402
 
 from mtbench.aggregate import ci_columns  # noqa: E402
-from mtbench.metrics import PRIMARY  # noqa: E402
-from mtbench.report import COLUMNS, aggregate_table, build_frame  # noqa: E402
+from mtbench.metrics import headlines  # noqa: E402
+from mtbench.report import aggregate_table, build_frame, columns  # noqa: E402
 
 
 def pareto_front(points: list[tuple[float, float]],
@@ -104,8 +104,8 @@ def _ok(records: list[dict]) -> list[dict]:
 
 
 def _column(path: tuple) -> str:
-    """The table column (``mtbench.report.COLUMNS``) of a record path."""
-    return next(col for col, p, *_ in COLUMNS if p == path)
+    """The table column (:func:`mtbench.report.columns`) of a record path."""
+    return next(col for col, p, *_ in columns() if p == path)
 
 
 #: cost figures a Pareto plot can put on its x axis: record path, axis label
@@ -120,7 +120,7 @@ def pareto_table(records: list[dict], cost: str = "latency") -> pd.DataFrame:
     ``mtbench.report``)."""
     frame = aggregate_table(build_frame(records, []), records)
     x = _column(COSTS[cost][0])
-    heads = [c for c in (_column(("metrics", k)) for k in PRIMARY.values()) if c in frame.columns]
+    heads = [c for c in (_column(("metrics", k)) for k in headlines(records).values()) if c in frame.columns]
     if x not in frame.columns or not heads:
         return pd.DataFrame(columns=["id", "cell"])
     table = frame[frame[x].notna() & frame[heads].notna().any(axis=1)].reset_index(drop=True)
@@ -181,7 +181,7 @@ def draw_pareto(records: list[dict], cost: str = "latency"):
     """The Pareto figure (matplotlib ``Figure``), or None when no cell has the ``cost`` figure
     (:data:`COSTS`: batch-1 latency p50 in ms, or parameters in millions) and a headline metric.
 
-    One panel per task: headline metric (``PRIMARY``) vs the cost, each point a row of the
+    One panel per task: headline metric (:func:`mtbench.metrics.headlines`) vs the cost, each point a row of the
     results table (seeds aggregated) with error bars for its 95 % CIs (bootstrap for one cell,
     t-interval across seeds), the measured chance level (line + band), the CI-aware Pareto
     front (:func:`pareto_front`; its points ringed and joined in cost order), and short ids
@@ -190,7 +190,7 @@ def draw_pareto(records: list[dict], cost: str = "latency"):
     """
     table = pareto_table(records, cost)
     x_col, x_label = _column(COSTS[cost][0]), COSTS[cost][1]
-    tasks = [(k, _column(("metrics", k))) for k in PRIMARY.values()]
+    tasks = [(k, _column(("metrics", k))) for k in headlines(records).values()]
     tasks = [(k, c) for k, c in tasks if c in table.columns and table[c].notna().any()]
     if not tasks:
         return None
@@ -233,7 +233,7 @@ def plot_headline_ci(records: list[dict], path: Path) -> Path | None:
     with its 95 % CI as an error bar, the measured chance level as a band; one panel per task,
     rows in the ids of :func:`pareto_table`."""
     frame = aggregate_table(build_frame(records, []), records)
-    tasks = [(k, _column(("metrics", k))) for k in PRIMARY.values()]
+    tasks = [(k, _column(("metrics", k))) for k in headlines(records).values()]
     tasks = [(k, c) for k, c in tasks if c in frame.columns and frame[c].notna().any()]
     if not tasks:
         return None
@@ -306,7 +306,7 @@ def plot_stages(records: list[dict], path: Path) -> Path | None:
         names = [f"after {s['task']}" for s in r["stages"]]
         series = [(key, names, [float("nan") if s["metrics"].get(key) is None else s["metrics"][key]
                                 for s in r["stages"]])
-                  for key in PRIMARY.values() if any(s["metrics"].get(key) is not None for s in r["stages"])]
+                  for key in headlines(records).values() if any(s["metrics"].get(key) is not None for s in r["stages"])]
         panels.append((r["label"], series))
     return _small_multiples(panels, "stage", "headline metric", path, ylim=(0, 1))
 

@@ -17,8 +17,10 @@ import re
 import sys
 import traceback
 import typing
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import pluggy
 from pydantic import ConfigDict, TypeAdapter, ValidationError
@@ -30,27 +32,44 @@ from mtbench.errors import PluginError, did_you_mean
 PROJECT = "mtbench"
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-KINDS = ("model", "loss", "strategy", "dataset")
-PLURAL = {"model": "models", "loss": "losses", "strategy": "strategies", "dataset": "datasets"}
+KINDS = ("task", "metric", "model", "loss", "strategy", "dataset", "diagnostic", "optimizer", "schedule", "runtime")
+PLURAL = {"task": "tasks", "metric": "metrics", "model": "models", "loss": "losses", "strategy": "strategies", "dataset": "datasets",
+          "diagnostic": "diagnostics", "optimizer": "optimizers", "schedule": "schedules", "runtime": "runtimes"}
 #: factory arguments mtbench passes itself (hookspecs), never a suite's ``params``
 RESERVED = {"model": {"tasks", "level"}, "dataset": {"task", "split", "root", "image_size"},
-            "loss": {"num_classes"}, "strategy": set()}
+            "loss": {"num_classes"}, "strategy": set(), "task": set(), "diagnostic": set(), "metric": {"dataset"},
+            "optimizer": {"params", "lr", "weight_decay", "momentum"}, "schedule": set(),
+            "runtime": {"model", "image_size", "batch_size", "device", "warmup", "repeats", "fps_repeats", "rule"}}
 _HOOK_OF_KIND = {
+    "task": "mtbench_register_tasks",
+    "metric": "mtbench_register_metrics",
     "model": "mtbench_register_models",
     "loss": "mtbench_register_losses",
     "strategy": "mtbench_register_strategies",
     "dataset": "mtbench_register_datasets",
+    "diagnostic": "mtbench_register_diagnostics",
+    "optimizer": "mtbench_register_optimizers",
+    "schedule": "mtbench_register_schedules",
+    "runtime": "mtbench_register_runtimes",
 }
 
+#: Built-in tasks and diagnostics: importable without torch (readers of stored results use them,
+#: :func:`reader_registry`).
+READER_PLUGINS = ("mtbench.tasks.detection", "mtbench.tasks.segmentation", "mtbench.tasks.classification",
+                  "mtbench.diagnostics.checks")
 #: Built-in plugin modules, registered through the same hooks as third-party ones.
-BUILTIN_PLUGINS = (
+BUILTIN_PLUGINS = READER_PLUGINS + (
+    "mtbench.metrics.detection",
+    "mtbench.metrics.segmentation",
+    "mtbench.metrics.classification",
+    "mtbench.optimizers",
+    "mtbench.profiling.runtimes",
     "mtbench.models.unified_onehead",
     "mtbench.models.dual_backbone",
     "mtbench.models.yolo_mtl",
     "mtbench.losses.detection",
     "mtbench.losses.segmentation",
     "mtbench.losses.classification",
-    "mtbench.losses.points",
     "mtbench.strategies.equal",
     "mtbench.strategies.sequential",
     "mtbench.strategies.gradnorm",
@@ -65,7 +84,6 @@ BUILTIN_PLUGINS = (
     "mtbench.data.coco",
     "mtbench.data.voc",
     "mtbench.data.imagefolder",
-    "mtbench.data.sirst",
 )
 
 
@@ -73,12 +91,12 @@ BUILTIN_PLUGINS = (
 class Spec:
     """One registered thing: what a registration hook returns.
 
-    :param kind: ``model``, ``loss``, ``strategy`` or ``dataset``.
+    :param kind: ``task``, ``model``, ``loss``, ``strategy`` or ``dataset``.
     :param name: the name suites use, e.g. ``unified-onehead``.
     :param factory: callable building the object (signature per kind, see hookspecs).
     :param summary: one line shown by ``mtbench plugins``.
-    :param task: for losses the task they serve; for datasets the only task they serve
-        (``None`` = several tasks).
+    :param task: for losses and metrics the task they serve; for datasets the only task they
+        serve (``None`` = several tasks).
     """
 
     kind: str
@@ -112,6 +130,7 @@ class Registry:
     clashes: dict[tuple[str, str], list[Entry]] = field(default_factory=dict)
     broken: list[str] = field(default_factory=list)
     disabled: list[str] = field(default_factory=list)
+    _tasks: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def add(self, entry: Entry) -> None:
         """Add one entry; a second registration of the same kind and name is recorded as a clash
@@ -146,8 +165,8 @@ class Registry:
 
     @staticmethod
     def key(spec: Spec) -> str:
-        """Registry key: ``task/name`` for losses (``seg/ce`` and ``cls/ce`` differ), else the name."""
-        return f"{spec.task}/{spec.name}" if spec.kind == "loss" else spec.name
+        """Registry key: ``task/name`` for losses and metrics (``seg/ce`` and ``cls/ce`` differ), else the name."""
+        return f"{spec.task}/{spec.name}" if spec.kind in ("loss", "metric") else spec.name
 
     def loss_key(self, task: str, name: str) -> str:
         """The key of loss ``name`` for ``task``; accepts ``name`` or ``task/name``.
@@ -162,6 +181,19 @@ class Registry:
         if ("loss", key) in self.clashes:
             raise PluginError(self.clash_message("loss", key))
         return key
+
+    def task(self, name: str):
+        """The :class:`mtbench.tasks.Task` registered as ``name`` (built once per registry).
+
+        :raises PluginError: unknown task; the message lists the known ones.
+        """
+        if name not in self._tasks:
+            self._tasks[name] = self.create("task", name)
+        return self._tasks[name]
+
+    def tasks(self) -> dict[str, Any]:
+        """Every registered task, ``{name: Task}``, in registration order (built-ins first)."""
+        return {name: self.task(name) for name in self.entries["task"]}
 
     def names(self, kind: str, pattern: str = "*") -> list[str]:
         """Sorted registered names of ``kind`` matching the glob ``pattern``."""
@@ -333,7 +365,7 @@ def _normalise(name: str) -> str:
 
 def get_plugin_manager(
     load_entrypoints: bool = True, extra_plugins: Iterable[object] = (), disable: Iterable[str] = (),
-    broken: list[str] | None = None,
+    broken: list[str] | None = None, builtins: Iterable[str] = BUILTIN_PLUGINS,
 ) -> pluggy.PluginManager:
     """Build the plugin manager: built-ins, then entry points (group ``mtbench``), then extras.
 
@@ -345,10 +377,11 @@ def get_plugin_manager(
         there (``"plugin 'x' (dist ver) failed to load (module): Error: ..."``); when ``None``
         it raises.
     :raises PluginError: a plugin fails to import (``broken`` is None), naming it.
+    :param builtins: the built-in plugin modules to register (default all).
     """
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
-    for modname in BUILTIN_PLUGINS:
+    for modname in builtins:
         pm.register(importlib.import_module(modname), name=modname)
     off = {_normalise(n) for n in disable}
     if load_entrypoints:
@@ -377,7 +410,7 @@ def installed_plugins() -> list[tuple[str, str]]:
 
 
 def get_registry(load_entrypoints: bool = True, extra_plugins: Iterable[object] = (),
-                 disable: Iterable[str] = ()) -> Registry:
+                 disable: Iterable[str] = (), builtins: Iterable[str] = BUILTIN_PLUGINS) -> Registry:
     """Build a fresh :class:`Registry` from every registered plugin.
 
     A third-party plugin that fails to import is skipped and listed in ``registry.broken``
@@ -398,8 +431,14 @@ def get_registry(load_entrypoints: bool = True, extra_plugins: Iterable[object] 
             raise PluginError(f"-p no:{unknown[0]}: no installed plugin distribution or entry point of that name."
                               f"{did_you_mean(unknown[0], known)} Installed: {', '.join(known) or '(none)'}")
     broken: list[str] = []
-    pm = get_plugin_manager(load_entrypoints, extra_plugins, disable, broken)
-    registry = Registry(broken=broken, disabled=disable)
+    registry = _collect(get_plugin_manager(load_entrypoints, extra_plugins, disable, broken, builtins))
+    registry.broken, registry.disabled = broken, disable
+    return registry
+
+
+def _collect(pm: pluggy.PluginManager) -> Registry:
+    """Every registration hook's specs of ``pm`` in one :class:`Registry`."""
+    registry = Registry()
     for kind, hook_name in _HOOK_OF_KIND.items():
         for impl in getattr(pm.hook, hook_name).get_hookimpls():
             dist, version = _distribution_of(pm, impl.plugin)
@@ -419,3 +458,52 @@ def get_registry(load_entrypoints: bool = True, extra_plugins: Iterable[object] 
                     )
                 registry.add(Entry(spec, impl.plugin_name, dist, version))
     return registry
+
+
+_ACTIVE: ContextVar[Registry | None] = ContextVar("mtbench_registry", default=None)
+_DEFAULT: list[Registry] = []
+_READER: list[Registry] = []
+
+
+@contextmanager
+def use_registry(registry: Registry) -> Iterator[Registry]:
+    """Make ``registry`` the one :func:`active_registry` returns inside the ``with`` block (the
+    runner and the command line wrap their work in it, so a task's rules come from the plugins
+    the run loaded)."""
+    token = _ACTIVE.set(registry)
+    try:
+        yield registry
+    finally:
+        _ACTIVE.reset(token)
+
+
+def current_registry() -> Registry | None:
+    """The registry of the enclosing :func:`use_registry`, or None outside one."""
+    return _ACTIVE.get()
+
+
+def reader_registry() -> Registry:
+    """The registry of the enclosing :func:`use_registry`; outside one, the built-in tasks and
+    diagnostics alone (:data:`READER_PLUGINS`, no torch import; built once per process): what
+    readers of stored results (``compare``, ``doctor``, ``report``) go by."""
+    active = _ACTIVE.get()
+    if active is not None:
+        return active
+    if not _READER:
+        _READER.append(_collect(get_plugin_manager(False, (), builtins=READER_PLUGINS)))
+    return _READER[0]
+
+
+def active_registry() -> Registry:
+    """The registry of the enclosing :func:`use_registry`; outside one, a registry of every
+    installed plugin, built on first use (never at import) and kept for the process.
+
+    Where the core needs a task's rules without being handed a registry (a dataset's flip, a
+    model's decode, the table's columns), it asks this.
+    """
+    active = _ACTIVE.get()
+    if active is not None:
+        return active
+    if not _DEFAULT:
+        _DEFAULT.append(get_registry())
+    return _DEFAULT[0]

@@ -25,20 +25,14 @@ from tabulate import tabulate
 from mtbench.diagnostics.binding import invalidated
 from mtbench.aggregate import aggregate_seeds, ci_columns, std_column
 from mtbench.gates import check_gates
-from mtbench.metrics import PRIMARY
+from mtbench.metrics import headlines
 from mtbench.metrics.delta_m import attach_delta_m
 from mtbench.results import read_json, read_record, records_of, write_json_atomic
+from mtbench.tasks import task_meta
 
-#: (column, where in the record, digits (None: a text column)[, scale])
-COLUMNS = [
-    ("det mAP@[.5:.95]", ("metrics", "det/mAP"), 4),
-    ("det AP50", ("metrics", "det/AP50"), 4),
-    ("seg mIoU", ("metrics", "seg/mIoU"), 4),
-    ("cls Top-1", ("metrics", "cls/Top-1"), 4),
-    ("points Pd", ("metrics", "points/Pd"), 4),
-    ("points FA/img", ("metrics", "points/FA_per_image"), 3),
-    ("points F1", ("metrics", "points/F1"), 4),
-    ("points Pd-FA AUC", ("metrics", "points/Pd_FA_AUC"), 4),
+#: task-free columns (column, where in the record, digits (None: a text column)[, scale]); a
+#: task's own come first, from its ``columns`` (:class:`mtbench.tasks.Task`): :func:`columns`
+TASK_FREE_COLUMNS = [
     ("forgetting", ("metrics", "forgetting"), 3),
     ("forgetting (rel)", ("metrics", "forgetting_rel"), 3),
     ("BWT", ("metrics", "BWT"), 4),
@@ -53,13 +47,27 @@ COLUMNS = [
     ("peak mem (MiB)", ("profile", "peak_mem_mib"), 0),
     ("train (s)", ("profile", "train_s"), 0),
 ]
-#: column -> the metric key findings and gates name (``onnx/latency_ms`` for a runtime's figure)
-METRIC_OF = {col: path[1] if len(path) == 2 else "/".join(path[2:]) for col, path, *_ in COLUMNS}
 MARK = "†"
 
 
-#: column -> digits shown (console, Markdown) and kept (CSV)
-DIGITS = {col: digits for col, _, digits, *_ in COLUMNS}
+def columns(records: list[dict] = ()) -> list[tuple]:
+    """Every table column: each known task's ``columns`` (:func:`mtbench.tasks.task_meta`: the
+    active registry's or the built-in tasks, then those stored in ``records``; a metric name
+    reads ``record["metrics"][name]``, a list is a path into the record, e.g. ``["chance",
+    metric]``), in registration order, then :data:`TASK_FREE_COLUMNS`."""
+    own = [(title, ("metrics", where) if isinstance(where, str) else tuple(where), digits)
+           for meta in task_meta(records).values() for title, where, digits in meta["columns"]]
+    return own + TASK_FREE_COLUMNS
+
+
+def metric_of() -> dict[str, str]:
+    """Column -> the metric key findings and gates name (``onnx/latency_ms`` for a runtime's figure)."""
+    return {col: path[1] if len(path) == 2 else "/".join(path[2:]) for col, path, *_ in columns()}
+
+
+def digits_of() -> dict[str, int | None]:
+    """Column -> digits shown (console, Markdown) and kept (CSV); None for a text column."""
+    return {col: digits for col, _, digits, *_ in columns()}
 
 CI_LEGEND = ("value [95 % CI]: bootstrap over the val images of one cell; mean ±std [95 % t-interval] "
              "across seeds where seeds > 1")
@@ -92,9 +100,9 @@ def ci_of(rec: dict, path: tuple) -> tuple[float, float] | None:
 
 def figure_cells(rec: dict) -> dict:
     """A record's figures as table cells: ``{column: value}`` plus ``<column> CI low/high``
-    where the record stores a CI; scaled per :data:`COLUMNS`, not rounded (None when absent)."""
+    where the record stores a CI; scaled per :func:`columns`, not rounded (None when absent)."""
     cells = {}
-    for col, path, digits, *scale in COLUMNS:
+    for col, path, digits, *scale in columns():
         v, k = _dig(rec, path), (scale[0] if scale else 1)
         if digits is None:  # a text column
             cells[col] = v if isinstance(v, str) else None
@@ -108,13 +116,14 @@ def figure_cells(rec: dict) -> dict:
 
 def ci_beside(frame: pd.DataFrame) -> pd.DataFrame:
     """Columns reordered so each figure's std/CI columns follow it."""
-    derived = {d: col for col in DIGITS for d in (std_column(col), *ci_columns(col))}
+    digits = digits_of()
+    derived = {d: col for col in digits for d in (std_column(col), *ci_columns(col))}
     order = []
     for col in frame.columns:
         if col in derived:
             continue
         order.append(col)
-        if col in DIGITS:
+        if col in digits:
             order += [d for d in (std_column(col), *ci_columns(col)) if d in frame.columns]
     return frame[order + [c for c in frame.columns if c not in order]]
 
@@ -130,10 +139,11 @@ def _flags(records: list[dict]) -> list[dict[str, list[str]]]:
     """Per record ``{metric: [check]}`` of the numbers its findings invalidate, including a
     delta-m computed from a single-task baseline whose headline metric is invalidated."""
     inv = [invalidated(r.get("diagnostics") or []) for r in records]
+    heads = set(headlines(records).values())
     by_hash = {r.get("hash"): i for r, i in zip(records, inv)}
     for r, i in zip(records, inv):
         for h in r.get("delta_m_from") or []:
-            bad = [c for k, cs in by_hash.get(h, {}).items() if k in PRIMARY.values() or k == "delta_m" for c in cs]
+            bad = [c for k, cs in by_hash.get(h, {}).items() if k in heads or k == "delta_m" for c in cs]
             for c in dict.fromkeys(bad):
                 i.setdefault("delta_m", [])
                 if c not in i["delta_m"]:
@@ -147,12 +157,13 @@ def build_frame(records: list[dict], gates: list[str], delta_m: str | None = Non
     :param delta_m: the delta-m convention (``headline``/``all``, the suite's ``delta_m``);
         ``None``: the one stored in each record's config.
 
-    Figures are scaled per :data:`COLUMNS` and not rounded (the CSV and the displayed tables
+    Figures are scaled per :func:`columns` and not rounded (the CSV and the displayed tables
     round them); a figure with a stored CI has ``<column> CI low`` / ``<column> CI high``
     beside it (:func:`figure_cells`). Numbers stay numbers; ``flags`` lists ``metric:check`` for every number of the record a
     finding invalidates, and ``gates`` reads ``FAIL: ...`` / ``not meaningful: ...`` / ``pass``.
     """
     attach_delta_m(records, delta_m)
+    task_meta(records)  # remember the tasks the records declare (a plugin task not installed here)
     rows = []
     for rec, inv in zip(records, _flags(records)):
         row = {"cell": rec["label"], "hash": rec["hash"]}
@@ -200,7 +211,7 @@ def legend(frame: pd.DataFrame) -> str:
 def aggregate_table(frame: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
     """The table with seeds aggregated (:func:`mtbench.aggregate.aggregate_seeds`): cells that
     differ only in ``seed`` are one row (mean, std, seeds, 95 % t-interval of every figure)."""
-    return ci_beside(aggregate_seeds(frame, records, [c for c, d in DIGITS.items() if d is not None]))
+    return ci_beside(aggregate_seeds(frame, records, [c for c, d in digits_of().items() if d is not None]))
 
 
 def _text(v: float, digits: int) -> str:
@@ -236,7 +247,7 @@ def _cell(row: pd.Series, col: str, digits: int) -> str | None:
 
 def _marked(text: str | None, row: pd.Series, col: str) -> str | None:
     """``text`` with ``†`` when a finding invalidates the column's metric in this row."""
-    if text is None or METRIC_OF.get(col) not in flagged(row):
+    if text is None or metric_of().get(col) not in flagged(row):
         return text
     return f"{text}{MARK}"
 
@@ -244,7 +255,8 @@ def _marked(text: str | None, row: pd.Series, col: str) -> str | None:
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """The table as shown (console, Markdown): each figure one compact text cell with its
     std and CI, derived and empty columns dropped, ``seeds`` dropped when every row is one."""
-    derived = {d for col in DIGITS for d in (std_column(col), *ci_columns(col))}
+    digits = digits_of()
+    derived = {d for col in digits for d in (std_column(col), *ci_columns(col))}
     drop = {"hash", "flags", "CI method", *derived}
     if "seeds" in frame.columns and (frame["seeds"] == 1).all():
         drop.add("seeds")
@@ -253,7 +265,7 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     for col in frame.columns:
         if col in drop:
             continue
-        cells = [_marked(_cell(row, col, DIGITS[col]) if col in DIGITS else _plain(row[col]), row, col)
+        cells = [_marked(_cell(row, col, digits[col]) if col in digits else _plain(row[col]), row, col)
                  for row in rows]
         if any(c is not None for c in cells):
             shown[col] = cells
@@ -269,13 +281,14 @@ def _escape_pipes(frame: pd.DataFrame) -> pd.DataFrame:
 def _table(frame: pd.DataFrame, markdown: bool = False) -> str:
     shown = display_frame(frame)
     shown = _escape_pipes(shown) if markdown else shown
-    align = ["right" if c in DIGITS or c == "seeds" else "left" for c in shown.columns]
+    digits = digits_of()
+    align = ["right" if c in digits or c == "seeds" else "left" for c in shown.columns]
     return tabulate(shown, headers="keys", tablefmt="github", showindex=False, missingval="-",
                     disable_numparse=True, colalign=align)
 
 
 def _has_ci(frame: pd.DataFrame) -> bool:
-    return any(ci_columns(col)[0] in frame.columns for col in DIGITS)
+    return any(ci_columns(col)[0] in frame.columns for col in digits_of())
 
 
 def _notes(frame: pd.DataFrame, sep: str) -> str:
@@ -306,8 +319,8 @@ def _tables_md(frame: pd.DataFrame, agg: pd.DataFrame, by_seed: bool = False) ->
 
 
 def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
-    """Figures (and their std/CI columns) rounded to the digits of :data:`COLUMNS`."""
-    digits = {c: d for col, d in DIGITS.items() if d is not None for c in (col, std_column(col), *ci_columns(col))}
+    """Figures (and their std/CI columns) rounded to the digits of :func:`columns`."""
+    digits = {c: d for col, d in digits_of().items() if d is not None for c in (col, std_column(col), *ci_columns(col))}
     return frame.round({c: d for c, d in digits.items() if c in frame.columns})
 
 

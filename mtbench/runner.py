@@ -25,10 +25,10 @@ from mtbench.diagnostics import diagnose
 from mtbench.diagnostics.overfit import SHARE, budget_steps, overfit_one_batch
 from mtbench.evaluation import evaluate_detailed, verdict_inputs
 from mtbench.errors import MtbenchError, PluginError
-from mtbench.metrics import PRIMARY
+from mtbench.metrics import headlines
 from mtbench.metrics.forgetting import forgetting
 from mtbench.models.contract import ContractError, check_model
-from mtbench.plugins import Registry
+from mtbench.plugins import Registry, use_registry
 from mtbench.profiling.complexity import count_flops, count_params, matmul_peak_gflops
 from mtbench.profiling.latency import Budget, StopRule, measure_fps, measure_latency
 from mtbench.profiling.memory import peak_memory_mib
@@ -56,8 +56,8 @@ METRICS_DOC = (
     "fps = images/s at the suite batch size, fps_ci = its 95% CI; "
     "peak_mem_mib = CUDA allocator peak on GPU, process RSS peak on CPU (MiB); flops_g = GFLOPs per image; "
     "ci[metric] = 95% bootstrap CI over val images (percentile, seeded; uncertainty gives resamples); "
-    "chance[metric] = measured chance level on the same val split (cls: majority class; det/seg/points: the "
-    "model's predictions scored against other images' ground truth), chance_ci its CI; "
+    "chance[metric] = measured chance level on the same val split (cls: majority class; det, seg and "
+    "by default: the model's predictions scored against other images' ground truth), chance_ci its CI; "
     "samples[task] = per-image records the metric is recomputed from."
 )
 
@@ -91,12 +91,22 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True, workdir
         ``status`` (``ok``/``failed``), ``reason``,
         ``metrics``, ``stages``, ``profile``, ``history``, ``diagnostics``, ``env``, ``data``
         (``dropped``: annotations the loaders left out of training and evaluation alike,
-        :func:`mtbench.data.base.dropped_summary`). A failed cell's ``reason`` names the plugin
-        whose code raised (``plugin loss 'x' (dist version): Error: first line``) and its
-        ``traceback`` holds the last frames.
+        :func:`mtbench.data.base.dropped_summary`), ``task_meta`` (each task's metrics and
+        their directions, headline and columns: :meth:`mtbench.tasks.Task.meta`). A failed
+        cell's ``reason`` names the plugin whose code raised (``plugin loss 'x' (dist version):
+        Error: first line``) and its ``traceback`` holds the last frames.
     :param post_mortem: on a failure, enter :func:`pdb.post_mortem` at the exception (``--pdb``)
         before recording it.
+
+    Inside, ``registry`` is the active one (:func:`mtbench.plugins.use_registry`): the tasks'
+    flip, decode, metric and chance rules come from it.
     """
+    with use_registry(registry):
+        return _run_cell(cell, registry, show_progress, workdir, keep_weights, post_mortem)
+
+
+def _run_cell(cell: Cell, registry: Registry, show_progress: bool, workdir: Path | None, keep_weights: str,
+              post_mortem: bool) -> dict:
     cfg, fixed = cell.config, cell.config["fixed"]
     result = {"schema_version": SCHEMA_VERSION, "suite": cell.suite, "label": cell.label, "hash": cell.hash,
               "axes": cell.axes, "config": cfg, "identity": cell_identity_record(cell), "status": "running",
@@ -117,6 +127,7 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True, workdir
         train_sets, val_sets = datasets(cfg, registry, "train"), datasets(cfg, registry, "val")
         result["data"] = {"dropped": dropped_summary({"train": train_sets, "val": val_sets})}
         tasks = list(cfg["tasks"])
+        result["task_meta"] = {t: registry.task(t).meta() for t in tasks}
         infos = {t: train_sets[t].info for t in tasks}
         model = build_model(cfg, registry, infos, device)
         loss_params = cfg.get("loss_params", {})
@@ -159,7 +170,7 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True, workdir
         result["history"] = ctx.history
         result["stages"] = report.stages
         eval_tasks = report.eval_tasks or tasks
-        if not (report.stages and set(report.stages[-1]["metrics"]) >= {PRIMARY[t] for t in eval_tasks}
+        if not (report.stages and set(report.stages[-1]["metrics"]) >= {headlines()[t] for t in eval_tasks}
                 and set(last_eval) >= set(eval_tasks)):
             evaluate_tasks(eval_tasks)
         metrics = {k: v for t in eval_tasks for k, v in last_eval[t].values.items()}
@@ -167,7 +178,7 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True, workdir
         result.update(verdict_inputs({t: last_eval[t] for t in eval_tasks}, cfg["seed"],
                                      unc.get("resamples", 200), unc.get("level", 0.95),
                                      unc.get("method", "percentile")))
-        metrics.update(forgetting(report.stages, PRIMARY))
+        metrics.update(forgetting(report.stages, headlines()))
         result["metrics"] = metrics
         result["extra"] = report.extra
         if result["overfit"]:

@@ -36,14 +36,14 @@ from mtbench.metrics import metric_names
 from mtbench.plugins import Registry
 from mtbench.strict_yaml import load_yaml
 
-TaskName = Literal["det", "seg", "cls", "points"]
+#: a task name; checked against the registered tasks (:func:`check_registry`), not the schema
+TaskName = str
 LEVELS = ("P2", "P3", "P4", "P5", "multi")
 AXES = ("architecture", "loss", "level", "strategy", "seed")
 GATE_RE = re.compile(r"^\s*(?P<metric>[\w/\-@\[\].:]+)\s*(?P<op><=|>=|<|>|==)\s*(?P<value>[-+]?[0-9.]+(?:[eE][-+]?\d+)?)\s*$")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}$")
 MAX_BATCH = 4096  # images per batch; more is a typo (1e8) that would fail inside torch
 MAX_IMAGE_SIZE = 8192  # pixels
-DEFAULT_LOSSES = {"det": "fcos", "seg": "ce", "cls": "ce", "points": "focal-heatmap"}
 
 
 def _check_level(v: str) -> str:
@@ -132,12 +132,16 @@ class Matrix(_Strict):
 
 
 class Optimizer(_Strict):
-    name: Literal["adamw", "sgd"] = "adamw"
+    """The optimizer and schedule: registered names (``mtbench_register_optimizers`` /
+    ``mtbench_register_schedules``; built-ins :mod:`mtbench.optimizers`), checked against the
+    registry (:func:`check_registry`)."""
+
+    name: str = "adamw"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     backbone_lr_mult: float = Field(1.0, gt=0)
-    schedule: Literal["constant", "cosine"] = "cosine"
+    schedule: str = "cosine"
     warmup_steps: int = Field(0, ge=0)
 
 
@@ -234,7 +238,8 @@ class Checks(_Strict):
 
 
 class Profile(_Strict):
-    """How cells are measured; ``runtimes`` beyond PyTorch eager: ``onnx``, ``compile``.
+    """How cells are measured; ``runtimes`` beyond PyTorch eager: registered names (built-ins
+    ``onnx``, ``compile``: :mod:`mtbench.profiling.runtimes`; ``mtbench_register_runtimes``).
 
     Every latency (batch 1) and FPS (suite batch) series, in every runtime, takes at least
     ``latency_repeats`` / ``fps_repeats`` samples (and at least 6, the fewest with a 95 %
@@ -245,7 +250,7 @@ class Profile(_Strict):
     ``latency_max_s: 0`` takes exactly the minimum. See :mod:`mtbench.profiling.latency`.
     """
 
-    runtimes: list[Literal["onnx", "compile"]] = Field(default_factory=lambda: ["onnx"])
+    runtimes: list[str] = Field(default_factory=lambda: ["onnx"])  # registered runtimes (check_registry)
     latency_warmup: int = Field(5, ge=0)
     latency_repeats: int = Field(30, gt=0)  # minimum samples of a batch-1 latency series
     fps_repeats: int = Field(5, gt=0)  # minimum samples of an FPS series
@@ -494,7 +499,7 @@ def check_registry(loaded: LoadedSuite, registry: Registry) -> None:
     """Check every plugin name and parameter of the suite against ``registry``, then the data
     folders its data sets read.
 
-    :raises SuiteError: every unknown name (listing the known ones), unknown, missing or
+    :raises SuiteError: every unknown name (tasks, plugins; listing the known ones), unknown, missing or
         mistyped parameter or dangling task reference (:meth:`Registry.param_errors`), missing
         data folder, with file and line.
     """
@@ -515,6 +520,8 @@ def check_registry(loaded: LoadedSuite, registry: Registry) -> None:
                         for k, msg in registry.param_errors(kind, key, given, tasks).items())
 
     for task, td in s.tasks.items():
+        if found(("tasks", task), lambda: registry.get("task", task)) is None:
+            continue
         spec = found(("tasks", task, "dataset"), lambda: registry.get("dataset", td.dataset))
         if spec is not None and spec.task not in (None, task):
             problems.append(f"  {loaded.where('tasks', task, 'dataset')}: dataset {td.dataset!r} serves "
@@ -526,6 +533,11 @@ def check_registry(loaded: LoadedSuite, registry: Registry) -> None:
         key = found(("losses", task), lambda: registry.loss_key(task, choice.name))
         if key is not None:
             params("loss", key, choice.params, ("losses", task, "params"))
+    opt = s.fixed.optimizer
+    found(("fixed", "optimizer", "name"), lambda: registry.get("optimizer", opt.name))
+    found(("fixed", "optimizer", "schedule"), lambda: registry.get("schedule", opt.schedule))
+    for i, name in enumerate(s.profile.runtimes):
+        found(("profile", "runtimes", i), lambda: registry.get("runtime", name))
     for axis, kind in (("architecture", "model"), ("strategy", "strategy")):
         for i, entry in enumerate(getattr(s.matrix, axis)):
             n = _named(entry)
@@ -683,7 +695,7 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
     cells, seen, added = [], set(), set()
     for c, src in combos:
         arch, strat = c["architecture"][1], c["strategy"][1]
-        choice = {t: _named(s.losses.get(t, DEFAULT_LOSSES[t])) for t in tasks}
+        choice = {t: _named(s.losses.get(t, registry.task(t).default_loss)) for t in tasks}
         choice = {t: Named(name=registry.loss_key(t, n.name), params=n.params) for t, n in choice.items()}
         choice.update({t: n for t, n in c["loss"][1].items() if t in tasks})
         losses = {t: n.name for t, n in choice.items()}

@@ -1,6 +1,6 @@
 """Reference: pyirstdmetrics 1.0.2 (PyPI; github.com/lartpang/PyIRSTDMetrics), transcribed unchanged.
 
-The mask-level metrics of :mod:`mtbench.metrics.points` are tested against this code on the
+The mask-level metrics of :mod:`mtbench_point_heatmap.mask_metrics` are tested against this code on the
 same inputs. The package itself pins ``numpy<2.0`` (mtbench runs numpy 2), so the classes
 the tests use are copied here verbatim (only the imports are joined; the skimage labelling
 it relies on is a test dependency): ``divide_func`` (utils.py), ``_BaseHandler``,

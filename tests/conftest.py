@@ -33,6 +33,18 @@ def registry():
     return get_registry(load_entrypoints=False)
 
 
+POINTS_PLUGIN = "pip install -e ./plugins/mtbench-point-heatmap (README set-up): the points task lives there"
+
+
+@pytest.fixture(scope="session")
+def points_registry():
+    """Built-ins plus the installed plugin distributions: task ``points`` and its loader,
+    losses and model come from plugins/mtbench-point-heatmap."""
+    pytest.importorskip("mtbench_point_heatmap", reason=POINTS_PLUGIN)
+    from mtbench.plugins import get_registry
+    return get_registry(load_entrypoints=True)
+
+
 TINY_SUITE = """\
 name: tiny
 tasks:

@@ -89,8 +89,9 @@ def test_at_chance_with_intervals_and_float32_points():
     assert at_chance("cls/Top-1", 0.2, 0.1, [0.11, 0.3], [0.08, 0.12])
     assert not at_chance("cls/Top-1", 0.2, 0.1, [0.125, 0.3], [0.08, 0.12])
     assert not at_chance("det/mAP", 0.01, 0.004, [0.006, 0.02], [0.002, 0.0059])
-    # lower is better (points/Fa): at chance when its interval reaches the chance level's
-    assert at_chance("points/Fa", 1e-4, 2e-4, [5e-5, 3e-4], [1.5e-4, 2.5e-4])
+    # lower is better (a false-alarm rate): at chance when its interval reaches the chance level's
+    assert at_chance("points/Fa", 1e-4, 2e-4, [5e-5, 3e-4], [1.5e-4, 2.5e-4], higher=False)
+    assert not at_chance("points/Fa", 1e-4, 2e-4, [5e-5, 1.2e-4], [1.5e-4, 2.5e-4], higher=False)
     rec = {"chance": {"cls/Top-1": 0.1}, "chance_ci": {"cls/Top-1": [0.08, 0.12]},
            "ci": {"cls/Top-1": [0.1, 0.3]}, "metrics": {"cls/Top-1": 0.2}}
     assert [f.invalidates for f in chance_level(rec)] == [["cls/Top-1"]]

@@ -160,8 +160,9 @@ def test_model_that_ignores_its_input(tmp_path, run):
 def test_p2_heatmap_collapsed_to_background(tmp_path, run):
     """One 3x3 target in 128 x 128 px at stride 4 (1:1023), nothing learned: the heatmap stays at its
     background prior, no point is detected, Pd = chance."""
-    heat = pytest.importorskip("mtbench_point_heatmap")
-    run.extra.append(heat)
+    pytest.importorskip("mtbench_point_heatmap")
+    from mtbench_point_heatmap import losses, model, task  # the points task, its losses and the model
+    run.extra.extend([task, losses, model])
     arch = "    - name: point-heatmap\n      label: heat-r18\n      params: {neck_channels: 16}"
     suite = _suite(tmp_path, "fm-heat", {"points": "{dataset: blob-points}"}, ["points/Pd >= 0.0"], arch=arch,
                    level="P2", size=128, lr=1e-9, steps=6, overfit="off")

@@ -112,8 +112,8 @@ POINT_LOSSES = ["points/bce-hard", "points/focal-heatmap", "points/gaussian-soft
 
 
 @pytest.mark.parametrize("name", POINT_LOSSES)
-def test_point_loss_positives_and_gradients(registry, name):
-    loss = registry.create("loss", name, num_classes=1)
+def test_point_loss_positives_and_gradients(points_registry, name):
+    loss = points_registry.create("loss", name, num_classes=1)
     raw = torch.randn(2, 3, 16, 16, requires_grad=True)
     tgt = [{"points": torch.tensor([[10.0, 21.0]])}, {"points": torch.tensor([[3.0, 3.0], [50.0, 40.0]])}]
     out = loss(raw, tgt, stride=4)
@@ -124,14 +124,14 @@ def test_point_loss_positives_and_gradients(registry, name):
 
 
 @pytest.mark.parametrize("name", POINT_LOSSES)
-def test_point_loss_no_targets_is_finite(registry, name):
-    out = registry.create("loss", name, num_classes=1)(torch.randn(1, 3, 8, 8), [{"points": torch.zeros(0, 2)}],
+def test_point_loss_no_targets_is_finite(points_registry, name):
+    out = points_registry.create("loss", name, num_classes=1)(torch.randn(1, 3, 8, 8), [{"points": torch.zeros(0, 2)}],
                                                        stride=8)
     assert out["num_pos"] == 0 and out["offset"] == 0 and torch.isfinite(out["total"])
 
 
-def test_gaussian_soft_schedule_shrinks(registry):
-    loss = registry.create("loss", "points/gaussian-soft", num_classes=1, sigma=1.2, window=5, final_sigma=0.8,
+def test_gaussian_soft_schedule_shrinks(points_registry):
+    loss = points_registry.create("loss", "points/gaussian-soft", num_classes=1, sigma=1.2, window=5, final_sigma=0.8,
                            final_window=3, schedule_epochs=4)
     assert loss.current() == (1.2, 5)
     loss.set_epoch(4)
@@ -140,9 +140,9 @@ def test_gaussian_soft_schedule_shrinks(registry):
     assert heat[4, 4] == 1 and (heat > 0).sum() == 9  # 3x3 window
 
 
-def test_bce_hard_small_loss_hides_background_everywhere(registry):
+def test_bce_hard_small_loss_hides_background_everywhere(points_registry):
     """All-background logits at P2 give a tiny BCE: the imbalance the counters expose."""
-    loss = registry.create("loss", "points/bce-hard", num_classes=1)
+    loss = points_registry.create("loss", "points/bce-hard", num_classes=1)
     raw = torch.zeros(1, 3, 64, 64)
     raw[:, 0] = -8.0
     out = loss(raw, [{"points": torch.tensor([[100.0, 100.0]])}], stride=4)

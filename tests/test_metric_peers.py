@@ -22,10 +22,11 @@ import pytest
 import torch
 
 from mtbench.errors import MetricError
-from mtbench.metrics import HIGHER_IS_BETTER, PRIMARY
+from mtbench.metrics import headlines, higher_is_better
 from mtbench.metrics.delta_m import attach_delta_m, delta_m, delta_m_terms
 from mtbench.metrics.forgetting import forgetting
 from mtbench.metrics.segmentation import SegmentationMIoU
+from mtbench.plugins import get_registry, use_registry
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TASKS = ["seg", "det", "cls"]
@@ -111,7 +112,7 @@ def _mmseg_miou(preds, labels, num_classes, ignore_index=255) -> float:
 
 def _stages(acc: np.ndarray) -> list[dict]:
     """Stages of a sequential run from a T x T accuracy matrix (row l = after stage l)."""
-    return [{"task": TASKS[l], "metrics": {PRIMARY[TASKS[i]]: float(acc[l, i]) for i in range(l + 1)}}
+    return [{"task": TASKS[l], "metrics": {headlines()[TASKS[i]]: float(acc[l, i]) for i in range(l + 1)}}
             for l in range(acc.shape[0])]
 
 
@@ -135,7 +136,7 @@ def _random_matrices(n: int = 20, seed: int = 0) -> list[np.ndarray]:
 def test_forgetting_and_bwt_vs_published_and_avalanche(acc):
     av_forgetting, AvBWT = _avalanche()
     tasks = TASKS[: acc.shape[0]]
-    out = forgetting(_stages(acc), PRIMARY)
+    out = forgetting(_stages(acc), headlines())
     T = acc.shape[0]
     av = av_forgetting(acc)  # [time, experience]: acc right after its own stage - acc then
     av_bwt = AvBWT()
@@ -162,28 +163,28 @@ def test_forgetting_and_bwt_vs_published_and_avalanche(acc):
 
 
 def test_forgetting_named_cases():
-    f = forgetting(_stages(MATRICES["0.8 -> 0.1"]), PRIMARY)
+    f = forgetting(_stages(MATRICES["0.8 -> 0.1"]), headlines())
     assert f["forgetting/seg"] == pytest.approx(0.7) and f["forgetting_rel/seg"] == pytest.approx(0.875)
     assert f["BWT/seg"] == pytest.approx(-0.7)
     assert f["forgetting/det"] == pytest.approx(0.0) and f["forgetting_rel/det"] == pytest.approx(0.0)
 
     # improve-then-drop: the drop is measured from the best earlier score (0.7), not the
     # just-learned one (0.5); BWT still reads 0.4 - 0.5; det improved: negative forgetting
-    f = forgetting(_stages(MATRICES["improve-then-drop"]), PRIMARY)
+    f = forgetting(_stages(MATRICES["improve-then-drop"]), headlines())
     assert f["forgetting/seg"] == pytest.approx(0.3) and f["forgetting_rel/seg"] == pytest.approx(0.3 / 0.7)
     assert f["BWT/seg"] == pytest.approx(-0.1)
     assert f["forgetting/det"] == pytest.approx(-0.05) and f["BWT/det"] == pytest.approx(0.05)
 
     # a task at chance throughout: nothing to forget, nothing forgotten
-    f = forgetting(_stages(MATRICES["chance-level task"]), PRIMARY)
+    f = forgetting(_stages(MATRICES["chance-level task"]), headlines())
     assert f["forgetting/seg"] == 0 and f["forgetting_rel/seg"] == 0 and f["BWT/seg"] == 0
 
     # a task learned to 0: in every column; its relative value is None and the mean says so
-    f = forgetting(_stages(MATRICES["zero score"]), PRIMARY)
+    f = forgetting(_stages(MATRICES["zero score"]), headlines())
     assert f["forgetting/seg"] == 0 and f["BWT/seg"] == 0 and f["forgetting_rel/seg"] is None
     assert f["forgetting"] == pytest.approx((0 + 0.3) / 2) and f["BWT"] == pytest.approx((0 - 0.3) / 2)
     assert f["forgetting_rel"] == pytest.approx(1.0) and f["forgetting_rel_n"] == 1
-    only_zero = forgetting(_stages(np.array([[0.0, 0], [0.0, 0.5]])), PRIMARY)
+    only_zero = forgetting(_stages(np.array([[0.0, 0], [0.0, 0.5]])), headlines())
     assert only_zero["forgetting_rel"] is None and only_zero["forgetting_rel_n"] == 0
     assert only_zero["forgetting"] == 0 and only_zero["BWT"] == 0
 
@@ -192,10 +193,10 @@ def test_forgetting_errors():
     stages = _stages(MATRICES["improves"])
     del stages[2]["metrics"]["seg/mIoU"]
     with pytest.raises(MetricError, match=r"seg/mIoU after stage 2 \(cls\)"):
-        forgetting(stages, PRIMARY)
+        forgetting(stages, headlines())
     with pytest.raises(MetricError, match="lower-is-better"):
-        forgetting(_stages(MATRICES["improves"]), {**PRIMARY, "seg": "points/FA_per_image"})
-    assert forgetting(_stages(MATRICES["improves"])[:1], PRIMARY) == {}
+        forgetting(_stages(MATRICES["improves"]), {**headlines(), "seg": "latency_ms"})
+    assert forgetting(_stages(MATRICES["improves"])[:1], headlines()) == {}
 
 
 # --- delta-m -------------------------------------------------------------------------------
@@ -203,7 +204,7 @@ def test_forgetting_errors():
 def _libmtl_args(metrics, single, keys_of):
     base = {t: [single[t][k] for k in keys_of(t)] for t in single}
     new = {t: [metrics[k] for k in keys_of(t)] for t in single}
-    weight = {t: [int(HIGHER_IS_BETTER[k]) for k in keys_of(t)] for t in single}  # LibMTL: 1 = higher is better
+    weight = {t: [int(higher_is_better()[k]) for k in keys_of(t)] for t in single}  # LibMTL: 1 = higher is better
     return base, new, weight
 
 
@@ -217,18 +218,26 @@ def _random_cell(rng) -> tuple[dict, dict]:
     return metrics, single
 
 
+@pytest.fixture
+def with_points():
+    """The installed plugins' tasks (``points``, a task with a lower-is-better metric, from
+    plugins/mtbench-point-heatmap) are known."""
+    with use_registry(get_registry()):
+        yield
+
+
 @pytest.mark.parametrize("seed", range(10))
-def test_delta_m_vs_libmtl_count_improvement(seed):
+def test_delta_m_vs_libmtl_count_improvement(seed, with_points):
     count_improvement = _libmtl_count_improvement()
     metrics, single = _random_cell(np.random.default_rng(seed))
     all_keys = lambda t: sorted(single[t])  # noqa: E731
     ref_all = count_improvement(*_libmtl_args(metrics, single, all_keys))
     assert delta_m(metrics, single, "all") == pytest.approx(100 * ref_all, rel=1e-9)
-    ref_head = count_improvement(*_libmtl_args(metrics, single, lambda t: [PRIMARY[t]]))
+    ref_head = count_improvement(*_libmtl_args(metrics, single, lambda t: [headlines()[t]]))
     assert delta_m(metrics, single, "headline") == pytest.approx(100 * ref_head, rel=1e-9)
 
 
-def test_delta_m_conventions_and_zero_baseline():
+def test_delta_m_conventions_and_zero_baseline(with_points):
     single = {"det": {"det/mAP": 0.2, "det/AP50": 0.4}, "points": {"points/F1": 0.5, "points/FA_per_image": 1e-5}}
     metrics = {"det/mAP": 0.3, "det/AP50": 0.4, "points/F1": 0.5, "points/FA_per_image": 2e-5}
     # headline: det mAP +50 %, points F1 0 % -> +25 %; all: det (50 + 0) / 2, points (0 - 100) / 2
@@ -340,8 +349,9 @@ def _readme_metric_rows() -> set[str]:
 
 
 def test_every_registered_metric_has_a_readme_row():
-    """HIGHER_IS_BETTER is the registry of metric names: each needs a README row stating its
-    definition, reference implementation and test."""
+    """Every metric the core declares (task-free ones and the built-in tasks'; a plugin task
+    documents its own) needs a README row stating its definition, reference implementation and test."""
     documented = _readme_metric_rows()
-    missing = sorted(set(HIGHER_IS_BETTER) - documented)
+    with use_registry(get_registry(load_entrypoints=False)):
+        missing = sorted(set(higher_is_better()) - documented)
     assert not missing, f"metrics without a row in README 'Metrics and their references': {missing}"

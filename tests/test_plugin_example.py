@@ -36,12 +36,36 @@ def test_plugin_is_listed_with_its_distribution(installed, tmp_path):
     assert "example-mtbench-plugin" in line and "0.1.0" in line
 
 
+def test_the_plugin_passes_the_conformance_checks(installed, tmp_path):
+    """What the plugin's own CI runs: mtbench.testing's task and metric checks."""
+    code = ("import torch, example_mtbench_plugin as p; from mtbench.testing import check_metric, check_task; "
+            "check_task(p.Count, p.synthetic_count('count', 'val', None, 64, num_images=2, seed=0, max_shapes=3)); "
+            "check_metric(p.CountMetric, torch.tensor([1.2, 2.9]), torch.tensor([1, 2])); print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=installed, cwd=tmp_path)
+    assert out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
 def test_one_cell_suite_runs_with_the_plugin(installed, tmp_path):
+    # --allow-suspect: 2 training steps leave every task at chance, and the overfit check finds
+    # that 4 steps do not teach the counter to use its input (an error finding, exit 3 otherwise)
     out = _mtbench(installed, "run", str(EXAMPLE / "suite.yaml"), "--results", str(tmp_path), "--no-progress",
-                   cwd=tmp_path)
+                   "--allow-suspect", cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     rec = json.loads(next((tmp_path / "example-plugin" / "cells").glob("*.json")).read_text())
     assert rec["status"] == "ok" and rec["config"]["strategy"] == {"name": "heavy-det", "params": {"det_weight": 3.0}}
+    # the plugin's task ran beside det and cls, with its metrics, CIs and measured chance level
+    assert {"det/mAP", "cls/Top-1", "count/acc", "count/MAE"} <= set(rec["metrics"])
+    assert "count/acc" in rec["ci"] and "count/acc" in rec["chance"] and rec["uncertainty"]["chance"]["count"] == "permutation"
+    assert rec["task_meta"]["count"]["headline"] == "count/acc"
+    # the plugin's diagnostic ran on the cell (8 val images) and binds the numbers it invalidates
+    few = [f for f in rec["diagnostics"] if f["check"] == "count-few-images"]
+    assert few and few[0]["invalidates"] == ["count/acc", "count/MAE"] and few[0]["evidence"]["images"] == 8
+    header = next(ln for ln in out.stdout.splitlines() if "cell" in ln and "count acc" in ln)
+    assert all(col in header for col in ("det mAP@[.5:.95]", "cls Top-1", "count acc", "count MAE", "count acc chance"))
+    # the stored records carry the task's columns: the report reads them where the plugin is not installed
+    report = _mtbench({k: v for k, v in installed.items() if k != "PYTHONPATH"}, "report",
+                      str(tmp_path / "example-plugin"), "--out", str(tmp_path / "rep"), cwd=tmp_path)
+    assert report.returncode == 0 and "count acc chance" in report.stdout, report.stderr[-2000:]
     without = _mtbench({k: v for k, v in installed.items() if k != "PYTHONPATH"}, "validate",
                        str(EXAMPLE / "suite.yaml"), cwd=tmp_path)
     assert without.returncode == 2 and "unknown strategy 'heavy-det'" in without.stderr

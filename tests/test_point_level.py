@@ -12,12 +12,15 @@ import torch
 
 from mtbench.errors import DataError, PluginError
 from mtbench.metrics.base import bootstrap_ci
-from mtbench.metrics.point_level import PointLevelMetrics, match_points, pd_fa_auc, pd_fa_curve
-from mtbench.models.heatmap import decode_heatmap, point_cells
 from mtbench.plugins import get_registry
+from tests.conftest import POINTS_PLUGIN
+
+pytest.importorskip("mtbench_point_heatmap", reason=POINTS_PLUGIN)
+from mtbench_point_heatmap.heatmap import decode_heatmap, point_cells  # noqa: E402
+from mtbench_point_heatmap.metrics import PointLevelMetrics, match_points, pd_fa_auc, pd_fa_curve  # noqa: E402
 
 #: every registered point loss (the built-ins: bce-hard, focal-heatmap, gaussian-soft)
-POINT_LOSSES = get_registry(load_entrypoints=False).names("loss", "points/*")
+POINT_LOSSES = get_registry().names("loss", "points/*")
 
 
 def pred(points, scores, **extra) -> dict:
@@ -163,9 +166,7 @@ def test_contract_errors():
 
 
 def test_evaluation_uses_the_point_level_metric():
-    from mtbench.evaluation import _metric_for
-
-    assert isinstance(_metric_for("points", None), PointLevelMetrics)
+    assert isinstance(get_registry().task("points").metric(None), PointLevelMetrics)
 
 
 # --- acceptance: a perfect point detector, through each loss's own target encoding and decoding ---
@@ -211,8 +212,8 @@ def _score(loss, raw, points, stride) -> dict[str, float]:
 
 @pytest.mark.parametrize("stride", [4, 8, 16], ids=["P2", "P3", "P4"])
 @pytest.mark.parametrize("loss_name", POINT_LOSSES)
-def test_perfect_point_detector_scores_pd_one_without_false_alarms(registry, loss_name, stride):
-    loss = registry.create("loss", loss_name, num_classes=1)
+def test_perfect_point_detector_scores_pd_one_without_false_alarms(points_registry, loss_name, stride):
+    loss = points_registry.create("loss", loss_name, num_classes=1)
     points = _targets(stride)
     raw = _perfect_raw(loss, points, stride)
     r = _score(loss, raw, points, stride)
@@ -237,7 +238,7 @@ def test_a_duplicate_point_at_a_target_is_one_false_alarm():
     assert r["points/Pd"] == 1.0 and r["points/FA_per_image"] == 1.0
 
 
-def test_evaluate_scores_points_point_level_on_sirst(registry, data_root):
+def test_evaluate_scores_points_point_level_on_sirst(points_registry, data_root):
     """evaluate() on SIRST val: a model whose one peak per image sits in the centre cell."""
     from mtbench.evaluation import evaluate
     from mtbench.models.base import MultiTaskModel
@@ -252,7 +253,7 @@ def test_evaluate_scores_points_point_level_on_sirst(registry, data_root):
             raw[:, 0, 4, 4] = 10.0
             return {"points": raw}
 
-    ds = registry.create("dataset", "sirst", task="points", split="val", root=data_root, image_size=64)
+    ds = points_registry.create("dataset", "sirst", task="points", split="val", root=data_root, image_size=64)
     out = evaluate(CentrePeak(), {"points": ds}, ["points"], 32, torch.device("cpu"), 64, {"points": {"threshold": 0.5}})
     assert set(out) == {"points/Pd", "points/FA_per_image", "points/precision", "points/F1", "points/Pd_FA_AUC"}
     n_targets = sum(len(ds[i][1]["points"]) for i in range(len(ds)))

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from mtbench.metrics.points import PointMaskMetrics, components, match_image
+from tests.conftest import POINTS_PLUGIN
+
+pytest.importorskip("mtbench_point_heatmap", reason=POINTS_PLUGIN)
+from mtbench_point_heatmap.mask_metrics import PointMaskMetrics, components, match_image  # noqa: E402
 
 
 def test_components_centroids_eight_connected():
@@ -73,9 +76,9 @@ def test_far_prediction_is_not_a_detection():
     assert match_image(pred, gt)["detected"] == 0
 
 
-def test_sirst_loader(registry, data_root):
+def test_sirst_loader(points_registry, data_root):
     for split, n in (("train", 256), ("val", 85)):
-        ds = registry.create("dataset", "sirst", task="points", split=split, root=data_root, image_size=256)
+        ds = points_registry.create("dataset", "sirst", task="points", split=split, root=data_root, image_size=256)
         assert len(ds) == n
     img, t = ds[0]
     assert img.shape == (3, 256, 256) and t["points"].dtype == torch.float32 and t["points"].shape[1] == 2
@@ -90,7 +93,7 @@ def test_sirst_loader(registry, data_root):
 
 
 def test_decode_heatmap_peak_with_subpixel_offset():
-    from mtbench.models.heatmap import decode_heatmap
+    from mtbench_point_heatmap.heatmap import decode_heatmap
 
     raw = torch.full((1, 3, 8, 8), -10.0)
     raw[0, 0, 2, 5] = 5.0  # cell (col 5, row 2) at stride 4

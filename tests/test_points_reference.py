@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from mtbench.metrics.points import PointMaskMetrics
+from tests.conftest import POINTS_PLUGIN
+
+pytest.importorskip("mtbench_point_heatmap", reason=POINTS_PLUGIN)
+from mtbench_point_heatmap.mask_metrics import PointMaskMetrics  # noqa: E402
 
 ref = pytest.importorskip("tests._pyirstdmetrics_ref", reason="scikit-image (test extra) is needed for the reference")
 

@@ -139,10 +139,10 @@ def test_derangement_has_no_fixed_point():
         assert sorted(p.tolist()) == list(range(n)) and not (p == np.arange(n)).any()
 
 
-def test_chance_cls_is_the_majority_share():
+def test_chance_cls_is_the_majority_share(registry):
     labels = torch.tensor([0] * 7 + [1] * 2 + [2] * 1)
     preds = list(torch.randn(10, 3).unbind(0))
-    metric, method = chance_metric("cls", lambda: Top1(3), preds, list(labels.unbind(0)), seed=0)
+    metric, method = chance_metric(registry.task("cls"), lambda: Top1(3), preds, list(labels.unbind(0)), seed=0)
     assert method == "majority" and metric.compute()["cls/Top-1"] == pytest.approx(0.7)
 
 
@@ -154,7 +154,7 @@ def test_chance_det_permutation_of_perfect_detections_is_low(registry):
     good = DetectionMAP(ds.coco_gt())
     good.update(preds, targets)
     assert good.compute()["det/mAP"] == pytest.approx(1.0)
-    chance, method = chance_metric("det", lambda: DetectionMAP(ds.coco_gt()), preds, targets, seed=0)
+    chance, method = chance_metric(registry.task("det"), lambda: DetectionMAP(ds.coco_gt()), preds, targets, seed=0)
     assert method == "permutation"
     assert chance.compute()["det/mAP"] < 0.3
 

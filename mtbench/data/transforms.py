@@ -37,24 +37,11 @@ def scale_boxes(boxes: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
 
 
 def hflip(image: torch.Tensor, task: str, target):
-    """Horizontally flip an image ``(3, H, W)`` and its target for ``task``.
-
-    det: boxes xyxy are mirrored; seg: the mask is mirrored; points: points, boxes and
-    mask are mirrored; cls: unchanged.
-    """
-    width = image.shape[-1]
-    image = image.flip(-1)
-    if task in ("det", "points"):
-        boxes = target["boxes"].clone()
-        boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]
-        target = {**target, "boxes": boxes}
-    if task == "points":
-        points = target["points"].clone()
-        points[:, 0] = width - points[:, 0]
-        target = {**target, "points": points, "mask": target["mask"].flip(-1)}
-    elif task == "seg":
-        target = target.flip(-1)
-    return image, target
+    """Horizontally flip an image ``(3, H, W)`` and its target for ``task``: the target follows
+    the task's rule (:meth:`mtbench.tasks.Task.flip_target` of the active registry, e.g. det
+    boxes mirrored, a seg mask mirrored, a cls label unchanged)."""
+    from mtbench.plugins import active_registry  # here: the registry is built on first use, not at import
+    return image.flip(-1), active_registry().task(task).flip_target(target, image.shape[-1])
 
 
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from mtbench.metrics import PRIMARY
+from mtbench.metrics import headlines
 
 SPEED_METRICS = ["fps", "latency_ms", "latency_p90_ms"]
 
@@ -48,8 +48,9 @@ def task_metrics(rec: dict, task: str) -> list[str]:
     trained sequentially, ``forgetting``, ``BWT`` and ``forgetting/<task>`` (a broken stage
     makes what the later stages did to earlier tasks a measurement of a broken run)."""
     keys = {k for k in (rec.get("metrics") or {}) if k.startswith(f"{task}/")}
-    if task in PRIMARY:
-        keys |= {PRIMARY[task], "delta_m"}
+    primary = headlines([rec])
+    if task in primary:
+        keys |= {primary[task], "delta_m"}
     stages = rec.get("stages") or []
     if any(s.get("task") == task for s in stages):
         keys |= {"forgetting", "BWT"} | ({f"forgetting/{task}"} if stages[-1].get("task") != task else set())

@@ -18,16 +18,16 @@ from __future__ import annotations
 import math
 
 from mtbench.diagnostics.binding import Finding
-from mtbench.metrics import HIGHER_IS_BETTER, PRIMARY
+from mtbench.metrics import headlines, higher_is_better
 
 RTOL = 1e-6  # float32 keeps ~7 significant digits (eps 1.2e-7)
 
 
 def at_chance(metric: str, value: float, chance: float, ci: list | None = None,
-              chance_ci: list | None = None) -> bool:
+              chance_ci: list | None = None, higher: bool = True) -> bool:
     """Whether ``value`` (with its CI ``[lo, hi]`` when known) is at the ``chance`` level (with
-    its CI when known) of ``metric``; see the module docstring for the rule."""
-    higher = HIGHER_IS_BETTER.get(metric, True)
+    its CI when known) of ``metric`` (``higher``: whether higher is better); see the module
+    docstring for the rule."""
     lo, hi = ci if ci is not None else (value, value)
     c_lo, c_hi = chance_ci if chance_ci is not None else (chance, chance)
     score, level = (lo, c_hi) if higher else (hi, c_lo)
@@ -49,21 +49,22 @@ def chance_level(rec: dict) -> list[Finding]:
     chance_ci = rec.get("chance_ci") or {}
     cis = rec.get("ci") or {}
     metrics = rec.get("metrics") or {}
+    directions = higher_is_better([rec])
     for key, c in chance.items():
         v = metrics.get(key)
-        if v is None or not at_chance(key, v, c, cis.get(key), chance_ci.get(key)):
+        if v is None or not at_chance(key, v, c, cis.get(key), chance_ci.get(key), directions.get(key, True)):
             continue
         out.append(Finding("chance-level", "warning",
                            f"{key} = {v:.4g}{_fmt_ci(cis.get(key))} is at chance ({c:.4g}{_fmt_ci(chance_ci.get(key))})",
                            {"metric": key, "value": v, "chance": c, "ci": cis.get(key), "chance_ci": chance_ci.get(key)},
                            [key]))
     for stage in (rec.get("stages") or [])[:-1]:
-        key = PRIMARY.get(stage["task"])
+        key = headlines([rec]).get(stage["task"])
         just = stage["metrics"].get(key)
         if key not in chance or just is None:
             continue
         ci = (stage.get("ci") or {}).get(key)
-        if at_chance(key, just, chance[key], ci, chance_ci.get(key)):
+        if at_chance(key, just, chance[key], ci, chance_ci.get(key), directions.get(key, True)):
             task = stage["task"]
             out.append(Finding("chance-level", "warning",
                                f"forgetting of {task} is not meaningful: right after its stage {key} = "

@@ -1,7 +1,10 @@
-"""The loss-history, overfit, speed and registry of diagnostic checks (table: package docstring).
+"""The loss-history, overfit and speed checks, and the built-in checks' registration (table:
+package docstring).
 
 Every check is a pure function ``check(record) -> list[Finding]``; each finding names the
-metric keys it invalidates (:mod:`mtbench.diagnostics.binding`).
+metric keys it invalidates (:mod:`mtbench.diagnostics.binding`). The built-in checks register
+through the hook ``mtbench_register_diagnostics`` like a plugin's; :func:`diagnose` runs every
+registered one.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from mtbench.diagnostics.chance_level import chance_level
 from mtbench.diagnostics.data import dropped_annotations
 from mtbench.diagnostics.reference import reference_figures
 from mtbench.diagnostics.weights import task_weight_collapse
+from mtbench.plugins import Spec, hookimpl, reader_registry
 
 DEAD_WINDOW = 20          # K: logged steps of the last window looked at by dead-loss (all 0 / constant)
 DEAD_SHARE = 0.25         # dead-loss: a component 0 or missing, or no positives, in >= 25% of a stage's steps
@@ -208,9 +212,21 @@ CHECKS: dict[str, Callable[[dict], list[Finding]]] = {
 HISTORY_CHECKS = ("dead-loss", "positive-ratio")
 
 
+@hookimpl
+def mtbench_register_diagnostics():
+    return [Spec("diagnostic", name, check, (check.__doc__ or "").strip().split("\n")[0])
+            for name, check in CHECKS.items()]
+
+
+def checks() -> dict[str, Callable[[dict], list[Finding]]]:
+    """Every registered check by name: the active registry's (:func:`mtbench.plugins.use_registry`,
+    a run's plugins included), else the built-in ones."""
+    return {name: entry.spec.factory for name, entry in reader_registry().entries["diagnostic"].items()}
+
+
 def diagnose(rec: dict) -> list[dict]:
-    """Every check's findings for one cell record, as JSON-ready dicts."""
-    return [f.as_dict() for check in CHECKS.values() for f in check(rec)]
+    """Every registered check's findings for one cell record, as JSON-ready dicts."""
+    return [f.as_dict() for check in checks().values() for f in check(rec)]
 
 
 def rediagnose(rec: dict) -> tuple[list[dict], bool]:
@@ -218,10 +234,13 @@ def rediagnose(rec: dict) -> tuple[list[dict], bool]:
 
     :return: ``(findings, stored)``: when the record has no loss history (``results.json``
         strips it), the history checks cannot re-run, so their findings are the ones stored
-        with the record (``record["diagnostics"]``) and ``stored`` is True.
+        with the record (``record["diagnostics"]``) and ``stored`` is True. Findings of a check
+        that is not registered here (a plugin's, not installed) are kept as stored.
     """
+    known = checks()
+    foreign = [f for f in rec.get("diagnostics") or [] if f.get("check") not in known]
     if rec.get("history"):
-        return diagnose(rec), False
-    fresh = [f.as_dict() for name, check in CHECKS.items() if name not in HISTORY_CHECKS for f in check(rec)]
+        return foreign + diagnose(rec), False
+    fresh = [f.as_dict() for name, check in known.items() if name not in HISTORY_CHECKS for f in check(rec)]
     kept = [f for f in rec.get("diagnostics") or [] if f.get("check") in HISTORY_CHECKS]
-    return kept + fresh, True
+    return foreign + kept + fresh, True

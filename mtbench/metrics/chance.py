@@ -1,12 +1,15 @@
 """Measured chance levels: what a model that learned nothing about the images scores on
 the same val split, computed with the same metric code, with a bootstrap CI.
 
-- **majority** (classification): a constant predictor of the val split's most frequent
-  label (a model that ignores its input can always reach it). Top-1 = that label's share.
-- **permutation** (every other task, the default): the model's own predictions scored
+Each task names its chance predictor (:meth:`mtbench.tasks.Task.chance_inputs`):
+
+- **majority** (classification, :mod:`mtbench.tasks.classification`): a constant predictor
+  of the val split's most frequent label (a model that ignores its input can always reach
+  it). Top-1 = that label's share.
+- **permutation** (the default, :func:`permuted_targets`): the model's own predictions scored
   against another image's ground truth (a derangement of the val images, seeded). It keeps
   everything about the predictions that does not depend on the image (how many boxes,
-  where, which classes, how much of each segmentation class, how many points), so a det
+  where, which classes, how much of each segmentation class), so a det
   mAP of 0.005 from predicting the split's typical boxes reads as chance, not as learning.
   Predictions are in input pixels and every val image is resized to the same square
   input, so another image's target maps them to its own original pixels unchanged.
@@ -22,10 +25,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-#: task -> how its chance predictor is made; tasks not listed use ``permutation``.
-CHANCE_METHOD = {"cls": "majority"}
-
-
 def derangement(n: int, seed: int) -> np.ndarray:
     """``int64 (n,)``: ``perm[i] != i`` for every i (n >= 2), seeded (a random cyclic shift)."""
     order = np.random.default_rng(seed).permutation(n)
@@ -34,28 +33,18 @@ def derangement(n: int, seed: int) -> np.ndarray:
     return out
 
 
-def _majority_logits(preds: list, targets: list) -> list:
-    """Constant logits ``float32 (C,)`` of the split's most frequent label, one per image."""
-    labels = torch.stack([torch.as_tensor(t) for t in targets]).long()
-    majority = int(torch.bincount(labels).argmax())
-    logits = torch.zeros_like(torch.as_tensor(preds[0]), dtype=torch.float32)
-    logits[majority] = 1.0
-    return [logits] * len(preds)
-
-
-def chance_inputs(task: str, preds: list, targets: list, seed: int) -> tuple[list, list, str]:
-    """Per-image ``(predictions, targets)`` of the task's chance predictor and its method name.
+def permuted_targets(preds: list, targets: list, seed: int) -> tuple[list, list, str]:
+    """The ``permutation`` chance predictor (every task's default,
+    :meth:`mtbench.tasks.Task.chance_inputs`): per-image ``(predictions, targets)`` with the
+    targets of a seeded derangement of the val images, and the method name.
 
     :param preds: per-image decoded predictions of the model (one entry per val image).
     :param targets: per-image targets, same order.
     """
-    method = CHANCE_METHOD.get(task, "permutation")
-    if method == "majority":
-        return _majority_logits(preds, targets), targets, method
     if len(targets) < 2:
         return preds, targets, "none (fewer than 2 images)"
     perm = derangement(len(targets), seed)
-    return preds, [targets[j] for j in perm], method
+    return preds, [targets[j] for j in perm], "permutation"
 
 
 def batched(items: list, size: int):
@@ -66,10 +55,11 @@ def batched(items: list, size: int):
         yield torch.stack(chunk) if isinstance(chunk[0], torch.Tensor) else list(chunk)
 
 
-def chance_metric(task: str, make_metric: Callable[[], object], preds: list, targets: list, seed: int,
+def chance_metric(task, make_metric: Callable[[], object], preds: list, targets: list, seed: int,
                   batch_size: int = 64):
-    """A fresh metric (``make_metric()``) fed the chance predictor's outputs; ``(metric, method)``."""
-    cp, ct, method = chance_inputs(task, preds, targets, seed)
+    """A fresh metric (``make_metric()``) fed the chance predictor of ``task`` (a
+    :class:`mtbench.tasks.Task`, its ``chance_inputs``); ``(metric, method)``."""
+    cp, ct, method = task.chance_inputs(preds, targets, seed)
     metric = make_metric()
     for p, t in zip(batched(cp, batch_size), batched(ct, batch_size)):
         metric.update(p, t)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mtbench.metrics.base import SampleMetricBase
+from mtbench.plugins import Spec, hookimpl
 
 if TYPE_CHECKING:  # torch only for annotations: compare / doctor load this class for reduce()
     import torch
@@ -37,3 +38,9 @@ class Top1(SampleMetricBase):
     def reduce(samples: dict, index: np.ndarray) -> dict[str, float]:
         correct = np.asarray(samples["correct"], dtype=np.float64)[index]
         return {"cls/Top-1": float(correct.mean()) if len(correct) else 0.0}
+
+
+@hookimpl
+def mtbench_register_metrics():
+    return [Spec("metric", "top1", lambda dataset: Top1(dataset.info.num_classes), "Top-1 accuracy (micro)",
+                 task="cls")]

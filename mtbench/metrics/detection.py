@@ -13,6 +13,7 @@ import numpy as np
 from mtbench.metrics.base import SampleMetricBase
 from mtbench.metrics.coco_eval import coco_stats
 from mtbench.metrics.coco_resample import ap_from_matches, per_image_matches
+from mtbench.plugins import Spec, hookimpl
 
 
 class DetectionMAP(SampleMetricBase):
@@ -50,3 +51,9 @@ class DetectionMAP(SampleMetricBase):
     def compute(self) -> dict[str, float]:
         stats = coco_stats(self.gt, self.dets)
         return {"det/mAP": float(stats[0]), "det/AP50": float(stats[1]), "det/num_dets": float(len(self.dets))}
+
+
+@hookimpl
+def mtbench_register_metrics():
+    return [Spec("metric", "coco-map", lambda dataset: DetectionMAP(dataset.coco_gt()),
+                 "COCO mAP@[.5:.95] and AP50 (faster-coco-eval = pycocotools), per-image matches", task="det")]

@@ -1,7 +1,7 @@
 """Forgetting and backward transfer of sequential (continual) training, as published.
 
 Notation: stages ``0 .. T-1`` train tasks ``t_0 .. t_{T-1}`` in order; ``a[l][t]`` is the
-task's headline score (``PRIMARY``: mAP, mIoU, Top-1, points F1; a fraction in [0, 1],
+task's headline score (:func:`mtbench.metrics.headlines`: mAP, mIoU, Top-1, a plugin task's own; a fraction in [0, 1],
 higher is better) on its val split after stage ``l``, defined for ``l >= j``, the task's
 own stage. Every task but the last (``t_{T-1}``, never followed by another stage) gets:
 
@@ -30,7 +30,7 @@ is 0), so a task is never dropped from one column without the record saying so.
 from __future__ import annotations
 
 from mtbench.errors import MetricError
-from mtbench.metrics import HIGHER_IS_BETTER
+from mtbench.metrics import higher_is_better
 
 
 def _score(stage: dict, k: int, key: str) -> float:
@@ -60,14 +60,15 @@ def forgetting(stages: list[dict], primary: dict[str, str]) -> dict[str, float |
         return {}
     out: dict[str, float | int | None] = {}
     drops, rels, bwts = [], [], []
+    directions = higher_is_better()
     last = len(stages) - 1
     for j, stage in enumerate(stages[:-1]):
         task = stage["task"]
         key = primary[task]
-        if HIGHER_IS_BETTER.get(key) is not True:
+        if directions.get(key) is not True:
             raise MetricError(f"forgetting needs a higher-is-better headline metric; {key} (task {task}) is "
-                              f"{'lower-is-better' if key in HIGHER_IS_BETTER else 'not declared'} in "
-                              f"mtbench.metrics.HIGHER_IS_BETTER")
+                              f"{'lower-is-better' if key in directions else 'not declared'} in "
+                              f"its task's metrics (mtbench.tasks.Task.metrics)")
         earlier = [_score(stages[k], k, key) for k in range(j, last)]
         final = _score(stages[last], last, key)
         best = max(earlier)

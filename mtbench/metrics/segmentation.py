@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mtbench.metrics.base import SampleMetricBase
+from mtbench.plugins import Spec, hookimpl
 
 if TYPE_CHECKING:
     import torch
@@ -57,3 +58,9 @@ class SegmentationMIoU(SampleMetricBase):
         union = np.asarray(samples["union"], dtype=np.int64)[index].sum(0)
         present = union > 0
         return {"seg/mIoU": float((inter[present] / union[present]).mean()) if present.any() else 0.0}
+
+
+@hookimpl
+def mtbench_register_metrics():
+    return [Spec("metric", "miou", lambda dataset: SegmentationMIoU(dataset.info.num_classes),
+                 "mIoU from one confusion matrix over the split, 255 ignored", task="seg")]

@@ -13,9 +13,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mtbench.data.transforms import upsample_logits
-from mtbench.models.dense import postprocess
-from mtbench.models.heatmap import decode_heatmap
 
 LEVEL_STRIDES = {"P2": 4, "P3": 8, "P4": 16, "P5": 32}
 
@@ -55,34 +52,23 @@ class MultiTaskModel(nn.Module):
     _set_tasks = set_tasks  # the name before 0.1.0's plugin guide; kept for existing plugins
 
     def decode(self, task: str, raw, image_size: int, **options) -> list | torch.Tensor:
-        """Predictions for ``task`` from its raw output (dense encoding of
-        :mod:`mtbench.models.dense` for det, one map or a list per level).
+        """Predictions for ``task`` from its raw output, by the task's rule
+        (:meth:`mtbench.tasks.Task.decode` of the active registry; its ``prediction`` names the
+        shapes), at this model's ``strides[task]`` and class count.
 
         ``options`` come from the task's loss (``loss.decode_kwargs``), e.g. whether the
-        quality logit of a dense head was trained.
+        quality logit of a dense head was trained. A model with its own encoding overrides this.
 
         - det: list (one per image) of ``{"boxes": float32 (K, 4) xyxy input pixels,
-          "scores": float32 (K,), "labels": int64 (K,)}`` after NMS.
+          "scores": float32 (K,), "labels": int64 (K,)}`` after NMS (dense encoding of
+          :mod:`mtbench.models.dense`, one map or a list per level).
         - seg: ``int64 (B, S, S)`` class indices.
         - cls: ``float32 (B, C)`` logits.
-        - points: list (one per image) of ``{"points": float32 (K, 2) xy input pixels,
-          "scores": float32 (K,) probabilities in [0, 1]}`` (for the heatmap encoding of
-          :mod:`mtbench.models.heatmap`, by :func:`~mtbench.models.heatmap.decode_heatmap`);
-          scored point-level (:mod:`mtbench.metrics.point_level`). A model that predicts a
-          real per-pixel target segmentation (a DNANet / ACM-style segmentation network,
-          whose points are its components' centroids) adds ``"seg_mask": bool (S, S)`` to
-          every image's dict; only then are the mask-level BasicIRSTD metrics
-          (``points_mask/Pd``, ``Fa``, ``IoU``, ``nIoU``; :mod:`mtbench.metrics.points`)
-          reported too. A thresholded point heatmap is not a segmentation: never return it
-          as ``seg_mask``.
         """
-        if task == "det":
-            return postprocess(raw, self.infos["det"].num_classes, self.strides["det"], image_size, **options)
-        if task == "points":
-            return decode_heatmap(raw, self.strides["points"], image_size, **options)
-        if task == "seg":
-            return upsample_logits(raw, (image_size, image_size)).argmax(1)
-        return raw
+        from mtbench.plugins import active_registry  # here: the registry is built on first use, not at import
+        info = getattr(self, "infos", {}).get(task)
+        return active_registry().task(task).decode(raw, num_classes=info.num_classes if info else None,
+                                                   stride=self.strides[task], image_size=image_size, **options)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters every task's loss depends on (PCGrad projects gradients on these)."""

@@ -153,8 +153,14 @@ class SingleLevelFPN(nn.Module):
         return self.smooth(out)
 
 
-#: channels a task occupies in a head's output: det = C classes + 4 box distances + 1 centre-ness
-TASK_WIDTH = {"det": lambda c: c + 5, "seg": lambda c: c, "cls": lambda c: c}
+def head_layout(task: str, num_classes: int) -> tuple[int, bool]:
+    """``(channels, image_level)`` of ``task`` in a dense head's output, as the task states them
+    (:attr:`mtbench.tasks.Task.head_channels`, e.g. det = C classes + 4 box distances + 1
+    centre-ness; :attr:`~mtbench.tasks.Task.image_level`: the map is averaged to ``(B, ch)``, as
+    for cls logits)."""
+    from mtbench.plugins import active_registry  # here: the registry is built on first use, not at import
+    spec = active_registry().task(task)
+    return spec.head_channels(num_classes), spec.image_level
 
 
 def conv_head(channels: int, layers: int, out_channels: int) -> nn.Sequential:

@@ -6,11 +6,12 @@ A model declares its ``tasks``, ``strides[task]`` (pixels, a list for multi-leve
 the random state are left as they were) and compares what comes out with what it declares:
 
 - every declared task has an output;
-- dense maps (det, points) have one map per declared stride, each ``(B, ch, S/stride, S/stride)``;
-- det maps have ``C + 4*nb + 1`` channels for the declared ``C`` classes
-  (:mod:`mtbench.models.dense`); seg maps ``(B, C, h, w)``; cls logits ``(B, C)``;
-- ``decode`` returns one prediction per image (det, points) or ``(B, S, S)`` class indices
-  (seg).
+- the output fits the task's contract (:meth:`mtbench.tasks.Task.check_output`; dense maps:
+  :func:`check_dense`, one map per declared stride, each ``(B, ch, S/stride, S/stride)``;
+  det maps ``C + 4*nb + 1`` channels for the declared ``C`` classes; seg maps ``(B, C, h, w)``;
+  cls logits ``(B, C)``);
+- ``decode`` returns what the task expects (:meth:`mtbench.tasks.Task.check_decoded`: one
+  prediction per image by default, ``(B, S, S)`` class indices for seg).
 
 A mismatch raises :class:`ContractError` naming the task and expected vs got, so a cell fails
 before its first training step instead of training the whole budget into garbage metrics
@@ -22,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from mtbench.errors import MtbenchError
+from mtbench.plugins import active_registry
 
 BATCH = 2
 
@@ -34,56 +36,40 @@ def _maps(raw) -> list:
     return list(raw) if isinstance(raw, (list, tuple)) else [raw]
 
 
-def _strides(model, task: str) -> list[int]:
+def strides_of(model, task: str) -> list[int]:
+    """``model.strides[task]`` as a list (one entry per output map)."""
     s = model.strides[task]
     return list(s) if isinstance(s, (list, tuple)) else [s]
 
 
-def _check_dense(model, task: str, raw, image_size: int) -> None:
-    maps, strides = _maps(raw), _strides(model, task)
+def check_dense(task: str, raw, strides: list[int], batch: int, image_size: int) -> list[torch.Tensor]:
+    """Dense maps: one per declared stride, each ``(batch, ch, S/stride, S/stride)``.
+
+    :return: the maps, as a list.
+    :raises ContractError: a map count or size that does not match ``strides``.
+    """
+    maps = _maps(raw)
     if len(maps) != len(strides):
         raise ContractError(f"task {task}: {len(maps)} output map(s), but strides declares {len(strides)} "
                             f"({strides})")
     for i, (m, s) in enumerate(zip(maps, strides)):
-        want = (BATCH, image_size // s, image_size // s)
+        want = (batch, image_size // s, image_size // s)
         got = (m.shape[0], *m.shape[-2:]) if m.dim() == 4 else tuple(m.shape)
         if m.dim() != 4 or got != want:
-            raise ContractError(f"task {task}: map {i} has shape {tuple(m.shape)}, expected (batch {BATCH}, ch, "
+            raise ContractError(f"task {task}: map {i} has shape {tuple(m.shape)}, expected (batch {batch}, ch, "
                                 f"{want[1]}, {want[2]}) for its declared stride {s} at {image_size} px")
-        if task == "det":
-            c = model.infos["det"].num_classes
-            extra = m.shape[1] - c - 1
-            if extra < 4 or extra % 4:
-                raise ContractError(f"task det: map {i} has {m.shape[1]} channels, expected {c} classes + 4*nb box "
-                                    f"+ 1 quality (nb >= 1) for the declared {c} classes")
+    return maps
 
 
-def _check_raw(model, task: str, raw, image_size: int) -> None:
-    if task in ("det", "points"):
-        _check_dense(model, task, raw, image_size)
-        return
-    c = model.infos[task].num_classes
-    if task == "cls" and (raw.dim() != 2 or tuple(raw.shape) != (BATCH, c)):
-        raise ContractError(f"task cls: logits of shape {tuple(raw.shape)}, expected ({BATCH}, {c}) for the "
-                            f"declared {c} classes")
-    if task == "seg" and (raw.dim() != 4 or raw.shape[0] != BATCH or raw.shape[1] != c):
-        raise ContractError(f"task seg: logits of shape {tuple(raw.shape)}, expected ({BATCH}, {c}, h, w) for "
-                            f"the declared {c} classes")
+def check_per_image(task: str, pred, batch: int) -> None:
+    """Decoded predictions: one per image (a tensor ``(batch, ...)`` or a list of ``batch`` items).
 
-
-def _check_decoded(task: str, pred, image_size: int) -> None:
-    if task in ("det", "points"):
-        ok = isinstance(pred, list) and len(pred) == BATCH
-        want = f"a list of {BATCH} per-image dicts"
-    elif task == "seg":
-        ok = isinstance(pred, torch.Tensor) and tuple(pred.shape) == (BATCH, image_size, image_size)
-        want = f"({BATCH}, {image_size}, {image_size}) class indices"
-    else:
-        ok = isinstance(pred, torch.Tensor) and pred.shape[0] == BATCH
-        want = f"({BATCH}, C) logits"
-    if not ok:
-        got = f"shape {tuple(pred.shape)}" if isinstance(pred, torch.Tensor) else type(pred).__name__
-        raise ContractError(f"task {task}: decode returned {got}, expected {want}")
+    :raises ContractError: another count or type.
+    """
+    if not (isinstance(pred, (torch.Tensor, list)) and len(pred) == batch):
+        got = f"shape {tuple(pred.shape)}" if isinstance(pred, torch.Tensor) else \
+            f"{type(pred).__name__} of {len(pred)}" if isinstance(pred, list) else type(pred).__name__
+        raise ContractError(f"task {task}: decode returned {got}, expected one prediction per image ({batch})")
 
 
 @torch.no_grad()
@@ -106,8 +92,10 @@ def check_model(model, image_size: int, device: torch.device, decode_kwargs: dic
         for task in model.tasks:
             if task not in out:
                 raise ContractError(f"task {task}: no output (forward returned {sorted(out)})")
-            _check_raw(model, task, out[task], image_size)
-            _check_decoded(task, model.decode(task, out[task], image_size, **(decode_kwargs or {}).get(task, {})),
-                           image_size)
+            spec = active_registry().task(task)
+            spec.check_output(out[task], num_classes=model.infos[task].num_classes, strides=strides_of(model, task),
+                              batch=BATCH, image_size=image_size)
+            spec.check_decoded(model.decode(task, out[task], image_size, **(decode_kwargs or {}).get(task, {})),
+                               batch=BATCH, image_size=image_size)
     finally:
         model.train(was_training)

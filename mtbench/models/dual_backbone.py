@@ -13,7 +13,7 @@ from torch import nn
 
 from mtbench.data.base import TaskInfo
 from mtbench.models.base import MultiTaskModel
-from mtbench.models.blocks import TASK_WIDTH, Backbone, Normalize, SingleLevelFPN, conv_head, init_det_prior
+from mtbench.models.blocks import Backbone, Normalize, SingleLevelFPN, conv_head, head_layout, init_det_prior
 from mtbench.plugins import Spec, hookimpl
 
 
@@ -26,14 +26,15 @@ class _Branch(nn.Module):
             raise ValueError(f"backbone {backbone} has no stride-{stride} output; strides {self.backbone.strides}")
         self.normalize = Normalize(self.backbone.mean, self.backbone.std)
         self.neck = SingleLevelFPN(self.backbone.channels, channels)
-        self.head = conv_head(channels, layers, TASK_WIDTH[info.task](info.num_classes))
+        width, self.pooled = head_layout(info.task, info.num_classes)
+        self.head = conv_head(channels, layers, width)
         if info.task == "det":
             init_det_prior(self.head[-1], 0, info.num_classes)
         self.task = info.task
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.head(self.neck(self.backbone(self.normalize(x))))
-        return out.mean(dim=(2, 3)) if self.task == "cls" else out
+        return out.mean(dim=(2, 3)) if self.pooled else out
 
 
 class DualBackbone(MultiTaskModel):

@@ -17,7 +17,7 @@ from torch import nn
 
 from mtbench.data.base import TaskInfo
 from mtbench.models.base import MultiTaskModel
-from mtbench.models.blocks import TASK_WIDTH, Backbone, Normalize, SingleLevelFPN, conv_head, init_det_prior
+from mtbench.models.blocks import Backbone, Normalize, SingleLevelFPN, conv_head, head_layout, init_det_prior
 from mtbench.plugins import Spec, hookimpl
 
 
@@ -45,7 +45,9 @@ class UnifiedOneHead(MultiTaskModel):
                              f"its strides are {self.backbone.strides}")
         self.normalize = Normalize(self.backbone.mean, self.backbone.std)
         self.neck = SingleLevelFPN(self.backbone.channels, neck_channels)
-        self.splits = [TASK_WIDTH[t](tasks[t].num_classes) for t in self.tasks]
+        layout = {t: head_layout(t, tasks[t].num_classes) for t in self.tasks}
+        self.splits = [layout[t][0] for t in self.tasks]
+        self.pooled = tuple(t for t in self.tasks if layout[t][1])  # image-level outputs (cls logits)
         self.head = conv_head(neck_channels, head_layers, sum(self.splits))
         if "det" in self.tasks:
             offset = sum(self.splits[: self.tasks.index("det")])
@@ -55,8 +57,8 @@ class UnifiedOneHead(MultiTaskModel):
         feats = self.backbone(self.normalize(x))
         out = self.head(self.neck(feats))
         raw = dict(zip(self.tasks, out.split(self.splits, dim=1)))
-        if "cls" in raw:
-            raw["cls"] = raw["cls"].mean(dim=(2, 3))
+        for t in self.pooled:
+            raw[t] = raw[t].mean(dim=(2, 3))
         return raw
 
     def shared_parameters(self) -> list[nn.Parameter]:

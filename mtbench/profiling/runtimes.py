@@ -19,7 +19,8 @@ FPS series sampled under the same :class:`~mtbench.profiling.latency.StopRule`, 
 its p50 / FPS interval and stop reason.
 
 A runtime that fails (export error, unsupported op, divergent outputs) is recorded as
-``{"error": reason}`` for that runtime; the cell itself does not fail.
+``{"error": reason}`` for that runtime; the cell itself does not fail. Runtimes register
+through the hook ``mtbench_register_runtimes`` (these two here, a vendor's in its plugin).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtbench.plugins import Spec, active_registry, hookimpl
 from mtbench.profiling.latency import Budget, StopRule, fps_figures, latency_figures, sample_adaptive, torch_runner
 
 PARITY_TOL = 1e-4
@@ -181,7 +183,11 @@ def measure_compile(model: nn.Module, image_size: int, batch_size: int, device: 
                   "threads": float(torch.get_num_threads())}
 
 
-RUNTIMES = {"onnx": measure_onnx, "compile": measure_compile}
+
+@hookimpl
+def mtbench_register_runtimes():
+    return [Spec("runtime", "onnx", measure_onnx, "ONNX export (opset 17) run by ONNX Runtime, parity vs PyTorch"),
+            Spec("runtime", "compile", measure_compile, "torch.compile (Inductor), parity vs eager")]
 
 
 def measure_runtimes(names: list[str], model: nn.Module, image_size: int, batch_size: int, device: torch.device,
@@ -191,10 +197,10 @@ def measure_runtimes(names: list[str], model: nn.Module, image_size: int, batch_
     ``repeats`` / ``fps_repeats`` are the minimum samples of the latency / FPS series; ``rule``
     (the suite's ``profile`` stopping rule) decides how many more each takes.
     """
-    out = {}
+    registry, out = active_registry(), {}
     for name in names:
         try:
-            out[name] = RUNTIMES[name](model, image_size, batch_size, device, warmup, repeats, fps_repeats, rule)
+            out[name] = registry.get("runtime", name).factory(model, image_size, batch_size, device, warmup, repeats, fps_repeats, rule)
         except Exception as exc:  # recorded per runtime; the cell goes on
             out[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
     return out

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from mtbench.checkpoint import epoch_iter
 from mtbench.data.base import to_device
 from mtbench.errors import CellFailure
+from mtbench.plugins import active_registry
 
 
 @dataclass
@@ -124,7 +125,8 @@ class TrainContext:
 
     # -- optimisation -------------------------------------------------------------------
     def make_optimizer(self, total_steps: int, params=None):
-        """AdamW or SGD from ``fixed.optimizer`` with linear warm-up and cosine/constant decay.
+        """The registered optimizer ``fixed.optimizer.name`` (built-ins: :mod:`mtbench.optimizers`)
+        with linear warm-up, then the registered ``schedule`` (cosine, constant, a plugin's).
 
         Backbone parameters get ``lr * backbone_lr_mult``.
         """
@@ -135,18 +137,16 @@ class TrainContext:
         groups = [{"params": rest, "lr": cfg["lr"]}]
         if bb:
             groups.append({"params": bb, "lr": cfg["lr"] * cfg["backbone_lr_mult"]})
-        if cfg["name"] == "sgd":
-            opt = torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
-        else:
-            opt = torch.optim.AdamW(groups, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        registry = active_registry()
+        opt = registry.create("optimizer", cfg["name"], params=groups, lr=cfg["lr"],
+                              weight_decay=cfg["weight_decay"], momentum=cfg["momentum"])
         warm = cfg["warmup_steps"]
+        schedule = registry.get("schedule", cfg["schedule"]).factory
 
         def factor(step: int) -> float:
             if warm and step < warm:
                 return (step + 1) / warm
-            if cfg["schedule"] == "constant":
-                return 1.0
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total_steps - warm))))
+            return schedule(step - warm, total_steps - warm)
 
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 

@@ -22,6 +22,8 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from mtbench.plugins import active_registry
+
 
 class LwF:
     def __init__(self, temperature: float = 2.0, weight: float = 1.0):
@@ -57,7 +59,7 @@ class LwF:
         total = 0.0
         for task in self.old_tasks:
             s, t = outputs[task], old[task]
-            if task in ("cls", "seg"):
+            if active_registry().task(task).class_logits:
                 kl = F.kl_div(F.log_softmax(s / self.t, dim=1), F.softmax(t / self.t, dim=1), reduction="none")
                 total = total + kl.sum(1).mean() * self.t**2
             else:  # dense maps: one tensor or one per level

@@ -1,8 +1,8 @@
 """Mask-level infrared small-target metrics as DNANet / BasicIRSTD define them (Li et al., TIP 2022).
 
 For models that predict a per-pixel target segmentation (``seg_mask`` in their decoded
-points predictions, see :meth:`mtbench.models.base.MultiTaskModel.decode`); a point
-detector's predictions are scored by :mod:`mtbench.metrics.point_level` instead, and no
+points predictions, see :mod:`mtbench_point_heatmap.task`); a point
+detector's predictions are scored by :mod:`mtbench_point_heatmap.metrics` instead, and no
 heatmap-threshold blob is scored here.
 
 Per image, targets and predictions are the 8-connected components of the binary

@@ -1,7 +1,7 @@
 """Point-target heatmap losses: ``points/bce-hard``, ``points/focal-heatmap``, ``points/gaussian-soft``.
 
 Called as ``loss(raw (B, 3, h, w), targets, stride=int)`` with ``targets`` a list of
-``{"points": float32 (N, 2) xy pixels, ...}`` (see :mod:`mtbench.models.heatmap`). Each
+``{"points": float32 (N, 2) xy pixels, ...}`` (see :mod:`mtbench_point_heatmap.heatmap`). Each
 returns ``heat`` (the heatmap term), ``offset`` (L1 of the sub-pixel offsets at target
 cells, CenterNet), ``total``, and counters ``num_pos`` / ``num_pos/P<k>`` (target cells) and
 ``num_loc/P<k>`` (cells), so the 1:4000 imbalance of a P2 heatmap is in the record.
@@ -15,7 +15,7 @@ from torch import nn
 
 from mtbench.losses import EpochAware, binary_entropy
 from mtbench.models.dense import level_name
-from mtbench.models.heatmap import gaussian_heatmap, point_cells
+from mtbench_point_heatmap.heatmap import gaussian_heatmap, point_cells
 from mtbench.plugins import Spec, hookimpl
 
 

@@ -24,7 +24,7 @@ from mtbench.data.base import TaskDataset, TaskInfo, check_files_exist, check_sa
 from mtbench.data.cache import sha256_of
 from mtbench.data.transforms import resize_image, resize_mask
 from mtbench.errors import DataError
-from mtbench.metrics.points import components
+from mtbench_point_heatmap.mask_metrics import components
 from mtbench.plugins import Spec, hookimpl
 
 

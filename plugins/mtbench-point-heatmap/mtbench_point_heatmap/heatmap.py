@@ -53,7 +53,7 @@ def decode_heatmap(raw: torch.Tensor, stride: int, image_size: int, threshold: f
     ``threshold``, refined by the offsets.
 
     A heatmap is a point detector's output, not a segmentation: no mask is returned, and
-    the points are scored by :mod:`mtbench.metrics.point_level` (a thresholded, upsampled
+    the points are scored by :mod:`mtbench_point_heatmap.metrics` (a thresholded, upsampled
     heatmap is not the target's shape, so IoU on it would mean nothing).
 
     :param raw: ``float32 (B, 3, h, w)`` (encoding of this module).

@@ -1,8 +1,8 @@
-"""``point-heatmap``: a small point-target detector for mtbench (task ``points``).
+"""``point-heatmap``: a small point-target detector for mtbench (task ``points``, :mod:`.task`).
 
 A timm backbone cut at the output level, a neck and a CenterNet-style head (Zhou et al.,
 "Objects as Points", 2019) predicting, at one stride, a target heatmap logit and a
-sub-pixel offset (encoding of :mod:`mtbench.models.heatmap`); decoding takes the local
+sub-pixel offset (encoding of :mod:`mtbench_point_heatmap.heatmap`); decoding takes the local
 maxima of the heatmap. Levels:
 
 - ``P2``/``P3``/``P4``: the backbone is truncated at that stride (a P2 model is shallow but

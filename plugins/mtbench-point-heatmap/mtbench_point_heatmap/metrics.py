@@ -42,7 +42,8 @@ from scipy.spatial.distance import cdist
 
 from mtbench.errors import DataError, PluginError
 from mtbench.metrics.base import SampleMetricBase, Samples
-from mtbench.metrics.points import MASK_COLUMNS, PointMaskMetrics
+from mtbench.plugins import Spec, hookimpl
+from mtbench_point_heatmap.mask_metrics import MASK_COLUMNS, PointMaskMetrics
 
 #: K of ``points/Pd_FA_AUC``: the curve is integrated over [0, K] false alarms per image.
 FA_MAX_PER_IMAGE = 1.0
@@ -136,7 +137,7 @@ def _pad(rows: list[list[float]]) -> list[list[float]]:
 class PointLevelMetrics(SampleMetricBase):
     """Point-level Pd / FA per image / precision / F1 / Pd-FA AUC (module docstring), metric
     contract of :mod:`mtbench.metrics.base`; plus the mask-level ``points_mask/*`` of
-    :class:`~mtbench.metrics.points.PointMaskMetrics` when the model's predictions carry a
+    :class:`~mtbench_point_heatmap.mask_metrics.PointMaskMetrics` when the model's predictions carry a
     real segmentation (``seg_mask``).
 
     ``update(preds, targets)``: ``preds`` from ``model.decode("points", ...)``: per image
@@ -209,3 +210,9 @@ class PointLevelMetrics(SampleMetricBase):
         if _MASK_PREFIX + MASK_COLUMNS[0] in samples:
             out.update(PointMaskMetrics.reduce({k: samples[_MASK_PREFIX + k] for k in MASK_COLUMNS}, index))
         return out
+
+
+@hookimpl
+def mtbench_register_metrics():
+    return [Spec("metric", "point-level", lambda dataset: PointLevelMetrics(),
+                 "point-level Pd, FA per image, precision, F1, Pd-FA AUC (+ mask level with seg_mask)", task="points")]

@@ -1,0 +1,58 @@
+"""Task ``points``: point targets (infrared small targets), scored point-level, registered
+through mtbench's task contract (:class:`mtbench.tasks.Task`).
+
+Target: ``{"points": float32 (N, 2) xy input pixels, "boxes": float32 (N, 4), "mask": uint8
+(S, S), "image_id": int, "scale": (sx, sy)}``; a horizontal flip mirrors points, boxes and mask.
+
+Prediction: list (one per image) of ``{"points": float32 (K, 2) xy input pixels, "scores":
+float32 (K,) probabilities in [0, 1]}`` (for the heatmap encoding of
+:mod:`mtbench_point_heatmap.heatmap`, by :func:`~mtbench_point_heatmap.heatmap.decode_heatmap`);
+scored point-level (:class:`mtbench_point_heatmap.metrics.PointLevelMetrics`). A model that
+predicts a real per-pixel target segmentation (a DNANet / ACM-style segmentation network,
+whose points are its components' centroids) adds ``"seg_mask": bool (S, S)`` to every image's
+dict; only then are the mask-level BasicIRSTD metrics (``points_mask/Pd``, ``Fa``, ``IoU``,
+``nIoU``; :mod:`mtbench_point_heatmap.mask_metrics`) reported too. A thresholded point
+heatmap is not a segmentation: never return it as ``seg_mask``.
+
+Chance: the default permutation (the model's points against another image's targets).
+"""
+
+from __future__ import annotations
+
+from mtbench.plugins import Spec, hookimpl
+from mtbench.tasks import Task
+from mtbench.tasks.detection import flip_boxes
+
+
+class Points(Task):
+    name = "points"
+    target = ("points float32 (N, 2) xy input pixels, boxes float32 (N, 4) xyxy, mask uint8 (S, S), image_id, "
+              "scale (sx, sy)")
+    prediction = "per image: points float32 (K, 2) xy input pixels, scores float32 (K,) in [0, 1]"
+    metrics = {"points/Pd": True, "points/FA_per_image": False, "points/precision": True, "points/F1": True,
+               "points/Pd_FA_AUC": True, "points_mask/Pd": True, "points_mask/Fa": False, "points_mask/IoU": True,
+               "points_mask/nIoU": True}
+    #: point-level F1 of Pd and precision (Pd alone rewards predicting everywhere)
+    headline = "points/F1"
+    scored_by = "point-level"  # mtbench_point_heatmap.metrics.PointLevelMetrics
+    default_loss = "focal-heatmap"
+    columns = (("points Pd", "points/Pd", 4), ("points FA/img", "points/FA_per_image", 3),
+               ("points F1", "points/F1", 4), ("points Pd-FA AUC", "points/Pd_FA_AUC", 4))
+
+    def flip_target(self, target: dict, width: int) -> dict:
+        pts = target["points"].clone()
+        pts[:, 0] = width - pts[:, 0]
+        return {**target, "boxes": flip_boxes(target["boxes"], width), "points": pts, "mask": target["mask"].flip(-1)}
+
+    def decode(self, raw, *, num_classes, stride, image_size, **options):
+        from mtbench_point_heatmap.heatmap import decode_heatmap
+        return decode_heatmap(raw, stride, image_size, **options)
+
+    def check_output(self, raw, *, num_classes, strides, batch, image_size) -> None:
+        from mtbench.models.contract import check_dense
+        check_dense(self.name, raw, strides, batch, image_size)
+
+
+@hookimpl
+def mtbench_register_tasks():
+    return [Spec("task", "points", Points, "point targets (centroids); point-level Pd, FA per image, F1")]
