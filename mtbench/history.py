@@ -6,13 +6,13 @@ in CI"). A run's commit is the ``env.commit`` its cells recorded (:func:`mtbench
 else the folder's name.
 
 Per cell (matched across runs as :func:`mtbench.compare.compare` matches them: config hash,
-else label) and per tracked figure (each task's headline metric, :data:`mtbench.metrics.PRIMARY`,
+else label) and per tracked figure (each task's headline metric, :func:`mtbench.metrics.headlines`,
 and batch-1 latency), the page draws the value over commits with its 95 % CI as a band, and
 marks a **regression at the commit where it became significant**: walking the commits in order,
 each is compared with a reference commit (the first one to start with) by
 :func:`mtbench.compare.compare` (paired bootstrap CI of the change when both runs stored
 per-image samples of the same seed, else the unpaired CI from both values' CIs). A change whose
-CI excludes 0 in the worse direction (:data:`mtbench.metrics.HIGHER_IS_BETTER`) is a regression
+CI excludes 0 in the worse direction (:func:`mtbench.metrics.higher_is_better`) is a regression
 at that commit; a significant change either way makes that commit the new reference, so a
 slow drift is marked where its sum first leaves the noise, and a lasting drop is marked once,
 not again at every later commit. Latency CIs are within-run (one timing series): a latency
@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mtbench.metrics import HIGHER_IS_BETTER, PRIMARY
+from mtbench.metrics import headlines, higher_is_better
 from mtbench.report import ci_of, load_records
 from mtbench.errors import ResultFileError
 
@@ -65,7 +65,8 @@ def load_runs(paths: list[str | Path]) -> list[Run]:
 
 def tracked(runs: list[Run]) -> list[tuple[str, tuple]]:
     """``(figure key, record path)`` of every headline metric some cell reports, then latency."""
-    keys = [k for k in PRIMARY.values() if any(k in (r.get("metrics") or {}) for run in runs for r in run.records)]
+    records = [r for run in runs for r in run.records]
+    keys = [k for k in headlines(records).values() if any(k in (r.get("metrics") or {}) for r in records)]
     return [(k, ("metrics", k)) for k in keys] + [TIMING]
 
 
@@ -101,6 +102,7 @@ def regressions(runs: list[Run]) -> list[dict]:
     """
     from mtbench.compare import compare
     keys = [k for k, _ in tracked(runs)]
+    higher = higher_is_better([r for run in runs for r in run.records])
     ref: dict[tuple[str, str], int] = {}
     cache: dict[tuple[int, int], list[dict]] = {}
     found = []
@@ -115,7 +117,7 @@ def regressions(runs: list[Run]) -> list[dict]:
                 if row is None or row["significant"] != "yes":
                     continue
                 ref[cell, key] = i
-                worse = (row["change"] < 0) == HIGHER_IS_BETTER.get(key, True)
+                worse = (row["change"] < 0) == higher.get(key, True)
                 if worse:
                     found.append({"commit": runs[i].commit, "index": i, "reference": runs[j].commit, "cell": cell,
                                   "metric": key, "before": row["baseline"], "after": row["new"],

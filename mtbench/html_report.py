@@ -34,8 +34,8 @@ from pathlib import Path
 import pandas as pd
 
 from mtbench import __version__
-from mtbench.report import (DIGITS, MARK, METRIC_OF, aggregate_table, build_frame, display_frame, flagged,
-                            gates_of, legend, overrides_of)
+from mtbench.report import (MARK, aggregate_table, build_frame, digits_of, display_frame, flagged, gates_of,
+                            legend, metric_of, overrides_of)
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#1d1d1f;max-width:1800px}
@@ -82,10 +82,11 @@ def _e(v) -> str:
     return html.escape(str(v))
 
 
-def _table(frame: pd.DataFrame) -> str:
+def _table(frame: pd.DataFrame, records: list[dict]) -> str:
     """The sortable table: displayed text per cell, the raw number in ``data-sort``, marked
     numbers highlighted with their checks in a tooltip, gate cells coloured."""
     shown = display_frame(frame)
+    digits, metric = digits_of(records), metric_of(records)
     head = "".join(f"<th>{_e(c)}</th>" for c in shown.columns)
     rows = []
     for i, (_, row) in enumerate(frame.iterrows()):
@@ -94,13 +95,13 @@ def _table(frame: pd.DataFrame) -> str:
         for col in shown.columns:
             text, raw = shown.iloc[i][col], row.get(col)
             attrs, cls = "", []
-            if col in DIGITS and isinstance(raw, numbers.Real) and math.isfinite(raw):
+            if col in digits and isinstance(raw, numbers.Real) and math.isfinite(raw):
                 attrs = f' data-sort="{float(raw)!r}"'
             elif text is None:
                 attrs = ' data-sort=""'
             else:
                 cls.append("text")
-            checks = flags.get(METRIC_OF.get(col), [])
+            checks = flags.get(metric.get(col), [])
             if checks and text is not None:
                 cls.append("marked")
                 attrs += f' title="{_e("invalidated by: " + ", ".join(checks))}"'
@@ -183,7 +184,7 @@ def write_html(records: list[dict], out_dir: Path, title: str, gates: list[str] 
                  f"[95 % t-interval] across seeds where seeds &gt; 1. {MARK}: invalidated by a finding "
                  "(hover for the check). Click a header to sort.")
     body = (f'<p id="meta">{_e(meta)}</p>'
-            f'<section id="table"><h2>Results</h2><p>{legend_ci}</p>{_table(frame)}</section>'
+            f'<section id="table"><h2>Results</h2><p>{legend_ci}</p>{_table(frame, records)}</section>'
             f'{_findings(records, frame)}'
             f'<section id="figures"><h2>Figures</h2>{"".join(figs)}</section>'
             f'{_provenance(records)}')
@@ -208,4 +209,4 @@ def write_page(out_dir: Path, title: str, body: str) -> Path:
 
 def results_table(records: list[dict]) -> str:
     """The sortable results table of a run's records (seeds aggregated; their own gates)."""
-    return _table(aggregate_table(build_frame(records, gates_of(records)), records))
+    return _table(aggregate_table(build_frame(records, gates_of(records)), records), records)

@@ -60,14 +60,14 @@ def columns(records: list[dict] = ()) -> list[tuple]:
     return own + TASK_FREE_COLUMNS
 
 
-def metric_of() -> dict[str, str]:
+def metric_of(records: list[dict] = ()) -> dict[str, str]:
     """Column -> the metric key findings and gates name (``onnx/latency_ms`` for a runtime's figure)."""
-    return {col: path[1] if len(path) == 2 else "/".join(path[2:]) for col, path, *_ in columns()}
+    return {col: path[1] if len(path) == 2 else "/".join(path[2:]) for col, path, *_ in columns(records)}
 
 
-def digits_of() -> dict[str, int | None]:
+def digits_of(records: list[dict] = ()) -> dict[str, int | None]:
     """Column -> digits shown (console, Markdown) and kept (CSV); None for a text column."""
-    return {col: digits for col, _, digits, *_ in columns()}
+    return {col: digits for col, _, digits, *_ in columns(records)}
 
 CI_LEGEND = ("value [95 % CI]: bootstrap over the val images of one cell; mean ±std [95 % t-interval] "
              "across seeds where seeds > 1")
