@@ -19,7 +19,8 @@ try:
 except ImportError:
     pytest.skip("jittor is not installed", allow_module_level=True)
 
-from mtbench.parity import Options, Setup, build_side, load_batches, open_dataset, parse_spec, run_parity  # noqa: E402
+from mtbench.parity import (Options, Setup, Transfer, build_side, load_batches, open_dataset, parse_spec,  # noqa: E402
+                            run_parity)
 from mtbench.plugins import get_registry  # noqa: E402
 from mtbench.profiling.latency import StopRule  # noqa: E402
 
@@ -42,7 +43,7 @@ def _sides(setup, b="jittor:gold-yolo[n]"):
 
 def test_names_map_one_to_one(setup):
     a, b = _sides(setup)
-    assert b.load(a.state()) == mj.Transfer()
+    assert b.load(a.state()) == Transfer()
     assert a.parameters() == b.parameters()  # every trainable tensor, same name and shape
 
 

@@ -12,7 +12,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -37,6 +37,19 @@ class Transfer:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+
+
+def transfer(own: dict[str, tuple], state: dict[str, np.ndarray], assign: Callable[[str, np.ndarray], Any]
+             ) -> Transfer:
+    """Weight transfer by name: ``assign(name, array)`` for every name of ``own`` (name -> shape)
+    that ``state`` has with the same shape; the rest is reported."""
+    out = Transfer(missing=sorted(set(own) - set(state)), unexpected=sorted(set(state) - set(own)))
+    for n, shape in own.items():
+        if n in state and tuple(state[n].shape) != tuple(shape):
+            out.mismatched.append((n, tuple(state[n].shape), tuple(shape)))
+        elif n in state:
+            assign(n, state[n])
+    return out
 
 
 Targets = list[dict[str, np.ndarray]]  # per image {"boxes": float32 (M, 4) xyxy pixels, "labels": int64 (M,)}
@@ -111,16 +124,9 @@ class TorchSide:
 
     def load(self, state):
         own = {n: t for n, t in self.model.state_dict().items() if t.is_floating_point()}
-        out = Transfer(missing=sorted(set(own) - set(state)), unexpected=sorted(set(state) - set(own)))
         with torch.no_grad():
-            for n, t in own.items():
-                if n not in state:
-                    continue
-                if tuple(state[n].shape) != tuple(t.shape):
-                    out.mismatched.append((n, tuple(state[n].shape), tuple(t.shape)))
-                else:
-                    t.copy_(torch.from_numpy(np.ascontiguousarray(state[n])))
-        return out
+            return transfer({n: t.shape for n, t in own.items()}, state,
+                            lambda n, a: own[n].copy_(torch.from_numpy(np.ascontiguousarray(a))))
 
     def _raw(self, x: np.ndarray):
         return self.call(torch.from_numpy(x))[self.task]

@@ -28,7 +28,7 @@ import os
 
 import numpy as np
 
-from mtbench.parity.sides import ImplSpec, Transfer, bind_positional
+from mtbench.parity.sides import ImplSpec, bind_positional, transfer
 
 MODELS = ("gold-yolo",)
 LOSSES = ("varifocal",)
@@ -74,14 +74,8 @@ class JittorSide:
 
     def load(self, state):
         own = self._vars()
-        out = Transfer(missing=sorted(set(own) - set(state)), unexpected=sorted(set(state) - set(own)))
-        for n, v in own.items():
-            if n not in state:
-                continue
-            if tuple(state[n].shape) != tuple(v.shape):
-                out.mismatched.append((n, tuple(state[n].shape), tuple(v.shape)))
-            else:
-                v.update(self.jt.array(np.ascontiguousarray(state[n], np.float32)))
+        out = transfer({n: v.shape for n, v in own.items()}, state,
+                       lambda n, a: own[n].update(self.jt.array(np.ascontiguousarray(a, np.float32))))
         self.jt.sync_all()
         return out
 
