@@ -128,13 +128,25 @@ class TorchSide:
             return transfer({n: t.shape for n, t in own.items()}, state,
                             lambda n, a: own[n].copy_(torch.from_numpy(np.ascontiguousarray(a))))
 
+    def float64(self) -> "TorchSide":
+        """A float64 twin (a copy of the model in double precision, eager): the reference for
+        how far float32 rounding alone moves every figure (:mod:`mtbench.parity`)."""
+        twin = TorchSide(f"{self.label} float64", copy.deepcopy(self.model).double(), self.loss, self.task)
+        twin.dtype = torch.float64
+        return twin
+
+    dtype = torch.float32
+
+    def _input(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x).to(self.dtype)
+
     def _raw(self, x: np.ndarray):
-        return self.call(torch.from_numpy(x))[self.task]
+        return self.call(self._input(x))[self.task]
 
     def forward(self, x):
         self.model.eval()
         with torch.no_grad():
-            out = self.call(torch.from_numpy(x))
+            out = self.call(self._input(x))
         from mtbench.profiling.runtimes import flat_tensors
         return {n: t.numpy() for n, t in zip(self.names, flat_tensors(out))}
 
