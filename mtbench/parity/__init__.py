@@ -70,6 +70,6 @@ def parity(a: str, b: str, registry, data: str = "synthetic", image_size: int = 
     side_b = build_side(parse_spec(b), setup, reference=side_a, adapters=adapters)
     batches = load_batches(ds, opts.batch_size, max(1, opts.steps), seed)
     report = run_parity(side_a, side_b, batches, opts)
-    report["data"] = {"dataset": data_spec.text, "image_size": image_size, "seed": seed, "loss": loss,
+    report["data"] = {"dataset": data, "image_size": image_size, "seed": seed, "loss": loss,
                       "loss_params": setup.loss_params}
     return report
