@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 pytestmark = pytest.mark.jittor
 mj = pytest.importorskip("mtbench_jittor", reason="pip install --no-deps -e ./plugins/mtbench-jittor")
@@ -95,3 +96,25 @@ def test_broken_port_assigner(setup):
     assert "loss: num_pos" in fails and "(0 in B only)" in fails
     assert not any(f.startswith(("params", "forward", "weights")) for f in rep["failures"])
 
+
+
+def test_loss_port_on_identical_maps(setup):
+    """The Jittor det/varifocal on the same dense maps as PyTorch's (80 classes, so ~1e5 class
+    terms are summed): components, positives and the gradient w.r.t. the maps agree."""
+    import jittor as jt
+
+    from mtbench.losses.detection import VarifocalLoss
+    rs = np.random.RandomState(0)
+    maps = [rs.randn(2, 85, s, s).astype(np.float32) - np.float32(2.0) for s in (16, 8, 4)]
+    _, batches = setup
+    targets = batches[0][1]
+    tm = [torch.from_numpy(m).requires_grad_() for m in maps]
+    lt = VarifocalLoss(80)(tm, [{k: torch.from_numpy(v) for k, v in t.items()} for t in targets], stride=[8, 16, 32])
+    lt["total"].backward()
+    jm = [jt.array(m) for m in maps]
+    lj, counts = mj.side(parse_spec("jittor:gold-yolo[n]"), num_classes=80).loss(jm, targets, [8, 16, 32])
+    for k in ("cls", "box", "total"):
+        assert float(lj[k].item()) == pytest.approx(float(lt[k]), rel=1e-5), k
+    assert counts["num_pos"] == float(lt["num_pos"]) > 0
+    for g, t in zip(jt.grad(lj["total"], jm), tm):
+        assert np.abs(g.numpy() - t.grad.numpy()).max() <= 1e-5 * np.abs(t.grad.numpy()).max()
