@@ -12,7 +12,7 @@ import torch
 from mtbench.cli import main
 from mtbench.losses.detection import VarifocalLoss
 from mtbench.parity import Options, ParityError, parity, parse_spec
-from mtbench.parity.compare import compare_curves, module_of, rel_diff
+from mtbench.parity.compare import compare_curves, compare_grads, curve_ok, grad_modules, judge, module_of, rel_diff
 from mtbench.errors import PluginError
 from mtbench.plugins import Spec, get_registry, hookimpl
 from mtbench.profiling.latency import StopRule
@@ -77,7 +77,23 @@ def test_rel_diff_and_helpers():
     assert module_of("neck.low_ifm.0.0.weight", 2) == "neck.low_ifm"
     c = compare_curves([{"total": 1.0}, {"total": 1.0}, {"total": 1.0}],
                        [{"total": 1.0}, {"total": 1.001}, {"total": 1.5}], 1e-2)
-    assert c["diverged_at"] == 2
+    assert c["diverged_at"] == 2 and curve_ok(c) is False
+    c = compare_curves([{"total": 1.0}] * 3, [{"total": 1.0}, {"total": 1.0}, {"total": 1.5}], 1e-2,
+                       [{"total": 1.0}, {"total": 1.2}, {"total": 1.0}])
+    assert (c["diverged_at"], c["float64_diverged_at"], curve_ok(c)) == (2, 1, True)  # float32 noise got there first
+
+
+def test_float64_floor():
+    """A gradient that is float noise on both sides (0 in exact arithmetic) passes; a wrong one fails."""
+    ga = {"conv.bias": np.array([1e-7, -2e-7]), "conv.weight": np.array([0.5, 1.0])}
+    gb = {"conv.bias": np.array([-1e-7, 1e-7]), "conv.weight": np.array([0.5, 0.7])}
+    g64 = {"conv.bias": np.array([0.0, 1e-12]), "conv.weight": np.array([0.5, 1.0 + 1e-7])}
+    rows = judge(compare_grads(ga, gb), "param", 1e-3, compare_grads(ga, g64), 10.0)
+    ok = {r["param"]: r["ok"] for r in rows}
+    assert ok == {"conv.bias": True, "conv.weight": False}
+    (m,) = grad_modules(rows, 1)
+    assert m["worst"] == "conv.weight" and not m["ok"] and m["limit"] == 1e-3
+    assert judge(compare_grads(ga, gb), "param", 1e-3, None, 10.0)[0]["ok"] is False  # no floor: tolerance only
 
 
 def test_identical_models_agree(registry):

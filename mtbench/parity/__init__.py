@@ -31,10 +31,17 @@ fit (:class:`Transfer`). Then, on the same inputs:
 
 Relative difference of two arrays ``a`` (A) and ``b`` (B): ``max|a - b| / max(max|a|, max|b|)``
 (0 when both are 0), so a value that is 0 on one side only has relative difference 1.
-Tolerances (:class:`Tolerances`): forward 1e-4, loss components 1e-4, gradients 1e-3 (each
-parameter), loss curve 1e-2 (each step); a check beyond its tolerance is a failure, as is a
-parameter count that differs, a weight that did not transfer or an output missing on one side.
-Latency is reported, never judged.
+
+What float32 allows: where side A is a PyTorch model, each check is also run between A and
+its float64 twin on the same input (``floor_rel``): the difference float32 rounding alone
+makes. A difference passes up to ``limit = max(tol, floor_factor * floor_rel)``
+(``floor_factor`` 10), so a gradient that is exactly 0 in exact arithmetic (a bias before a
+train-mode BatchNorm, which removes any constant) and is float noise on both sides is not
+reported, while one a port gets wrong is. Tolerances (:class:`~mtbench.parity.compare.Tolerances`):
+forward 1e-4, loss components 1e-4, gradients 1e-3 (each parameter), loss curve 1e-2 (each
+step). The curve fails when B departs from A (beyond 1e-2) before A's float64 twin does (or
+the twin never does). A parameter count that differs, a weight that did not transfer or an
+output missing on one side always fails. Latency is reported, never judged.
 """
 from __future__ import annotations
 
@@ -63,6 +70,6 @@ def parity(a: str, b: str, registry, data: str = "synthetic", image_size: int = 
     side_b = build_side(parse_spec(b), setup, reference=side_a, adapters=adapters)
     batches = load_batches(ds, opts.batch_size, max(1, opts.steps), seed)
     report = run_parity(side_a, side_b, batches, opts)
-    report["data"] = {"dataset": data_spec.text, "image_size": image_size, "seed": seed, "loss": loss,
+    report["data"] = {"dataset": data, "image_size": image_size, "seed": seed, "loss": loss,
                       "loss_params": setup.loss_params}
     return report

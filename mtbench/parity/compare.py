@@ -27,7 +27,8 @@ class Tolerances:
 @dataclass(frozen=True)
 class Options:
     """``steps`` SGD steps (``lr``, ``momentum``) on batches of ``batch_size``; modules grouped to
-    ``depth`` dotted name parts; timing series under ``timing`` after ``warmup`` untimed calls."""
+    ``depth`` dotted name parts; timing series under ``timing`` after ``warmup`` untimed calls;
+    a difference passes up to ``max(tol, floor_factor * float32-vs-float64 difference)``."""
 
     steps: int = 50
     batch_size: int = 8
@@ -37,6 +38,7 @@ class Options:
     warmup: int = 3
     timing: StopRule = StopRule(ci_target=0.05, max_s=2.0, max_samples=50)
     tol: Tolerances = field(default_factory=Tolerances)
+    floor_factor: float = 10.0
 
 
 def rel_diff(a, b) -> float:
@@ -70,69 +72,96 @@ def compare_params(pa: dict | None, pb: dict | None, depth: int) -> list[dict]:
                     "diff": sum(cb.values()) - sum(ca.values())}]
 
 
-def compare_outputs(oa: dict[str, np.ndarray], ob: dict[str, np.ndarray], tol: float) -> list[dict]:
-    """Per output name: shapes, max-abs and relative difference, within ``tol``."""
+def compare_outputs(oa: dict[str, np.ndarray], ob: dict[str, np.ndarray]) -> list[dict]:
+    """Per output name: shapes, max-abs and relative difference (None where a side lacks it or
+    the shapes differ)."""
     rows = []
     for name in dict.fromkeys([*oa, *ob]):
         a, b = oa.get(name), ob.get(name)
         row = {"output": name, "shape_a": None if a is None else list(a.shape),
-               "shape_b": None if b is None else list(b.shape), "max_abs": None, "rel": None, "ok": False}
+               "shape_b": None if b is None else list(b.shape), "max_abs": None, "rel": None}
         if a is not None and b is not None and a.shape == b.shape:
             row.update(max_abs=float(np.abs(a.astype(np.float64) - b).max(initial=0.0)), rel=rel_diff(a, b))
-            row["ok"] = row["rel"] <= tol
         rows.append(row)
     return rows
 
 
-def compare_scalars(la: dict[str, float], lb: dict[str, float], tol: float) -> list[dict]:
-    """Per loss component (and assigner counter) present on either side: A, B, difference, within ``tol``."""
+def compare_scalars(la: dict[str, float], lb: dict[str, float]) -> list[dict]:
+    """Per loss component (and assigner counter) present on either side: A, B, their difference."""
     rows = []
     for k in dict.fromkeys([*la, *lb]):
         a, b = la.get(k), lb.get(k)
         both = a is not None and b is not None
         rows.append({"component": k, "a": a, "b": b, "abs": abs(a - b) if both else None,
-                     "rel": rel_diff(a, b) if both else None, "ok": both and rel_diff(a, b) <= tol})
+                     "rel": rel_diff(a, b) if both else None})
     return rows
 
 
-def compare_grads(ga: dict[str, np.ndarray], gb: dict[str, np.ndarray], depth: int, tol: float
-                  ) -> tuple[list[dict], list[dict]]:
-    """Per parameter (max-abs, relative difference of the gradients; missing or reshaped ones
-    fail) and per module (the worst parameter in it)."""
-    per = []
+def compare_grads(ga: dict[str, np.ndarray], gb: dict[str, np.ndarray]) -> list[dict]:
+    """Per parameter: max-abs and relative difference of the gradients (None: missing or reshaped)."""
+    rows = []
     for name in dict.fromkeys([*ga, *gb]):
         a, b = ga.get(name), gb.get(name)
-        if a is None or b is None or a.shape != b.shape:
-            per.append({"param": name, "max_abs": None, "rel": None, "ok": False})
-            continue
-        r = rel_diff(a, b)
-        per.append({"param": name, "max_abs": float(np.abs(a.astype(np.float64) - b).max(initial=0.0)),
-                    "rel": r, "ok": r <= tol})
+        ok = a is not None and b is not None and a.shape == b.shape
+        rows.append({"param": name, "max_abs": float(np.abs(a.astype(np.float64) - b).max(initial=0.0)) if ok
+                     else None, "rel": rel_diff(a, b) if ok else None})
+    return rows
+
+
+def judge(rows: list[dict], key: str, tol: float, floor_rows: list[dict] | None, factor: float) -> list[dict]:
+    """Mark each row ``ok`` when its ``rel`` is at most ``limit = max(tol, factor * floor_rel)``,
+    ``floor_rel`` being the same row's relative difference between side A in float32 and in
+    float64 (``floor_rows``, matched by ``key``; None: no floor, ``limit = tol``). A row
+    without ``rel`` (missing on a side, shapes differ) is not ok."""
+    floor = {r[key]: r["rel"] for r in floor_rows or []}
+    for r in rows:
+        f = floor.get(r[key])
+        r["floor_rel"], r["limit"] = f, max(tol, factor * f) if f is not None else tol
+        r["ok"] = r["rel"] is not None and r["rel"] <= r["limit"]
+    return rows
+
+
+def grad_modules(per: list[dict], depth: int) -> list[dict]:
+    """Per module: parameters, largest max-abs difference, and the parameter furthest beyond
+    (or closest to) its limit, with its ``rel``, ``floor_rel`` and ``limit``."""
     modules: dict[str, dict] = {}
     for row in per:
-        m = modules.setdefault(module_of(row["param"], depth), {"module": module_of(row["param"], depth),
-                                                                 "params": 0, "max_abs": 0.0, "rel": 0.0,
-                                                                 "worst": "", "ok": True})
+        name = module_of(row["param"], depth)
+        m = modules.setdefault(name, {"module": name, "params": 0, "max_abs": 0.0, "ok": True, "_score": -1.0})
         m["params"] += 1
         m["ok"] &= row["ok"]
-        rel = float("inf") if row["rel"] is None else row["rel"]
-        if rel >= m["rel"]:
-            m["rel"], m["worst"] = rel, row["param"]
         m["max_abs"] = max(m["max_abs"], row["max_abs"] or 0.0)
-    return per, list(modules.values())
+        score = float("inf") if row["rel"] is None else row["rel"] / row["limit"]
+        if score >= m["_score"]:
+            m.update(_score=score, worst=row["param"], rel=row["rel"], floor_rel=row["floor_rel"], limit=row["limit"])
+    return [{k: v for k, v in m.items() if k != "_score"} for m in modules.values()]
 
 
-def compare_curves(ha: list[dict], hb: list[dict], tol: float) -> dict:
-    """Both ``total`` curves, their relative difference per step, and the first step (0-based)
-    beyond ``tol`` (None: none). Also each side's ``num_pos`` per step where it reports it."""
+def compare_curves(ha: list[dict], hb: list[dict], tol: float, h64: list[dict] | None = None) -> dict:
+    """Both ``total`` curves, their relative difference per step and the first step (0-based)
+    beyond ``tol`` (None: none); each side's ``num_pos`` per step where it reports it; with
+    ``h64`` (side A trained in float64) the same for A against it (``float64_*``): the step
+    where float32 rounding alone has moved A's curve beyond ``tol``."""
+    def first_beyond(rel):
+        return next((i for i, r in enumerate(rel) if not r <= tol), None)
+
     a, b = [h["total"] for h in ha], [h["total"] for h in hb]
     rel = [rel_diff(x, y) for x, y in zip(a, b)]
-    beyond = [i for i, r in enumerate(rel) if not r <= tol]
-    out = {"a": a, "b": b, "rel": rel, "diverged_at": beyond[0] if beyond else None}
+    out = {"a": a, "b": b, "rel": rel, "diverged_at": first_beyond(rel)}
+    if h64 is not None:
+        out["float64"] = [h["total"] for h in h64]
+        out["float64_rel"] = [rel_diff(x, y) for x, y in zip(a, out["float64"])]
+        out["float64_diverged_at"] = first_beyond(out["float64_rel"])
     for side, h in (("a", ha), ("b", hb)):
         if all("num_pos" in s for s in h):
             out[f"num_pos_{side}"] = [s["num_pos"] for s in h]
     return out
+
+
+def curve_ok(c: dict) -> bool:
+    """B's curve stays within tolerance, or departs from A no earlier than A's float64 twin does."""
+    d, d64 = c["diverged_at"], c.get("float64_diverged_at")
+    return d is None or (d64 is not None and d >= d64)
 
 
 def time_sides(sides: list[Side], x: np.ndarray, opts: Options) -> list[dict]:
@@ -152,49 +181,62 @@ def _transfer_failures(t: Transfer) -> list[str]:
 
 
 def run_parity(a: Side, b: Side, batches: list[tuple[np.ndarray, Targets]], opts: Options) -> dict:
-    """Every check of the module docstring on ``batches`` (the first one for forward, loss and
-    gradients, the first ``opts.steps`` for training). Returns the report (JSON-ready), whose
-    ``failures`` lists each check beyond its tolerance."""
+    """Every check of :mod:`mtbench.parity` on ``batches`` (the first one for forward, loss and
+    gradients, the first ``opts.steps`` for training), judged against ``opts.tol`` and, where
+    side A has a float64 twin (``a.float64()``, PyTorch sides), against ``opts.floor_factor``
+    times A's own float32-vs-float64 difference (:func:`judge`, :func:`curve_ok`). Returns the
+    report (JSON-ready), whose ``failures`` lists each check beyond its limit."""
     x, targets = batches[0]
     state = a.state()
     transfer = b.load(state)
+    ref = a.float64() if hasattr(a, "float64") else None
+    tol, k = opts.tol, opts.floor_factor
+    oa = a.forward(x)
     report = {"a": a.label, "b": b.label, "options": asdict(opts), "transfer": asdict(transfer),
               "params": compare_params(a.parameters(), b.parameters(), opts.depth),
-              "outputs": compare_outputs(a.forward(x), b.forward(x), opts.tol.forward)}
+              "outputs": judge(compare_outputs(oa, b.forward(x)), "output", tol.forward,
+                               ref and compare_outputs(oa, ref.forward(x)), k)}
     report["timing"] = time_sides([a, b], x, opts)
     la, lb = a.loss_and_grads(x, targets), b.loss_and_grads(x, targets)
     if la is not None and lb is not None:
-        report["loss"] = compare_scalars(la[0], lb[0], opts.tol.loss)
-        report["grads"], report["grad_modules"] = compare_grads(la[1], lb[1], opts.depth, opts.tol.grad)
-        for side in (a, b):
+        l64 = ref.loss_and_grads(x, targets) if ref else None
+        report["loss"] = judge(compare_scalars(la[0], lb[0]), "component", tol.loss,
+                               l64 and compare_scalars(la[0], l64[0]), k)
+        report["grads"] = judge(compare_grads(la[1], lb[1]), "param", tol.grad, l64 and compare_grads(la[1], l64[1]), k)
+        report["grad_modules"] = grad_modules(report["grads"], opts.depth)
+        for side in (a, b, *([ref] if ref else [])):
             side.load(state)  # the loss pass moved BatchNorm statistics: start training from the same weights
-        report["curves"] = compare_curves(a.train(batches[:opts.steps], opts.lr, opts.momentum),
-                                          b.train(batches[:opts.steps], opts.lr, opts.momentum), opts.tol.curve)
+        run = batches[:opts.steps]
+        report["curves"] = compare_curves(a.train(run, opts.lr, opts.momentum), b.train(run, opts.lr, opts.momentum),
+                                          tol.curve, ref.train(run, opts.lr, opts.momentum) if ref else None)
     else:
         report["not_compared"] = f"{(a if la is None else b).label} runs inference only: no loss, gradients or training"
-    report["failures"] = failures(report, opts.tol)
+    report["failures"] = failures(report)
     return report
 
 
-def failures(report: dict, tol: Tolerances) -> list[str]:
-    """One line per check of ``report`` beyond its tolerance."""
+def failures(report: dict) -> list[str]:
+    """One line per check of ``report`` beyond its limit."""
     out = _transfer_failures(Transfer(**report["transfer"]))
     out += [f"params: {r['module']} A {r['a']} B {r['b']}" for r in report["params"]
             if r["diff"] or r["a"] is None or r["b"] is None]
-    out += [f"forward: {r['output']} " + (f"rel {r['rel']:.3g} > {tol.forward:g}" if r["rel"] is not None
+    out += [f"forward: {r['output']} " + (f"rel {r['rel']:.3g} > {r['limit']:.3g}" if r["rel"] is not None
                                          else f"shape A {r['shape_a']} B {r['shape_b']}")
             for r in report["outputs"] if not r["ok"]]
     for r in report.get("loss", []):
         if not r["ok"]:
             zero = " (0 in B only)" if r["b"] == 0 and r["a"] else " (0 in A only)" if r["a"] == 0 and r["b"] else ""
-            out.append(f"loss: {r['component']} A {r['a']} B {r['b']}{zero}"
-                       + (f", rel {r['rel']:.3g} > {tol.loss:g}" if r["rel"] is not None else ""))
-    out += [f"grads: {m['module']} worst {m['worst']} rel {m['rel']:.3g} > {tol.grad:g}"
+            out.append(f"loss: {r['component']} A {r['a']:.6g} B {r['b']:.6g}{zero}"
+                       + (f", rel {r['rel']:.3g} > {r['limit']:.3g}" if r["rel"] is not None else ""))
+    out += [f"grads: {m['module']} worst {m['worst']} " + (f"rel {m['rel']:.3g} > {m['limit']:.3g}" if m["rel"]
+                                                           is not None else "missing on a side or reshaped")
             for m in report.get("grad_modules", []) if not m["ok"]]
     c = report.get("curves")
-    if c and c["diverged_at"] is not None:
-        out.append(f"curve: total loss differs by rel {c['rel'][c['diverged_at']]:.3g} > {tol.curve:g} "
-                   f"from step {c['diverged_at']}")
+    if c and not curve_ok(c):
+        d64 = c.get("float64_diverged_at")
+        out.append(f"curve: total loss differs by rel {c['rel'][c['diverged_at']]:.3g} > "
+                   f"{report['options']['tol']['curve']:g} from step {c['diverged_at']}"
+                   + (f" (A's float64 twin: from step {d64})" if "float64" in c else ""))
     return out
 
 
@@ -208,23 +250,32 @@ def render(report: dict, every: int | None = None) -> str:
     parts = [f"A = {report['a']}, B = {report['b']}"]
     if report["params"]:
         parts += ["\nParameters per module", _table(report["params"], ["module", "a", "b", "diff"])]
-    parts += ["\nForward (eval mode, first batch)", _table(report["outputs"], ["output", "shape_a", "shape_b",
-                                                                            "max_abs", "rel", "ok"])]
+    parts += ["\nForward (eval mode, first batch; floor_rel: A float32 vs float64, limit: max(tol, "
+              f"{report['options']['floor_factor']:g} x floor_rel))",
+              _table(report["outputs"], ["output", "shape_a", "shape_b", "max_abs", "rel", "floor_rel", "limit", "ok"])]
     if "loss" in report:
         parts += ["\nLoss components (train mode, first batch, same targets)",
-                  _table(report["loss"], ["component", "a", "b", "abs", "rel", "ok"]),
-                  "\nGradients after one backward of total (worst parameter per module)",
-                  _table(report["grad_modules"], ["module", "params", "max_abs", "rel", "worst", "ok"])]
+                  _table(report["loss"], ["component", "a", "b", "abs", "rel", "floor_rel", "limit", "ok"]),
+                  "\nGradients after one backward of total (per module the parameter nearest or furthest beyond "
+                  "its limit)",
+                  _table(report["grad_modules"], ["module", "params", "max_abs", "worst", "rel", "floor_rel", "limit",
+                                                  "ok"])]
         c = report["curves"]
         n = len(c["a"])
         step = every or max(1, n // 10)
         keep = sorted({*range(0, n, step), n - 1, *([c["diverged_at"]] if c["diverged_at"] is not None else [])})
+        none = [None] * n
         rows = [{"step": i, "total_a": c["a"][i], "total_b": c["b"][i], "rel": c["rel"][i],
-                 "num_pos_a": c.get("num_pos_a", [None] * n)[i], "num_pos_b": c.get("num_pos_b", [None] * n)[i]}
-                for i in keep]
-        parts += [f"\nTraining: {n} SGD steps on the same batches; diverged (rel > tolerance) at step "
-                  f"{c['diverged_at'] if c['diverged_at'] is not None else 'never'}",
-                  _table(rows, ["step", "total_a", "total_b", "rel", "num_pos_a", "num_pos_b"])]
+                 "total_a_float64": c.get("float64", none)[i], "rel_float64": c.get("float64_rel", none)[i],
+                 "num_pos_a": c.get("num_pos_a", none)[i], "num_pos_b": c.get("num_pos_b", none)[i]} for i in keep]
+
+        def at(d):
+            return "never" if d is None else f"step {d}"
+        parts += [f"\nTraining: {n} SGD steps on the same batches; B departs from A (rel > "
+                  f"{report['options']['tol']['curve']:g}) at {at(c['diverged_at'])}"
+                  + (f", A's float64 twin at {at(c['float64_diverged_at'])}" if "float64" in c else ""),
+                  _table(rows, ["step", "total_a", "total_b", "rel", "total_a_float64", "rel_float64", "num_pos_a",
+                                "num_pos_b"])]
     else:
         parts.append(f"\n{report['not_compared']}")
     timing = [{**r, "latency_ms_ci": "[{:.4g}, {:.4g}]".format(*r["latency_ms_ci"]) if r["latency_ms_ci"] else None}

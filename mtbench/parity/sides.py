@@ -12,7 +12,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -37,6 +37,19 @@ class Transfer:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+
+
+def transfer(own: dict[str, tuple], state: dict[str, np.ndarray], assign: Callable[[str, np.ndarray], Any]
+             ) -> Transfer:
+    """Weight transfer by name: ``assign(name, array)`` for every name of ``own`` (name -> shape)
+    that ``state`` has with the same shape; the rest is reported."""
+    out = Transfer(missing=sorted(set(own) - set(state)), unexpected=sorted(set(state) - set(own)))
+    for n, shape in own.items():
+        if n in state and tuple(state[n].shape) != tuple(shape):
+            out.mismatched.append((n, tuple(state[n].shape), tuple(shape)))
+        elif n in state:
+            assign(n, state[n])
+    return out
 
 
 Targets = list[dict[str, np.ndarray]]  # per image {"boxes": float32 (M, 4) xyxy pixels, "labels": int64 (M,)}
@@ -111,24 +124,29 @@ class TorchSide:
 
     def load(self, state):
         own = {n: t for n, t in self.model.state_dict().items() if t.is_floating_point()}
-        out = Transfer(missing=sorted(set(own) - set(state)), unexpected=sorted(set(state) - set(own)))
         with torch.no_grad():
-            for n, t in own.items():
-                if n not in state:
-                    continue
-                if tuple(state[n].shape) != tuple(t.shape):
-                    out.mismatched.append((n, tuple(state[n].shape), tuple(t.shape)))
-                else:
-                    t.copy_(torch.from_numpy(np.ascontiguousarray(state[n])))
-        return out
+            return transfer({n: t.shape for n, t in own.items()}, state,
+                            lambda n, a: own[n].copy_(torch.from_numpy(np.ascontiguousarray(a))))
+
+    def float64(self) -> "TorchSide":
+        """A float64 twin (a copy of the model in double precision, eager): the reference for
+        how far float32 rounding alone moves every figure (:mod:`mtbench.parity`)."""
+        twin = TorchSide(f"{self.label} float64", copy.deepcopy(self.model).double(), self.loss, self.task)
+        twin.dtype = torch.float64
+        return twin
+
+    dtype = torch.float32
+
+    def _input(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x).to(self.dtype)
 
     def _raw(self, x: np.ndarray):
-        return self.call(torch.from_numpy(x))[self.task]
+        return self.call(self._input(x))[self.task]
 
     def forward(self, x):
         self.model.eval()
         with torch.no_grad():
-            out = self.call(torch.from_numpy(x))
+            out = self.call(self._input(x))
         from mtbench.profiling.runtimes import flat_tensors
         return {n: t.numpy() for n, t in zip(self.names, flat_tensors(out))}
 

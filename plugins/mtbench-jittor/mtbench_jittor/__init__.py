@@ -28,7 +28,7 @@ import os
 
 import numpy as np
 
-from mtbench.parity.sides import ImplSpec, Transfer, bind_positional
+from mtbench.parity.sides import ImplSpec, bind_positional, transfer
 
 MODELS = ("gold-yolo",)
 LOSSES = ("varifocal",)
@@ -39,7 +39,11 @@ def to_torch_name(jittor_name: str) -> str:
     return jittor_name
 
 
-def _import_jittor():
+def import_jittor():
+    """Import Jittor for CPU use (module docstring); returns the module.
+
+    :raises RuntimeError: numpy >= 2. :raises ImportError: Jittor is not installed.
+    """
     for key, value in (("nvcc_path", ""), ("use_mkl", "0"), ("log_silent", "1")):
         os.environ.setdefault(key, value)
     if int(np.__version__.split(".")[0]) >= 2:
@@ -70,14 +74,8 @@ class JittorSide:
 
     def load(self, state):
         own = self._vars()
-        out = Transfer(missing=sorted(set(own) - set(state)), unexpected=sorted(set(state) - set(own)))
-        for n, v in own.items():
-            if n not in state:
-                continue
-            if tuple(state[n].shape) != tuple(v.shape):
-                out.mismatched.append((n, tuple(state[n].shape), tuple(v.shape)))
-            else:
-                v.update(self.jt.array(np.ascontiguousarray(state[n], np.float32)))
+        out = transfer({n: v.shape for n, v in own.items()}, state,
+                       lambda n, a: own[n].update(self.jt.array(np.ascontiguousarray(a, np.float32))))
         self.jt.sync_all()
         return out
 
@@ -127,7 +125,7 @@ def side(spec: ImplSpec, num_classes: int, loss: str = "varifocal", loss_params:
         raise ValueError(f"no Jittor port of model {spec.name!r}; ported: {', '.join(MODELS)}")
     if loss.split("/")[-1] not in LOSSES:
         raise ValueError(f"no Jittor port of det loss {loss!r}; ported: {', '.join(LOSSES)}")
-    _import_jittor()
+    import_jittor()
     from mtbench_jittor.det_loss import VarifocalLoss
     from mtbench_jittor.gold_yolo import GoldYOLO
     params = bind_positional(spec, GoldYOLO.__init__, {"self", "num_classes"})
