@@ -50,7 +50,6 @@ def cmd_run(args) -> int:
 
 
 def _run(args, registry) -> int:
-    from mtbench.executors.local import run_local
     from mtbench.diagnostics.binding import errors
     from mtbench.report import (aggregate_table, any_gate_failed, build_frame, harness_summary, not_meaningful_gates,
                                 render, write_outputs)
@@ -59,6 +58,7 @@ def _run(args, registry) -> int:
 
     loaded = load_suite(args.suite)
     cells = expand(loaded, registry)
+    execute = registry.get("executor", args.executor).factory  # an unknown name: PluginError, exit 2
     if args.dry_run:
         for c in cells:
             print(f"{c.hash}  {c.label}")
@@ -70,12 +70,10 @@ def _run(args, registry) -> int:
             print(f"removed {len(stale)} temporary file(s) an interrupted run left: {', '.join(p.name for p in stale)}")
         print(f"suite {loaded.suite.name}: {len(cells)} cells -> {store.dir} ({args.executor} executor)")
         force = args.force or not args.resume
-        if args.executor == "ray":
-            from mtbench.executors.ray import run_ray
-            records = run_ray(cells, store, force=force, address=args.address, cpus_per_cell=args.cpus_per_cell,
-                              gpus_per_cell=args.gpus_per_cell, load_entrypoints=not args.no_entrypoints)
-        else:
-            records = run_local(cells, registry, store, force=force, show_progress=not args.no_progress)
+        options = {"address": args.address, "cpus_per_cell": args.cpus_per_cell, "gpus_per_cell": args.gpus_per_cell,
+                   "load_entrypoints": not args.no_entrypoints}
+        records = execute(cells=cells, registry=registry, store=store, force=force,
+                          show_progress=not args.no_progress, options=options)
         frame = build_frame(records, loaded.suite.gates, delta_m=loaded.suite.delta_m)
         print()
         print(render(frame if args.by_seed else aggregate_table(frame, records)))
@@ -245,8 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 0 instead of 3 when a gate is not meaningful or a cell has an error finding")
     r.add_argument("--results", default="results", help="results folder (default: ./results)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
-    r.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="local: in this process, one cell after another; ray: one Ray task per cell")
+    r.add_argument("--executor", default="local",
+                   help="a registered executor (mtbench plugins): local (default): in this process, one cell "
+                        "after another; ray: one Ray task per cell")
     r.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     r.add_argument("--cpus-per-cell", type=_count, default=None, help="Ray CPUs per cell (default: fixed.threads or 1)")
     r.add_argument("--gpus-per-cell", type=_amount, default=0.0, help="Ray GPUs per cell")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from mtbench.diagnostics.data import dropped_annotations
-from mtbench.plugins import Registry
+from mtbench.plugins import Registry, Spec, hookimpl
 from mtbench.results import ResultStore
 from mtbench.runner import run_cell
 from mtbench.suite import Cell
@@ -38,3 +38,13 @@ def run_local(cells: list[Cell], registry: Registry, store: ResultStore, force: 
             echo(f"  warning: {finding.message}")
         records.append(rec)
     return records
+
+
+def _local(cells: list[Cell], registry: Registry, store: ResultStore, force: bool, show_progress: bool,
+           options: dict) -> list[dict]:
+    return run_local(cells, registry, store, force=force, show_progress=show_progress)
+
+
+@hookimpl
+def mtbench_register_executors():
+    return [Spec("executor", "local", _local, "in this process, one cell after another")]

@@ -16,6 +16,7 @@ from typing import Callable
 
 from mtbench.diagnostics.data import dropped_annotations
 from mtbench.errors import MtbenchError
+from mtbench.plugins import Registry, Spec, hookimpl
 from mtbench.results import ResultStore
 from mtbench.suite import Cell
 
@@ -66,3 +67,15 @@ def run_ray(cells: list[Cell], store: ResultStore, force: bool = False, address:
             echo(f"  warning: {finding.message}")
         records[cell.hash] = rec
     return [records[c.hash] for c in cells]
+
+
+def _ray(cells: list[Cell], registry: Registry, store: ResultStore, force: bool, show_progress: bool,
+         options: dict) -> list[dict]:
+    return run_ray(cells, store, force=force, address=options.get("address"),
+                   cpus_per_cell=options.get("cpus_per_cell"), gpus_per_cell=options.get("gpus_per_cell") or 0.0,
+                   load_entrypoints=options.get("load_entrypoints", True))
+
+
+@hookimpl
+def mtbench_register_executors():
+    return [Spec("executor", "ray", _ray, "one Ray task per cell (pip install 'mtbench[ray]')")]
