@@ -99,7 +99,6 @@ def cmd_run(args) -> int:
 
 def _run(args, registry) -> int:
     from mtbench.checkpoint import disk_used
-    from mtbench.executors.local import run_local
     from mtbench.diagnostics.binding import errors
     from mtbench.report import (aggregate_table, any_gate_failed, build_frame, harness_summary, not_meaningful_gates,
                                 render, write_outputs)
@@ -108,6 +107,7 @@ def _run(args, registry) -> int:
     loaded, cells = _load(args, registry)
     if loaded.overrides:
         print(f"overrides: {', '.join(loaded.overrides)} (recorded in each cell's config)")
+    execute = registry.get("executor", args.executor).factory  # an unknown name: PluginError, exit 2
     if args.dry_run:
         for c in cells:
             print(f"{c.hash}  {c.label}")
@@ -123,16 +123,12 @@ def _run(args, registry) -> int:
                   f"fingerprint, not its path; profile apart from training), taking their data as unchanged")
         print(f"suite {loaded.suite.name}: {len(cells)} cells -> {store.dir} ({args.executor} executor)")
         force = args.force or not args.resume
-        if args.executor == "ray":
-            from mtbench.executors.ray import run_ray
-            records = run_ray(cells, store, force=force, address=args.address, cpus_per_cell=args.cpus_per_cell,
-                              gpus_per_cell=args.gpus_per_cell, load_entrypoints=not args.no_entrypoints,
-                              disable=_disabled(args), fail_fast=args.fail_fast,
-                              keep_weights=args.keep_weights, reprofile_all=args.reprofile)
-        else:
-            records = run_local(cells, registry, store, force=force, show_progress=not args.no_progress,
-                                fail_fast=args.fail_fast, post_mortem=args.pdb,
-                                keep_weights=args.keep_weights, reprofile_all=args.reprofile)
+        options = {"address": args.address, "cpus_per_cell": args.cpus_per_cell, "gpus_per_cell": args.gpus_per_cell,
+                   "load_entrypoints": not args.no_entrypoints, "disable": _disabled(args),
+                   "fail_fast": args.fail_fast, "post_mortem": args.pdb, "keep_weights": args.keep_weights,
+                   "reprofile_all": args.reprofile}
+        records = execute(cells=cells, registry=registry, store=store, force=force,
+                          show_progress=not args.no_progress, options=options)
         frame = build_frame(records, loaded.suite.gates, delta_m=loaded.suite.delta_m)
         print()
         print(render(frame if args.by_seed else aggregate_table(frame, records)))
@@ -408,14 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="enter the Python debugger where a failing cell raised (local executor)")
     r.add_argument("--results", default="results", help="results folder (default: ./results)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
-    r.add_argument("--reprofile", action="store_true",
-                   help="re-profile every stored cell from its stored weights (no training); a cell whose "
-                        "profile settings changed is re-profiled without it")
-    r.add_argument("--keep-weights", choices=["none", "final", "all"], default="final",
-                   help="after a finished cell keep: none, its final weights (weights.safetensors, default), "
-                        "or those and its last checkpoint")
-    r.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="local: in this process, one cell after another; ray: one Ray task per cell")
+    r.add_argument("--executor", default="local",
+                   help="a registered executor (mtbench plugins): local (default): in this process, one cell "
+                        "after another; ray: one Ray task per cell")
     r.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     r.add_argument("--cpus-per-cell", type=_count, default=None, help="Ray CPUs per cell (default: fixed.threads or 1)")
     r.add_argument("--gpus-per-cell", type=_amount, default=0.0, help="Ray GPUs per cell")

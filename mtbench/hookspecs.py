@@ -203,3 +203,22 @@ def mtbench_register_runtimes():
         outputs on the same input. Raising records ``{"error": reason}`` for the runtime; the
         cell goes on. Built-in examples: :mod:`mtbench.profiling.runtimes` (``onnx``, ``compile``).
     """
+
+
+@hookspec
+def mtbench_register_executors():
+    """Register executors: where and how a suite's cells run (``mtbench run --executor NAME``;
+    a cluster team's scheduler backend).
+
+    Called once when the registry is built; ``--executor`` is checked against the registered
+    names before anything runs ("did you mean", exit 2).
+
+    :return: a list of ``Spec(kind="executor", name, factory, summary)``. ``factory(cells=list
+        of mtbench.suite.Cell, registry=Registry, store=mtbench.results.ResultStore, force=bool,
+        show_progress=bool, options=dict)`` runs every cell with
+        :func:`mtbench.runner.run_cell` (wherever it likes), skips cells ``store.resume`` has a
+        result for unless ``force``, writes each record with ``store.write`` as it arrives, and
+        returns the records in cell order. ``options``: the command line's ``address``,
+        ``cpus_per_cell``, ``gpus_per_cell``, ``load_entrypoints``. Built-in examples:
+        :mod:`mtbench.executors.local` (``local``), :mod:`mtbench.executors.ray` (``ray``).
+    """

@@ -32,14 +32,17 @@ from mtbench.errors import PluginError, did_you_mean
 PROJECT = "mtbench"
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-KINDS = ("task", "metric", "model", "loss", "strategy", "dataset", "diagnostic", "optimizer", "schedule", "runtime")
+KINDS = ("task", "metric", "model", "loss", "strategy", "dataset", "diagnostic", "optimizer", "schedule", "runtime",
+         "executor")
 PLURAL = {"task": "tasks", "metric": "metrics", "model": "models", "loss": "losses", "strategy": "strategies", "dataset": "datasets",
-          "diagnostic": "diagnostics", "optimizer": "optimizers", "schedule": "schedules", "runtime": "runtimes"}
+          "diagnostic": "diagnostics", "optimizer": "optimizers", "schedule": "schedules", "runtime": "runtimes",
+          "executor": "executors"}
 #: factory arguments mtbench passes itself (hookspecs), never a suite's ``params``
 RESERVED = {"model": {"tasks", "level"}, "dataset": {"task", "split", "root", "image_size"},
             "loss": {"num_classes"}, "strategy": set(), "task": set(), "diagnostic": set(), "metric": {"dataset"},
             "optimizer": {"params", "lr", "weight_decay", "momentum"}, "schedule": set(),
-            "runtime": {"model", "image_size", "batch_size", "device", "warmup", "repeats", "fps_repeats", "rule"}}
+            "runtime": {"model", "image_size", "batch_size", "device", "warmup", "repeats", "fps_repeats", "rule"},
+            "executor": {"cells", "registry", "store", "force", "show_progress", "options"}}
 _HOOK_OF_KIND = {
     "task": "mtbench_register_tasks",
     "metric": "mtbench_register_metrics",
@@ -51,6 +54,7 @@ _HOOK_OF_KIND = {
     "optimizer": "mtbench_register_optimizers",
     "schedule": "mtbench_register_schedules",
     "runtime": "mtbench_register_runtimes",
+    "executor": "mtbench_register_executors",
 }
 
 #: Built-in tasks and diagnostics: importable without torch (readers of stored results use them,
@@ -64,6 +68,8 @@ BUILTIN_PLUGINS = READER_PLUGINS + (
     "mtbench.metrics.classification",
     "mtbench.optimizers",
     "mtbench.profiling.runtimes",
+    "mtbench.executors.local",
+    "mtbench.executors.ray",
     "mtbench.models.unified_onehead",
     "mtbench.models.dual_backbone",
     "mtbench.models.yolo_mtl",

@@ -44,3 +44,11 @@ def test_ray_executor_matches_local(write_suite, registry, tmp_path):
     assert _comparable(remote[0]) == _comparable(local[0])
     assert again[0]["wall_s"] == remote[0]["wall_s"]  # the stored record, not a re-run
     assert remote[0]["env"]["threads"] == 2
+
+
+def test_executors_are_registered_and_an_unknown_one_is_named(write_suite, registry, tmp_path, capsys):
+    from mtbench.cli import main
+    assert registry.names("executor") == ["local", "ray"]
+    code = main(["--no-entrypoints", "run", str(write_suite()), "--executor", "rey", "--results", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown executor 'rey'" in err and "Did you mean 'ray'" in err

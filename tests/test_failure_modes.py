@@ -161,8 +161,8 @@ def test_p2_heatmap_collapsed_to_background(tmp_path, run):
     """One 3x3 target in 128 x 128 px at stride 4 (1:1023), nothing learned: the heatmap stays at its
     background prior, no point is detected, Pd = chance."""
     pytest.importorskip("mtbench_point_heatmap")
-    from mtbench_point_heatmap import losses, model, task  # the points task, its losses and the model
-    run.extra.extend([task, losses, model])
+    from mtbench_point_heatmap import losses, metrics, model, task  # the points task, its metric, losses, model
+    run.extra.extend([task, metrics, losses, model])
     arch = "    - name: point-heatmap\n      label: heat-r18\n      params: {neck_channels: 16}"
     suite = _suite(tmp_path, "fm-heat", {"points": "{dataset: blob-points}"}, ["points/Pd >= 0.0"], arch=arch,
                    level="P2", size=128, lr=1e-9, steps=6, overfit="off")

@@ -12,7 +12,7 @@ from typing import Callable
 
 from mtbench.checkpoint import resumed_note
 from mtbench.diagnostics.data import dropped_annotations
-from mtbench.plugins import Registry
+from mtbench.plugins import Registry, Spec, hookimpl
 from mtbench.reprofile import stored_or_reprofiled
 from mtbench.results import ResultStore
 from mtbench.runner import run_cell
@@ -54,3 +54,16 @@ def run_local(cells: list[Cell], registry: Registry, store: ResultStore, force: 
             echo(f"stopped at the first failed cell (--fail-fast): {len(cells) - i} cell(s) not run")
             break
     return records
+
+
+def _local(cells: list[Cell], registry: Registry, store: ResultStore, force: bool, show_progress: bool,
+           options: dict) -> list[dict]:
+    return run_local(cells, registry, store, force=force, show_progress=show_progress,
+                     keep_weights=options.get("keep_weights", "final"),
+                     reprofile_all=options.get("reprofile_all", False), fail_fast=options.get("fail_fast", False),
+                     post_mortem=options.get("post_mortem", False))
+
+
+@hookimpl
+def mtbench_register_executors():
+    return [Spec("executor", "local", _local, "in this process, one cell after another")]

@@ -19,6 +19,7 @@ from mtbench.diagnostics.data import dropped_annotations
 from mtbench.errors import MtbenchError
 from mtbench.plugins import get_registry
 from mtbench.reprofile import stored_or_reprofiled
+from mtbench.plugins import Registry, Spec, hookimpl
 from mtbench.results import ResultStore
 from mtbench.suite import Cell
 
@@ -84,3 +85,17 @@ def run_ray(cells: list[Cell], store: ResultStore, force: bool = False, address:
             echo(f"stopped at the first failed cell (--fail-fast): {len(pending)} cell(s) cancelled")
             break
     return [records[c.hash] for c in cells if c.hash in records]
+
+
+def _ray(cells: list[Cell], registry: Registry, store: ResultStore, force: bool, show_progress: bool,
+         options: dict) -> list[dict]:
+    return run_ray(cells, store, force=force, address=options.get("address"),
+                   cpus_per_cell=options.get("cpus_per_cell"), gpus_per_cell=options.get("gpus_per_cell") or 0.0,
+                   load_entrypoints=options.get("load_entrypoints", True), disable=options.get("disable", ()),
+                   fail_fast=options.get("fail_fast", False), keep_weights=options.get("keep_weights", "final"),
+                   reprofile_all=options.get("reprofile_all", False))
+
+
+@hookimpl
+def mtbench_register_executors():
+    return [Spec("executor", "ray", _ray, "one Ray task per cell (pip install 'mtbench[ray]')")]
