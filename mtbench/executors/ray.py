@@ -17,9 +17,8 @@ from typing import Callable
 from mtbench.checkpoint import resumed_note
 from mtbench.diagnostics.data import dropped_annotations
 from mtbench.errors import MtbenchError
-from mtbench.plugins import get_registry
+from mtbench.plugins import Registry, Spec, get_registry, hookimpl
 from mtbench.reprofile import stored_or_reprofiled
-from mtbench.plugins import Registry, Spec, hookimpl
 from mtbench.results import ResultStore
 from mtbench.suite import Cell
 
