@@ -404,6 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="enter the Python debugger where a failing cell raised (local executor)")
     r.add_argument("--results", default="results", help="results folder (default: ./results)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--reprofile", action="store_true",
+                   help="re-profile every stored cell from its stored weights (no training); a cell whose "
+                        "profile settings changed is re-profiled without it")
+    r.add_argument("--keep-weights", choices=["none", "final", "all"], default="final",
+                   help="after a finished cell keep: none, its final weights (weights.safetensors, default), "
+                        "or those and its last checkpoint")
     r.add_argument("--executor", default="local",
                    help="a registered executor (mtbench plugins): local (default): in this process, one cell "
                         "after another; ray: one Ray task per cell")
