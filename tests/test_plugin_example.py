@@ -38,9 +38,11 @@ def test_plugin_is_listed_with_its_distribution(installed, tmp_path):
 
 def test_the_plugin_passes_the_conformance_checks(installed, tmp_path):
     """What the plugin's own CI runs: mtbench.testing's task and metric checks."""
-    code = ("import torch, example_mtbench_plugin as p; from mtbench.testing import check_metric, check_task; "
+    code = ("import torch, example_mtbench_plugin as p; "
+            "from mtbench.testing import check_metric, check_runtime, check_task; "
             "check_task(p.Count, p.synthetic_count('count', 'val', None, 64, num_images=2, seed=0, max_shapes=3)); "
-            "check_metric(p.CountMetric, torch.tensor([1.2, 2.9]), torch.tensor([1, 2])); print('ok')")
+            "check_metric(p.CountMetric, torch.tensor([1.2, 2.9]), torch.tensor([1, 2])); "
+            "check_runtime(p.channels_last); print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=installed, cwd=tmp_path)
     assert out.stdout.strip() == "ok", out.stderr[-2000:]
 
@@ -60,6 +62,9 @@ def test_one_cell_suite_runs_with_the_plugin(installed, tmp_path):
     # the plugin's diagnostic ran on the cell (8 val images) and binds the numbers it invalidates
     few = [f for f in rec["diagnostics"] if f["check"] == "count-few-images"]
     assert few and few[0]["invalidates"] == ["count/acc", "count/MAE"] and few[0]["evidence"]["images"] == 8
+    # the plugin's runtime was timed like eager, with its parity to PyTorch's outputs
+    nhwc = rec["profile"]["runtimes"]["channels-last"]
+    assert "error" not in nhwc and nhwc["latency_ms"] > 0 and nhwc["fps"] > 0 and nhwc["parity_max_abs"] < 1e-4
     header = next(ln for ln in out.stdout.splitlines() if "cell" in ln and "count acc" in ln)
     assert all(col in header for col in ("det mAP@[.5:.95]", "cls Top-1", "count acc", "count MAE", "count acc chance"))
     # the stored records carry the task's columns: the report reads them where the plugin is not installed

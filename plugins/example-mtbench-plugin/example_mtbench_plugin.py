@@ -17,6 +17,8 @@ It registers, through mtbench's hooks (one entry point, group ``mtbench``):
 - diagnostic ``count-few-images`` (``mtbench_register_diagnostics``): a count scored on fewer
   than :data:`MIN_COUNT_IMAGES` val images is flagged (a warning invalidating ``count/acc``
   and ``count/MAE``: with so few images one image moves the accuracy by more than 5 points);
+- runtime ``channels-last`` (``mtbench_register_runtimes``): PyTorch eager on an NHWC copy of
+  the model, timed like eager, with its parity to the NCHW outputs;
 - strategy ``heavy-det`` (``mtbench_register_strategies``): equal weights, detection x2.
 
 ``suite.yaml`` beside this file runs ``count`` beside ``det`` and ``cls`` in one cell.
@@ -133,6 +135,31 @@ def count_few_images(record: dict) -> list[Finding]:
                     ["count/acc", "count/MAE"])]
 
 
+def channels_last(model, image_size: int, batch_size: int, device, warmup: int, repeats: int, fps_repeats: int,
+                  rule) -> dict:
+    """PyTorch eager on a copy of ``model`` in channels-last memory format (NHWC), input
+    ``float32 (B, 3, S, S)`` channels-last too: batch-1 latency, FPS at ``batch_size`` and the
+    largest absolute difference from the NCHW model's outputs on the same image."""
+    import copy
+
+    from mtbench.profiling.latency import fps_figures, latency_figures, sample_adaptive
+    from mtbench.profiling.runtimes import flat_tensors
+    nhwc = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+
+    def runner(batch: int):
+        x = torch.rand(batch, 3, image_size, image_size, device=device).to(memory_format=torch.channels_last)
+        return lambda: nhwc(x)
+
+    sync = device.type == "cuda"
+    with torch.inference_mode():
+        out = latency_figures(sample_adaptive(runner(1), warmup, repeats, rule, sync))
+        out |= fps_figures(sample_adaptive(runner(batch_size), 2, fps_repeats, rule, sync), batch_size)
+        x = torch.rand(1, 3, image_size, image_size, device=device)
+        ref, got = flat_tensors(model.eval()(x)), flat_tensors(nhwc(x.to(memory_format=torch.channels_last)))
+    parity = max(float((a - b).abs().max()) for a, b in zip(ref, got))
+    return out | {"parity_max_abs": parity}
+
+
 def heavy_det(det_weight: float = 2.0) -> Equal:
     """Joint training with the detection loss weighted ``det_weight`` (others 1)."""
     return Equal(weights={"det": det_weight})
@@ -162,6 +189,11 @@ def mtbench_register_losses():
 @hookimpl
 def mtbench_register_diagnostics():
     return [Spec("diagnostic", "count-few-images", count_few_images, "count scored on too few val images")]
+
+
+@hookimpl
+def mtbench_register_runtimes():
+    return [Spec("runtime", "channels-last", channels_last, "PyTorch eager in channels-last (NHWC) memory format")]
 
 
 @hookimpl
