@@ -128,7 +128,7 @@ def run_cell(cell: Cell, registry: Registry, show_progress: bool = True) -> dict
         budget = RamBudget(int(fixed["cache_ram_gib"] * 2**30) if fixed["cache_ram_gib"] else None)
         for ds in (*train_sets.values(), *val_sets.values()):
             ds.set_cache(fixed["cache"], budget)
-        loaders = {t: train_loader(train_sets[t], bs, gen, cfg["seed"], fixed["num_workers"], fixed["pin_memory"],
+        loaders = {t: train_loader(train_sets[t], bs, gen, fixed["num_workers"], fixed["pin_memory"],
                                    fixed["persistent_workers"]) for t in tasks}
         eval_bs = fixed["eval_batch_size"] or bs
         dkw = {t: getattr(losses[t], "decode_kwargs", {}) for t in tasks}

@@ -3,9 +3,10 @@
 ``fixed.num_workers`` unset: the loader of earlier versions (items loaded in the training
 process, the flip drawn from the global torch RNG), so existing results reproduce.
 ``fixed.num_workers: n`` (0 included): :class:`SeededSampler` hands every item its own seed,
-drawn in the main process in sampling order, so an item (image and target) at a given step
-is the same with 0, 1 or 2 workers (tested), as PyTorch's reproducibility notes ask of
-worker-side randomness; ``pin_memory`` / ``persistent_workers`` are passed to
+drawn in the main process in sampling order, and each loader draws its order and item seeds
+from generators of its own (seeded from the cell's generator when the loader is built), so
+neither workers' prefetching nor other loaders' draws move them: an item (image and target)
+at a given step is the same with 0, 1 or 2 workers (tested); ``pin_memory`` / ``persistent_workers`` are passed to
 :class:`torch.utils.data.DataLoader`. With workers, ``cache: ram`` is filled before they
 start (:func:`mtbench.data.cache.warm`) so they share it.
 """
@@ -37,13 +38,15 @@ class SeededSampler(Sampler):
             yield index, int(torch.randint(2**63 - 1, (), generator=self.generator))
 
 
-def train_loader(dataset: TaskDataset, batch_size: int, generator: torch.Generator, seed: int,
+def train_loader(dataset: TaskDataset, batch_size: int, generator: torch.Generator,
                  num_workers: int | None = None, pin_memory: bool = False,
                  persistent_workers: bool = False) -> DataLoader:
-    """A shuffled training loader (the order drawn from ``generator``; the last partial batch
-    dropped when the split holds at least one batch).
+    """A shuffled training loader (the last partial batch dropped when the split holds at
+    least one batch).
 
-    :param seed: the cell's seed; item seeds are drawn from it (``num_workers`` set).
+    :param generator: the cell's generator. ``num_workers`` None: the order is drawn from it
+        as each epoch starts (as before); else one draw from it seeds this loader's own order,
+        item-seed and worker-seed generators.
     :param num_workers: None: in-process, global-RNG augmentation (as before); else that
         many worker processes with per-item seeds.
     """
@@ -53,7 +56,9 @@ def train_loader(dataset: TaskDataset, batch_size: int, generator: torch.Generat
                           drop_last=drop_last)
     if num_workers:
         warm(dataset.cache, len(dataset), dataset.load, num_workers)
-    sampler = SeededSampler(RandomSampler(dataset, generator=generator), seed)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, generator=generator,
+    root = int(torch.randint(2**62, (), generator=generator))
+    sampler = SeededSampler(RandomSampler(dataset, generator=torch.Generator().manual_seed(root)), root + 1)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
+                      generator=torch.Generator().manual_seed(root + 2),
                       drop_last=drop_last, num_workers=num_workers, pin_memory=pin_memory,
                       persistent_workers=persistent_workers and num_workers > 0)
