@@ -183,6 +183,29 @@ def _child(args) -> dict:
             "peak_pss_mib": peak.peak_pss / 2**20, "images_per_s": epochs}
 
 
+def _interleaved(args) -> dict:
+    """torchvision vs mtbench (``--mode``) with 0 workers in one process, a batch of each in
+    turn, each batch timed: load that drifts on a shared machine falls on both alike."""
+    import torch
+    torch.set_num_threads(1)
+    iters = {}
+    for loader in ("torchvision", "mtbench"):
+        args.loader = loader
+        iters[loader] = iter(_loader(args))
+    seconds, images = {k: 0.0 for k in iters}, {k: 0 for k in iters}
+    while iters:
+        for name in list(iters):
+            t = time.perf_counter()
+            batch = next(iters[name], None)
+            if batch is None:
+                del iters[name]
+                continue
+            seconds[name] += time.perf_counter() - t
+            images[name] += batch[0].shape[0]
+    ips = {k: images[k] / seconds[k] for k in seconds}
+    return {"images_per_s": ips, "ratio": ips["mtbench"] / ips["torchvision"]}
+
+
 def _run_one(args, layout: str, n: int, loader: str, mode: str, workers: int) -> dict:
     cache = Path(args.data) / f"cache_run_{os.getpid()}"
     cmd = [sys.executable, __file__, "--child", "--data", args.data, "--layout", layout, "--n", str(n),
@@ -210,6 +233,9 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--data", default=str(Path(platformdirs.user_cache_dir("mtbench")) / "bench"))
     ap.add_argument("--out", help="also write the rows as JSON here")
+    ap.add_argument("--interleaved", action="store_true",
+                    help="instead: torchvision vs mtbench (first of --loaders' modes), 0 workers, batches "
+                         "alternated in one process, one epoch each, for each layout and size")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--layout", "--n", "--loader", "--mode"):
         ap.add_argument(hidden, help=argparse.SUPPRESS)
@@ -221,6 +247,15 @@ def main(argv=None) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     workers = [int(w) for w in args.workers.split(",")]
     generate(Path(args.data), sizes)
+    if args.interleaved:
+        args.mode, args.workers = next(m for m in args.loaders.split(",") if m != "torchvision"), 0
+        for args.layout in args.layouts.split(","):
+            for args.n in sizes:
+                r = _interleaved(args)
+                print(f"{args.layout:<11} {args.n:>6} interleaved, 0 workers: torchvision "
+                      f"{r['images_per_s']['torchvision']:.0f} img/s, mtbench {args.mode} "
+                      f"{r['images_per_s']['mtbench']:.0f} img/s: {r['ratio']:.2f}x", flush=True)
+        return
     rows = []
     for layout in args.layouts.split(","):
         for n in sizes:

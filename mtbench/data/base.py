@@ -51,8 +51,9 @@ class TaskInfo:
 
 def open_image(path: Path, mode: str | None = "RGB") -> Image.Image:
     """Open and fully decode an image. An RGB baseline or progressive JPEG asked for as RGB
-    is decoded by ``torchvision.io.decode_jpeg`` (libjpeg-turbo, about twice as fast here):
-    bit-identical to PIL's decoding (tested on baseline, progressive and 4:2:0 / 4:4:4 files).
+    is decoded by ``torchvision.io.decode_jpeg`` (libjpeg-turbo, as PIL's; on the CPU about as
+    fast, 9.2 vs 9.9 ms a 640 x 480 image measured interleaved), bit-identical to PIL's
+    decoding (tested on baseline, progressive and 4:2:0 / 4:2:2 / 4:4:4 files).
 
     :raises DataError: the file is missing or not a readable image; names the file.
     """
