@@ -137,9 +137,8 @@ def _run_cell(cell: Cell, registry: Registry, show_progress: bool, workdir: Path
         budget = RamBudget(int(fixed["cache_ram_gib"] * 2**30) if fixed["cache_ram_gib"] else None)
         for ds in (*train_sets.values(), *val_sets.values()):
             ds.set_cache(fixed["cache"], budget)
-        loaders = {t: train_loader(train_sets[t], bs, gen, cfg["seed"], fixed["num_workers"], fixed["pin_memory"],
-                                   fixed["persistent_workers"], sampler=ResumableSampler(train_sets[t], gen))
-                   for t in tasks}
+        loaders = {t: train_loader(train_sets[t], bs, gen, fixed["num_workers"], fixed["pin_memory"],
+                                   fixed["persistent_workers"], sampler_cls=ResumableSampler) for t in tasks}
         if checkpoints is not None:
             checkpoints.steps_per_epoch = max(1, max(len(loader) for loader in loaders.values()))
         eval_bs = fixed["eval_batch_size"] or bs

@@ -29,7 +29,7 @@ def _coco(tmp_path, registry, split="train"):
 
 
 def _epoch(ds, workers, seed=3):
-    loader = train_loader(ds, 4, torch.Generator().manual_seed(seed), seed, num_workers=workers)
+    loader = train_loader(ds, 4, torch.Generator().manual_seed(seed), num_workers=workers)
     return [batch for _ in range(2) for batch in loader]  # two epochs: the second draws new seeds
 
 
@@ -123,3 +123,62 @@ def test_loader_keys_leave_the_cell_hash(registry, write_suite):
     assert cell_hash("  cache: disk\n  pin_memory: true\n") == plain
     seeded = {cell_hash(f"  num_workers: {n}\n") for n in (0, 2)}
     assert len(seeded) == 1 and plain not in seeded  # per-item seeds train differently from the old draw
+
+
+def test_a_cell_trains_the_same_with_2_workers_and_a_disk_cache(registry, write_suite, tmp_path, monkeypatch):
+    from mtbench.runner import run_cell
+    from mtbench.suite import expand, load_suite
+
+    monkeypatch.setenv("MTBENCH_CACHE", str(tmp_path / "cache"))
+    records = []
+    for extra in ("  num_workers: 0\n  cache: none\n", "  num_workers: 2\n  cache: disk\n  persistent_workers: true\n"):
+        path = write_suite()
+        path.write_text(path.read_text().replace("fixed:\n", "fixed:\n" + extra).replace("[equal, sequential]",
+                                                                                          "[equal]"))
+        cell = expand(load_suite(path), registry)[0]
+        records.append(run_cell(cell, registry, show_progress=False))
+    a, b = records
+    assert a["status"] == b["status"] == "ok" and a["hash"] == b["hash"]
+    assert a["metrics"] == b["metrics"] and a["history"] == b["history"]
+    assert any((tmp_path / "cache").rglob("*.pt"))
+
+
+def test_lean_coco_read_skips_unread_keys_and_falls_back_for_nan(tmp_path):
+    import json
+    import math
+
+    from mtbench.data.coco_json import read_instances
+
+    data = {"info": {"year": 2017}, "images": [{"id": 1, "file_name": "a.jpg", "width": 8, "height": 6, "url": "u"}],
+            "annotations": [{"id": 5, "image_id": 1, "category_id": 2, "bbox": [1, 1, 2, 2], "area": 4,
+                             "iscrowd": 0, "segmentation": [[1, 1, 3, 1, 3, 3]]}],
+            "categories": [{"id": 2, "name": "box", "supercategory": "thing"}]}
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(data))
+    lean = read_instances(path, lean=True)
+    assert "info" not in lean and "segmentation" not in lean["annotations"][0] and "url" not in lean["images"][0]
+    assert lean["annotations"][0] == {k: v for k, v in data["annotations"][0].items() if k != "segmentation"}
+    assert lean["categories"] == data["categories"]
+    path.write_text(json.dumps(data).replace("[1, 1, 2, 2]", "[1, NaN, 2, 2]"))  # only Python's json reads NaN
+    assert math.isnan(read_instances(path, lean=True)["annotations"][0]["bbox"][1])
+
+
+@pytest.mark.parametrize("kw", [{}, {"progressive": True}, {"subsampling": 0}, {"subsampling": 1}, {"quality": 60},
+                                {"quality": 100, "subsampling": 0}])
+def test_jpeg_decoding_is_pil_bit_for_bit(tmp_path, kw):
+    import numpy as np
+    from PIL import Image
+
+    from mtbench.data.base import open_image
+
+    rng = np.random.default_rng(0)
+    low = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((97, 61), Image.BICUBIC)
+    noisy = np.clip(np.asarray(low, dtype=np.int16) + rng.normal(0, 12, (61, 97, 3)), 0, 255).astype(np.uint8)
+    path = tmp_path / "a.jpg"
+    Image.fromarray(noisy).save(path, "JPEG", **kw)
+    with Image.open(path) as ref:
+        expected = np.asarray(ref.convert("RGB"))
+    assert np.array_equal(np.asarray(open_image(path)), expected)
+    Image.fromarray(noisy).convert("L").save(path, "JPEG", **kw)  # grey: PIL decodes and converts, as before
+    with Image.open(path) as ref:
+        assert np.array_equal(np.asarray(open_image(path)), np.asarray(ref.convert("RGB")))

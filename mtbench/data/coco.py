@@ -50,8 +50,8 @@ class CocoDetection(TaskDataset):
         self.image_dir = base / split / "data"
         self.ann_file = base / split / "labels.json"
         self.min_box = min_box
-        data = read_instances(self.ann_file, image_keys=("file_name", "width", "height"))
-        ref = data if split == "train" else read_instances(base / "train" / "labels.json")
+        data = read_instances(self.ann_file, image_keys=("file_name", "width", "height"), lean=True)
+        ref = data if split == "train" else read_instances(base / "train" / "labels.json", lean=True)
         cats = sorted(ref["categories"], key=lambda c: c["id"])
         names = tuple(c["name"] for c in cats)
         self.info = TaskInfo("det", len(names), names)

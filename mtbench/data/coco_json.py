@@ -25,6 +25,9 @@ import json
 import math
 from collections import Counter
 from pathlib import Path
+from typing import Any, TypedDict
+
+import msgspec
 
 from mtbench.errors import DataError
 
@@ -34,8 +37,34 @@ TOO_SMALL = "smaller than min_box"
 OUTSIDE = "wholly outside the image"
 
 
-def read_json(path: Path, what: str = "annotation file"):
-    """Parse a JSON file.
+class _LeanImage(TypedDict, total=False):
+    id: Any
+    file_name: Any
+    width: Any
+    height: Any
+
+
+class _LeanAnnotation(TypedDict, total=False):
+    id: Any
+    image_id: Any
+    category_id: Any
+    bbox: Any
+    area: Any
+    iscrowd: Any
+
+
+class _LeanInstances(TypedDict, total=False):
+    """The keys the detection loader reads; ``segmentation`` polygons (most of a COCO file) are skipped."""
+
+    images: list[_LeanImage]
+    annotations: list[_LeanAnnotation]
+    categories: list[Any]
+
+
+def read_json(path: Path, what: str = "annotation file", schema: type | None = None):
+    """Parse a JSON file; with ``schema`` (a ``TypedDict``), msgspec decodes only its keys (keys
+    it does not name are never turned into Python objects), and a file that does not fit it
+    (or holds ``NaN``, which only Python's parser accepts) is parsed in full instead.
 
     :raises DataError: missing, unreadable, not UTF-8 or not JSON; names the file (and the
         line and column of a syntax error).
@@ -44,7 +73,13 @@ def read_json(path: Path, what: str = "annotation file"):
     if not path.is_file():
         raise DataError(f"{what} not found: {path}")
     try:
-        return json.loads(path.read_bytes())
+        raw = path.read_bytes()
+        if schema is not None:
+            try:
+                return msgspec.json.decode(raw, type=schema)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                pass  # Python's parser gives the precise message, or accepts NaN / Infinity
+        return json.loads(raw)
     except json.JSONDecodeError as exc:
         raise DataError(f"cannot parse {what} {path}: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
     except (UnicodeDecodeError, OSError, RecursionError) as exc:
@@ -71,7 +106,8 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def read_instances(path: Path, image_keys: tuple[str, ...] = (), annotation_keys: tuple[str, ...] = ()) -> dict:
+def read_instances(path: Path, image_keys: tuple[str, ...] = (), annotation_keys: tuple[str, ...] = (),
+                   lean: bool = False) -> dict:
     """Read and check a COCO instances JSON (structure only; see the module docstring).
 
     :param image_keys: image keys required beyond ``id`` (the loader needs ``width`` and
@@ -79,10 +115,14 @@ def read_instances(path: Path, image_keys: tuple[str, ...] = (), annotation_keys
     :param annotation_keys: annotation keys required beyond ``id``, ``image_id``,
         ``category_id``, ``bbox`` (``metrics coco`` asks for ``area`` and ``iscrowd``, which
         pycocotools reads).
-    :return: the parsed dict, unchanged.
+    :param lean: keep only the keys the detection loader reads (images: ``id``, ``file_name``,
+        ``width``, ``height``; annotations: ``id``, ``image_id``, ``category_id``, ``bbox``,
+        ``area``, ``iscrowd``; categories whole): a COCO 2017 train file then parses without
+        its polygons (:func:`read_json`).
+    :return: the parsed dict, unchanged (``lean``: with only those keys).
     :raises DataError: naming the file and the offending entry.
     """
-    data = read_json(path)
+    data = read_json(path, schema=_LeanInstances if lean else None)
     if not isinstance(data, dict):
         raise DataError(f"{path} is not COCO instances JSON: its top level is a JSON {json_type(data)}, not an "
                         "object with 'images', 'annotations' and 'categories' lists")

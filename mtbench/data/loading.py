@@ -3,16 +3,17 @@
 ``fixed.num_workers`` unset: the loader of earlier versions (items loaded in the training
 process, the flip drawn from the global torch RNG), so existing results reproduce.
 ``fixed.num_workers: n`` (0 included): :class:`SeededSampler` hands every item its own seed,
-drawn in the main process in sampling order, so an item (image and target) at a given step
-is the same with 0, 1 or 2 workers (tested), as PyTorch's reproducibility notes ask of
-worker-side randomness; ``pin_memory`` / ``persistent_workers`` are passed to
+drawn in the main process in sampling order, and each loader draws its order and item seeds
+from generators of its own (seeded from the cell's generator when the loader is built), so
+neither workers' prefetching nor other loaders' draws move them: an item (image and target)
+at a given step is the same with 0, 1 or 2 workers (tested); ``pin_memory`` / ``persistent_workers`` are passed to
 :class:`torch.utils.data.DataLoader`. With workers, ``cache: ram`` is filled before they
 start (:func:`mtbench.data.cache.warm`) so they share it.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, RandomSampler, Sampler
@@ -37,27 +38,31 @@ class SeededSampler(Sampler):
             yield index, int(torch.randint(2**63 - 1, (), generator=self.generator))
 
 
-def train_loader(dataset: TaskDataset, batch_size: int, generator: torch.Generator, seed: int,
+def train_loader(dataset: TaskDataset, batch_size: int, generator: torch.Generator,
                  num_workers: int | None = None, pin_memory: bool = False,
-                 persistent_workers: bool = False, sampler: Sampler | None = None) -> DataLoader:
-    """A shuffled training loader (the order drawn from ``generator``; the last partial batch
-    dropped when the split holds at least one batch).
+                 persistent_workers: bool = False, sampler_cls: Callable[..., Sampler] = RandomSampler) -> DataLoader:
+    """A shuffled training loader (the last partial batch dropped when the split holds at
+    least one batch).
 
-    :param seed: the cell's seed; item seeds are drawn from it (``num_workers`` set).
+    :param generator: the cell's generator. ``num_workers`` None: the order is drawn from it
+        as each epoch starts (as before); else one draw from it seeds this loader's own order,
+        item-seed and worker-seed generators.
     :param num_workers: None: in-process, global-RNG augmentation (as before); else that
         many worker processes with per-item seeds.
-    :param sampler: the order of the items; default ``RandomSampler(dataset, generator=generator)``
-        (what ``shuffle=True`` uses); the runner passes a resumable one that draws the same order
-        (:class:`mtbench.checkpoint.ResumableSampler`).
+    :param sampler_cls: the order of the items, called as ``sampler_cls(dataset, generator=g)``;
+        default ``RandomSampler`` (what ``shuffle=True`` uses); the runner passes
+        :class:`mtbench.checkpoint.ResumableSampler`, which draws the same order and can continue
+        a pass from a checkpoint.
     """
     drop_last = len(dataset) >= batch_size
-    order = sampler if sampler is not None else RandomSampler(dataset, generator=generator)
     if num_workers is None:
-        return DataLoader(dataset, batch_size=batch_size, sampler=order, collate_fn=collate, generator=generator,
-                          drop_last=drop_last)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler_cls(dataset, generator=generator),
+                          collate_fn=collate, generator=generator, drop_last=drop_last)
     if num_workers:
         warm(dataset.cache, len(dataset), dataset.load, num_workers)
-    sampler = SeededSampler(order, seed)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, generator=generator,
+    root = int(torch.randint(2**62, (), generator=generator))
+    sampler = SeededSampler(sampler_cls(dataset, generator=torch.Generator().manual_seed(root)), root + 1)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
+                      generator=torch.Generator().manual_seed(root + 2),
                       drop_last=drop_last, num_workers=num_workers, pin_memory=pin_memory,
                       persistent_workers=persistent_workers and num_workers > 0)
