@@ -43,7 +43,7 @@ def test_defaults_keep_the_identities_and_other_values_change_them(write_suite, 
 def test_fp16_is_refused_for_a_strategy_that_differentiates_its_losses_itself(write_suite, registry):
     with pytest.raises(SuiteError, match=r"fixed\.precision.*'pcgrad'"):
         _cell(write_suite, registry, "pcgrad", "  precision: fp16\n")
-    for strategy in ("equal", "uncertainty", "sequential", "{name: single-task, params: {task: det}}"):
+    for strategy in ("equal", "uncertainty", "rlw", "sequential", "{name: single-task, params: {task: det}}"):
         _cell(write_suite, registry, strategy, "  precision: fp16\n")  # allowed
     _cell(write_suite, registry, "pcgrad", "  precision: bf16\n")  # no loss scaling: every strategy
 
