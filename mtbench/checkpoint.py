@@ -248,6 +248,8 @@ class Checkpoints:
         opt.load_state_dict(s["optimizer"])
         sched.load_state_dict(s["scheduler"])
         load_state_of(owner, s["strategy"], ctx)
+        if ctx.scaler is not None and s.get("scaler"):
+            ctx.scaler.load_state_dict(s["scaler"])
         ctx.history[:] = s["history"]
         ctx.epochs.clear()
         ctx.epochs.update(s["epochs"])
@@ -283,7 +285,7 @@ class Checkpoints:
                  "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                  "strategy": state_of(owner, ctx.model), "history": list(ctx.history), "epochs": dict(ctx.epochs),
                  "first_loss": dict(ctx._first_loss), "streams": streams, "rng": rng_state(ctx.loaders),
-                 "extra": extra}
+                 "extra": extra, "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None}
         self.dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT}.", suffix=".tmp", dir=self.dir)
         os.close(fd)

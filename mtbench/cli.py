@@ -412,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "or those and its last checkpoint")
     r.add_argument("--executor", default="local",
                    help="a registered executor (mtbench plugins): local (default): in this process, one cell "
-                        "after another; ray: one Ray task per cell")
+                        "after another; ray: a pool of long-lived Ray actors, one cell each at a time")
     r.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray)")
     r.add_argument("--cpus-per-cell", type=_count, default=None, help="Ray CPUs per cell (default: fixed.threads or 1)")
     r.add_argument("--gpus-per-cell", type=_amount, default=0.0, help="Ray GPUs per cell")

@@ -4,8 +4,10 @@
   everything that changes the trained weights. The resolved config without the sections that
   only change how results are measured or summarised (``profile``, ``checks``,
   ``uncertainty``, ``delta_m``, ``expect``), without ``fixed.checkpoint_every`` (a resumed
-  cell trains as an uninterrupted one) and without where the data lies (``data_root``, a data
-  set's ``path``), plus
+  cell trains as an uninterrupted one), without where the data lies (``data_root``, a data
+  set's ``path``) and without options added later while at their default (:data:`NEW_DEFAULTS`:
+  ``fixed.precision: fp32``, ``fixed.channels_last: false``; bf16 or channels-last training is
+  another identity), plus
 
   - the **data fingerprint** of every data set the cell reads (:func:`data_fingerprint`): the
     relative path, size and sha256 of every file under the data set's folder, so copying or
@@ -15,7 +17,7 @@
     (:func:`plugin_fingerprint`), so a changed plugin retrains its cells and only them.
 
 - **Evaluation identity** (``Cell.eval_hash``): the training identity plus the ``profile``
-  section: a cell whose training identity is stored but whose evaluation identity differs is
+  section (``cudnn_benchmark`` only when on): a cell whose training identity is stored but whose evaluation identity differs is
   re-evaluated and re-profiled from its stored weights, never retrained.
 
 Before this scheme (records without ``identity``) one hash covered the whole config,
@@ -48,6 +50,9 @@ LOCATION = ("data_root",)  # where the data lies: replaced by its fingerprint
 #: ``fixed.*`` keys of how images are loaded (cache, workers), which give the same items: in no identity
 LOADER_KEYS = ("cache", "cache_ram_gib", "num_workers", "pin_memory", "persistent_workers")
 RESUMING = ("checkpoint_every",)  # fixed.* keys that change how training survives, not what it trains
+#: options added after records were stored, each left out of its identity at its default (the value every
+#: earlier record trained or was profiled with), so those records keep their hashes; any other value is in
+NEW_DEFAULTS = {"fixed": {"precision": "fp32", "channels_last": False}, "profile": {"cudnn_benchmark": False}}
 SOURCE_SUFFIXES = (".py", ".toml", ".cfg", ".json", ".yaml", ".yml", ".txt")  # an editable plugin's source files
 
 
@@ -55,14 +60,21 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _at_default(section: str, values: dict) -> dict:
+    """``values`` (the ``section`` of a config) without the :data:`NEW_DEFAULTS` keys at their default."""
+    defaults = NEW_DEFAULTS.get(section, {})
+    return {k: v for k, v in values.items() if not (k in defaults and v == defaults[k])}
+
+
 def _without_loader_keys(config: dict, mark_workers: bool) -> dict:
-    """``config`` with ``fixed``'s loader keys (and ``RESUMING`` keys) left out; with
+    """``config`` with ``fixed``'s loader keys (and ``RESUMING`` keys, and :data:`NEW_DEFAULTS`
+    keys at their default) left out; with
     ``mark_workers``, a cell that sets ``num_workers`` (per-item seeded augmentation, whatever
     the count) is told apart from one that does not (the global-generator flips of a single
     process)."""
     if "fixed" not in config:
         return config
-    fixed = {k: v for k, v in config["fixed"].items() if k not in LOADER_KEYS + RESUMING}
+    fixed = {k: v for k, v in _at_default("fixed", config["fixed"]).items() if k not in LOADER_KEYS + RESUMING}
     if mark_workers and config["fixed"].get("num_workers") is not None:
         fixed["augment"] = "per-item seeds"
     return {**config, "fixed": fixed}
@@ -87,7 +99,9 @@ def training_hash(config: dict, identity: dict) -> str:
 
 def evaluation_hash(train_hash: str, config: dict) -> str:
     """The evaluation/profile identity (12 hex): the training identity plus ``profile``."""
-    return _digest({"training": train_hash, **{k: config.get(k) for k in EVALUATION_ONLY}})[:12]
+    sections = {k: _at_default(k, config[k]) if isinstance(config.get(k), dict) else config.get(k)
+                for k in EVALUATION_ONLY}
+    return _digest({"training": train_hash, **sections})[:12]
 
 
 # --- data fingerprints ----------------------------------------------------------------------

@@ -130,6 +130,8 @@ def _run_cell(cell: Cell, registry: Registry, show_progress: bool, workdir: Path
         result["task_meta"] = {t: registry.task(t).meta() for t in tasks}
         infos = {t: train_sets[t].info for t in tasks}
         model = build_model(cfg, registry, infos, device)
+        if fixed.get("channels_last"):
+            model = model.to(memory_format=torch.channels_last)
         loss_params = cfg.get("loss_params", {})
         losses = {t: _build(registry, "loss", cfg["losses"][t], num_classes=infos[t].num_classes,
                             **loss_params.get(t, {})) for t in tasks}
@@ -324,7 +326,25 @@ def profile(model, image_size: int, batch_size: int, device: torch.device, cfg: 
 
     A model with ``fuse()`` (re-parameterisable blocks such as RepVGG) is profiled as
     deployed: a fused copy is measured (``reparameterised: true``), as its papers report.
+
+    ``cudnn_benchmark`` (the profile option) sets :data:`torch.backends.cudnn.benchmark` while a
+    CUDA model is profiled (restored afterwards); ``out["cudnn_benchmark"]`` records whether it
+    was on (always False on CPU, where cuDNN is not used). Profiling is fp32 at every
+    ``fixed.precision``.
     """
+    benchmark = bool(cfg.get("cudnn_benchmark")) and device.type == "cuda"
+    if device.type != "cuda":
+        return _profile(model, image_size, batch_size, device, cfg, time_left) | {"cudnn_benchmark": False}
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = benchmark
+    try:
+        return _profile(model, image_size, batch_size, device, cfg, time_left) | {"cudnn_benchmark": benchmark}
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def _profile(model, image_size: int, batch_size: int, device: torch.device, cfg: dict,
+             time_left: float | None) -> dict:
     out: dict = {}
     if hasattr(model, "fuse"):
         model = copy.deepcopy(model).fuse()

@@ -187,7 +187,14 @@ class Fixed(_Strict):
     cell starts); ``num_workers`` DataLoader worker processes (unset: in-process with the
     global-RNG flip of earlier versions; any number, 0 included, seeds each item's
     augmentation so results do not depend on it, and that choice is hashed);
-    ``pin_memory``, ``persistent_workers`` as in :class:`torch.utils.data.DataLoader`."""
+    ``pin_memory``, ``persistent_workers`` as in :class:`torch.utils.data.DataLoader`.
+
+    Numerics of training (:class:`mtbench.strategies.base.TrainContext`; part of the training
+    identity when not at their defaults): ``precision`` ``fp32 | bf16 | fp16``, the dtype
+    :func:`torch.autocast` runs training's forward passes and losses in (fp16 with a
+    :class:`torch.amp.GradScaler`, so only strategies that declare ``grad_scaling`` may use it:
+    :func:`check_precision`); evaluation and profiling stay fp32. ``channels_last``: model and
+    training batches in :data:`torch.channels_last` memory format."""
 
     image_size: int = Field(gt=0, le=MAX_IMAGE_SIZE)
     batch_size: int = Field(gt=0, le=MAX_BATCH)
@@ -203,6 +210,8 @@ class Fixed(_Strict):
     pin_memory: bool = False
     persistent_workers: bool = False
     checkpoint_every: CheckpointEvery = Field(default_factory=lambda: CheckpointEvery(minutes=5))
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
 
     @field_validator("image_size")
     @classmethod
@@ -248,6 +257,10 @@ class Profile(_Strict):
     or the series has been timed for ``latency_max_s`` seconds, or has
     ``latency_max_repeats`` samples; the record says which (``latency_stop``, ``fps_stop``).
     ``latency_max_s: 0`` takes exactly the minimum. See :mod:`mtbench.profiling.latency`.
+
+    ``cudnn_benchmark``: :data:`torch.backends.cudnn.benchmark` while a CUDA cell is profiled
+    (cuDNN picks the fastest convolution algorithms for the fixed input shapes; no effect on
+    CPU); the record's ``profile.cudnn_benchmark`` says whether it was applied.
     """
 
     runtimes: list[str] = Field(default_factory=lambda: ["onnx"])  # registered runtimes (check_registry)
@@ -257,6 +270,7 @@ class Profile(_Strict):
     latency_ci_target: float = Field(0.02, gt=0, lt=1)  # relative half-width of the p50's 95 % CI
     latency_max_s: float = Field(0.5, ge=0)  # seconds of timed sampling per series (latency, FPS) and runtime
     latency_max_repeats: int = Field(1000, gt=0)  # samples per series at most
+    cudnn_benchmark: bool = False
 
     @model_validator(mode="after")
     def _max_above_min(self) -> "Profile":
@@ -621,6 +635,23 @@ def _matches(value: Any, axis_value: tuple[str, Any]) -> bool:
     return value == raw
 
 
+def check_precision(precision: str, strategy: str, registry: Registry) -> str | None:
+    """Why ``strategy`` cannot train in ``precision`` (None: it can).
+
+    fp16 training scales the loss (:class:`torch.amp.GradScaler`) so that small gradients do not
+    flush to zero; that is correct only for a strategy whose every backward pass goes through
+    :meth:`mtbench.strategies.base.TrainContext.backward` and whose gradients are then stepped
+    by :meth:`~mtbench.strategies.base.TrainContext.step` (which unscales them). A strategy says
+    so with a class attribute ``grad_scaling = True``; one that differentiates the losses
+    itself (``torch.autograd.grad``: the gradient-combining methods, GradNorm) would combine
+    scaled gradients, so it is refused. bf16 and fp32 need no scaling: always allowed.
+    """
+    if precision != "fp16" or getattr(registry.get("strategy", strategy).factory, "grad_scaling", False):
+        return None
+    return (f"fixed.precision fp16 needs a strategy that lets the harness scale its losses (grad_scaling); "
+            f"strategy {strategy!r} differentiates them itself. Use precision bf16 (no loss scaling) or fp32.")
+
+
 def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
     """Cross the matrix axes, add ``include`` sub-matrices, drop ``exclude`` matches.
 
@@ -629,7 +660,8 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
     Cells are de-duplicated by hash, keeping the first.
 
     :raises SuiteError: what :func:`check_registry` finds; an ``exclude`` entry that matches no
-        cell, an ``include`` entry that adds none, a suite of 0 cells (file and line each).
+        cell, an ``include`` entry that adds none, a suite of 0 cells, fp16 with a strategy that
+        cannot scale its losses (:func:`check_precision`) (file and line each).
     """
     check_registry(loaded, registry)
     s = loaded.suite
@@ -720,6 +752,9 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
         }
         axes = {ax: c[ax][0] for ax in AXES}
         label = "|".join(axes[ax] for ax in AXES[:-1]) + f"|s{axes['seed']}"
+        problem = check_precision(fixed["precision"], strat.name, registry)
+        if problem and f"  {loaded.where('fixed', 'precision')}: {problem}" not in problems:
+            problems.append(f"  {loaded.where('fixed', 'precision')}: {problem}")
         cell = Cell(s.name, label, axes, config, cell_identity(config, registry, fingerprints), suite_sha256)
         if cell.hash not in seen:
             seen.add(cell.hash)

@@ -44,3 +44,20 @@ def test_onnxruntime_cuda_provider(cuda_model):
     out = measure_runtimes(["onnx"], cuda_model, 128, 4, torch.device("cuda"), 3, 10, 2)["onnx"]
     assert out.get("provider") == "CUDAExecutionProvider", out
     assert out["parity_max_abs"] < 1e-3
+
+
+@pytest.mark.parametrize("fixed", ["  precision: bf16\n  channels_last: true\n", "  precision: fp16\n"])
+def test_cuda_cell_in_reduced_precision(write_suite, registry, fixed):
+    """A tiny cell trains on CUDA in bf16 (channels-last) / fp16 (GradScaler), with cuDNN benchmark
+    recorded as applied while profiling."""
+    from mtbench.runner import run_cell
+    from mtbench.suite import expand, load_suite
+    from tests.conftest import TINY_SUITE
+
+    text = TINY_SUITE.replace("strategy: [equal, sequential]", "strategy: [equal]").replace(
+        "  threads: 2\n", f"  threads: 2\n  device: cuda\n{fixed}").replace(
+        "profile: {", "profile: {runtimes: [], cudnn_benchmark: true, ")
+    rec = run_cell(expand(load_suite(write_suite(text)), registry)[0], registry, False)
+    assert rec["status"] == "ok", rec.get("reason")
+    assert rec["profile"]["cudnn_benchmark"] is True
+    assert torch.backends.cudnn.benchmark is False  # restored after profiling

@@ -10,6 +10,16 @@ A strategy is any object with ``fit(ctx) -> StrategyReport``; optionally
 ``trained_tasks(tasks) -> list[str]`` when it trains fewer than all of the suite's tasks
 (``single-task``), so that pre-run checks such as overfit-one-batch look only at those.
 
+Mixed precision (``fixed.precision``): the context runs forward passes and losses under
+:func:`torch.autocast` (:meth:`TrainContext.forward`, :meth:`TrainContext.task_loss`,
+:meth:`TrainContext.autocast`); with fp16 a loop calls :meth:`TrainContext.backward` instead of
+``loss.backward()`` (the loss scaled by a :class:`torch.amp.GradScaler`) and
+:meth:`TrainContext.step` unscales before clipping and skips a step whose gradients overflowed
+(PyTorch AMP recipe, https://pytorch.org/docs/stable/notes/amp_examples.html). A strategy whose
+every backward goes through :meth:`TrainContext.backward` declares ``grad_scaling = True``;
+the suite refuses fp16 for any other (:func:`mtbench.suite.check_precision`). At fp32 (the
+default) every one of these calls is exactly the plain PyTorch one.
+
 A loop that calls :meth:`TrainContext.resume` before its first step and
 :meth:`TrainContext.checkpoint` after each step (as the built-in joint, sequential and
 single-task loops do) survives interruption: the cell continues from its last checkpoint
@@ -18,6 +28,7 @@ single-task loops do) survives interruption: the cell continues from its last ch
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -30,6 +41,8 @@ from mtbench.checkpoint import epoch_iter
 from mtbench.data.base import to_device
 from mtbench.errors import CellFailure
 from mtbench.plugins import active_registry
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # fixed.precision -> autocast dtype
 
 
 @dataclass
@@ -59,6 +72,9 @@ class TrainContext:
     :param checkpoints: the cell's :class:`mtbench.checkpoint.Checkpoints` (None: none kept); a
         loop calls :meth:`resume` before its first step and :meth:`checkpoint` after each.
 
+    ``scaler``: the :class:`torch.amp.GradScaler` of an fp16 cell (None otherwise), made from
+    ``fixed.precision`` when the context is; saved with the checkpoints.
+
     Every tensor a strategy owns (learned task weights, log-variances, gradient buffers) lives
     on ``device`` with ``dtype`` (the model's floating-point dtype); the conformance checks in
     :mod:`mtbench.strategies.checks` verify it for every registered strategy.
@@ -77,6 +93,28 @@ class TrainContext:
     epochs: dict[str, int] = field(default_factory=dict)
     checkpoints: Any = None
     _first_loss: dict = field(default_factory=dict)
+    scaler: Any = None
+
+    def __post_init__(self):
+        if self.precision == "fp16" and self.scaler is None:
+            self.scaler = torch.amp.GradScaler(self.device.type)
+
+    @property
+    def precision(self) -> str:
+        """``fixed.precision``: ``fp32`` (default), ``bf16`` or ``fp16``."""
+        return self.fixed.get("precision", "fp32")
+
+    def autocast(self):
+        """The context manager training's forward passes and losses run in: :func:`torch.autocast`
+        at ``fixed.precision``'s dtype on the device, a no-op at fp32."""
+        dtype = AUTOCAST_DTYPES.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+
+    def forward(self, images: torch.Tensor) -> dict:
+        """``model(images)`` under :meth:`autocast`: ``dict[task, raw outputs]`` (in the autocast
+        dtype where autocast chose it)."""
+        with self.autocast():
+            return self.model(images)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -106,22 +144,38 @@ class TrainContext:
         self.epochs.setdefault(task, 0)
         while True:
             for images, targets in epoch_iter(self.loaders[task]):
-                yield images.to(self.device), to_device(targets, self.device)
+                yield self._images(images), to_device(targets, self.device)
             self.epochs[task] += 1
+
+    def _images(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch on the device, in channels-last memory format when ``fixed.channels_last``."""
+        if self.fixed.get("channels_last"):
+            return images.to(self.device, memory_format=torch.channels_last)
+        return images.to(self.device)
 
     # -- loss ---------------------------------------------------------------------------
     def task_loss(self, task: str, batch, outputs: dict | None = None) -> dict[str, torch.Tensor]:
         """Forward ``batch`` (unless ``outputs`` are given) and return ``task``'s loss components.
 
         A loss with ``set_epoch`` (epoch-scheduled assigners, shrinking targets) is told the
-        task's current epoch first.
+        task's current epoch first. Forward and loss run under :meth:`autocast`.
         """
         images, targets = batch
-        out = self.model(images) if outputs is None else outputs
+        out = self.forward(images) if outputs is None else outputs
         loss = self.losses[task]
         if hasattr(loss, "set_epoch"):
             loss.set_epoch(self.epochs.get(task, 0))
-        return loss(out[task], targets, stride=self.model.strides[task])
+        with self.autocast():
+            return loss(out[task], targets, stride=self.model.strides[task])
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()``, the loss first multiplied by the fp16 loss scale (:attr:`scaler`)."""
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def grad_scale(self) -> float:
+        """The factor :meth:`backward` multiplied the loss by (1.0 without fp16 scaling): a
+        gradient taken by :meth:`backward` divided by it is the true gradient."""
+        return float(self.scaler.get_scale()) if self.scaler is not None else 1.0
 
     # -- optimisation -------------------------------------------------------------------
     def make_optimizer(self, total_steps: int, params=None):
@@ -194,9 +248,18 @@ class TrainContext:
         self.history.append(row)
 
     def step(self, opt, sched) -> None:
-        """Clip gradients (``fixed.grad_clip``), step the optimiser and the schedule."""
+        """Clip gradients (``fixed.grad_clip``), step the optimiser and the schedule.
+
+        With fp16 the gradients are unscaled first, and the optimiser step is skipped (the loss
+        scale halved) when one of them is inf/NaN, as :class:`torch.amp.GradScaler` does."""
+        if self.scaler is not None:
+            self.scaler.unscale_(opt)
         if self.fixed.get("grad_clip"):
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.fixed["grad_clip"])
-        opt.step()
+        if self.scaler is not None:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
         sched.step()
 

@@ -81,10 +81,11 @@ class EWC:
         ctx.model.eval()  # Fisher at the trained point, without moving BatchNorm statistics
         for _ in range(self.batches):
             ctx.model.zero_grad(set_to_none=True)
-            ctx.task_loss(task, next(stream))["total"].backward()
+            ctx.backward(ctx.task_loss(task, next(stream))["total"])
+            scale = ctx.grad_scale()  # fp16: the gradients are of the scaled loss
             for n, p in params.items():
                 if p.grad is not None:
-                    fisher[n] += p.grad.detach() ** 2 / self.batches
+                    fisher[n] += (p.grad.detach() / scale) ** 2 / self.batches
         ctx.model.zero_grad(set_to_none=True)
         ctx.model.train(was)
         self.anchors.append((fisher, {n: p.detach().clone() for n, p in params.items()}))

@@ -19,6 +19,8 @@ class Equal(JointStrategy):
     :param weights: task -> loss weight (default 1 for every task).
     """
 
+    grad_scaling = True  # every backward through ctx.backward: fp16 allowed
+
     def __init__(self, weights: dict[str, float] | None = None):
         self.weights = weights or {}
 
@@ -35,7 +37,7 @@ class Equal(JointStrategy):
         parts, grads, before = {}, [], None
         for t, batch in batches.items():
             comps = ctx.task_loss(t, batch)
-            (self.weights.get(t, 1.0) * comps["total"]).backward()
+            ctx.backward(self.weights.get(t, 1.0) * comps["total"])
             parts[t] = comps
             if measure:  # this task's gradient = accumulated gradient now - before its backward
                 now = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in shared])

@@ -79,6 +79,10 @@ def imtl_l(lr: float | None = None) -> Scalarized:
     return Scalarized("IMTLL", learned=True, weight_lr=lr)
 
 
+for _make in (rlw, gls, imtl_l):  # factories of a LossWeighting: fp16 loss scaling is correct (suite.check_precision)
+    _make.grad_scaling = True
+
+
 class FAMO(Scalarized):
     """``famo``: Fast Adaptive Multitask Optimization (Liu et al., NeurIPS 2023).
 

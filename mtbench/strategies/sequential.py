@@ -39,6 +39,7 @@ class Sequential:
     """
 
     needs_per_task_grads = False
+    grad_scaling = True  # every backward through ctx.backward (EWC's Fisher unscaled): fp16 allowed
 
     def __init__(self, order: list[str] | None = None, lwf: dict | None = None, ewc: dict | None = None,
                  replay: dict | None = None, freeze: list[str] | None = None):
@@ -75,14 +76,15 @@ class Sequential:
                     continue
                 opt.zero_grad(set_to_none=True)
                 images, targets = next(stream)
-                outputs = ctx.model(images)
+                outputs = ctx.forward(images)
                 comps = dict(ctx.task_loss(task, (images, targets), outputs))
                 for name, m in mitigations.items():
-                    extra = m.loss(ctx, images, outputs)
+                    with ctx.autocast():
+                        extra = m.loss(ctx, images, outputs)
                     if extra is not None:
                         comps[name] = extra
                         comps["total"] = comps["total"] + extra
-                comps["total"].backward()
+                ctx.backward(comps["total"])
                 ctx.record(step, task, {task: comps}, opt)
                 ctx.step(opt, sched)
                 ctx.checkpoint(stage, step, opt, sched, self, live=[task], extra={"stages": stages, "stage_index": k})

@@ -20,6 +20,7 @@ class SingleTask:
     """
 
     needs_per_task_grads = False
+    grad_scaling = True  # every backward through ctx.backward: fp16 allowed
 
     def __init__(self, task: str):
         self.task = task
@@ -48,7 +49,7 @@ class SingleTask:
                 continue
             opt.zero_grad(set_to_none=True)
             comps = ctx.task_loss(self.task, next(stream))
-            comps["total"].backward()
+            ctx.backward(comps["total"])
             ctx.record(step, self.task, {self.task: comps}, opt)
             ctx.step(opt, sched)
             ctx.checkpoint(f"single {self.task}", step, opt, sched, self, live=[self.task])

@@ -24,6 +24,7 @@ class LossWeighting(JointStrategy):
     Adam optimiser at ``self.weight_lr`` (default: the suite's learning rate).
     """
 
+    grad_scaling = True  # the network's backward through ctx.backward; own parameters from unscaled S
     weight_lr: float | None = None
     weight_decay: float = 0.0
 
@@ -52,7 +53,7 @@ class LossWeighting(JointStrategy):
         with torch.enable_grad():
             S = self.scalarize(leaf, step)
         w, *own_grads = torch.autograd.grad(S, [leaf, *own], allow_unused=True)
-        (w * L).sum().backward()
+        ctx.backward((w * L).sum())
         if self.opt is not None:
             self.opt.zero_grad(set_to_none=True)
             for p, g in zip(own, own_grads):
