@@ -430,10 +430,11 @@ def get_registry(load_entrypoints: bool = True, extra_plugins: Iterable[object] 
     """
     disable = list(disable)
     if disable and load_entrypoints:
-        names = {_normalise(n) for pair in installed_plugins() for n in pair if n}
+        installed = installed_plugins()
+        names = {_normalise(n) for pair in installed for n in pair if n}
         unknown = [n for n in disable if _normalise(n) not in names]
         if unknown:
-            known = sorted({d for _, d in installed_plugins() if d})
+            known = sorted({d for _, d in installed if d})
             raise PluginError(f"-p no:{unknown[0]}: no installed plugin distribution or entry point of that name."
                               f"{did_you_mean(unknown[0], known)} Installed: {', '.join(known) or '(none)'}")
     broken: list[str] = []

@@ -43,8 +43,10 @@ class PluginContractError(PluginError, AssertionError):
 
 
 def _registry():
-    from mtbench.plugins import get_registry
-    return get_registry(load_entrypoints=False)
+    """The registry the checks build with: the active one (every installed plugin, built once
+    per process; :func:`mtbench.plugins.active_registry`), so a plugin task's default loss is found."""
+    from mtbench.plugins import active_registry
+    return active_registry()
 
 
 def _default_loss(task: str) -> str:
