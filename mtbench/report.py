@@ -26,7 +26,7 @@ from mtbench.diagnostics.binding import invalidated
 from mtbench.aggregate import aggregate_seeds, ci_columns, std_column
 from mtbench.gates import check_gates
 from mtbench.metrics import headlines
-from mtbench.metrics.delta_m import attach_delta_m
+from mtbench.metrics.delta_m import attach_delta_m, setting_key
 from mtbench.results import read_json, read_record, records_of, write_json_atomic
 from mtbench.tasks import task_meta
 
@@ -46,6 +46,8 @@ TASK_FREE_COLUMNS = [
     ("ONNX parity", ("profile", "runtimes", "onnx", "parity_max_abs"), 7),
     ("peak mem (MiB)", ("profile", "peak_mem_mib"), 0),
     ("train (s)", ("profile", "train_s"), 0),
+    ("step (ms)", ("extra", "step_s"), 1, 1000),
+    ("step vs equal (x)", ("step_vs_equal",), 2),
 ]
 MARK = "†"
 
@@ -151,6 +153,21 @@ def _flags(records: list[dict]) -> list[dict[str, list[str]]]:
     return inv
 
 
+def attach_step_overhead(records: list[dict]) -> None:
+    """Set ``step_vs_equal`` on every ok joint record whose strategy is not ``equal``: its mean
+    step time (``extra.step_s``: batches, forward, the strategy's backward, optimiser step) over
+    that of the ``equal`` cell of the same setting (:func:`mtbench.metrics.delta_m.setting_key`)
+    in ``records``; absent where either time or that cell is missing. A ratio of wall times
+    measured in two cells (noisy on a shared machine: ``benchmarks/strategies_step.py``
+    interleaves them on one batch)."""
+    ok = [r for r in records if r.get("status") == "ok" and "config" in r and (r.get("extra") or {}).get("step_s")]
+    equal = {setting_key(r): r["extra"]["step_s"] for r in ok if r["config"]["strategy"]["name"] == "equal"}
+    for r in ok:
+        base = equal.get(setting_key(r))
+        if r["config"]["strategy"]["name"] != "equal" and base:
+            r["step_vs_equal"] = r["extra"]["step_s"] / base
+
+
 def build_frame(records: list[dict], gates: list[str], delta_m: str | None = None) -> pd.DataFrame:
     """One row per cell record, in the given order (delta-m attached where baselines exist).
 
@@ -163,6 +180,7 @@ def build_frame(records: list[dict], gates: list[str], delta_m: str | None = Non
     finding invalidates, and ``gates`` reads ``FAIL: ...`` / ``not meaningful: ...`` / ``pass``.
     """
     attach_delta_m(records, delta_m)
+    attach_step_overhead(records)
     task_meta(records)  # remember the tasks the records declare (a plugin task not installed here)
     rows = []
     for rec, inv in zip(records, _flags(records)):

@@ -231,3 +231,24 @@ def test_pareto_plot_has_error_bars_chance_and_short_ids(tmp_path):
     assert "#1  a|ce|P4|equal|s0,1,2" in legend and "#3  c|ce|P4|equal|s0" in legend
     assert plot_pareto(recs, tmp_path / "p.png").is_file()
     assert list(pareto_table(recs)["id"]) == ["#1", "#2", "#3"]
+
+
+def test_strategy_step_time_and_overhead_vs_equal_columns():
+    """Each joint method's mean step time is a column beside ``train (s)``, with its ratio to the
+    ``equal`` cell of the same setting (issue 18); no ratio without such a cell, none on ``equal``."""
+    from mtbench.report import build_frame, render
+
+    def rec(h, strategy, step_s, seed=0, arch="a"):
+        cfg = {"architecture": {"name": arch}, "losses": {}, "level": "P3", "seed": seed,
+               "strategy": {"name": strategy, "params": {}}}
+        return {"label": h, "hash": h, "status": "ok", "config": cfg, "metrics": {"cls/Top-1": 0.5},
+                "profile": {"train_s": 10.0}, "extra": {"step_s": step_s}}
+
+    records = [rec("eq", "equal", 0.050), rec("pc", "pcgrad", 0.065), rec("other-seed", "pcgrad", 0.07, seed=1),
+               rec("other-arch", "mgda", 0.09, arch="b")]
+    frame = build_frame(records, [])
+    assert frame["step (ms)"].tolist() == pytest.approx([50.0, 65.0, 70.0, 90.0])
+    ratio = frame["step vs equal (x)"].tolist()
+    assert np.isnan(ratio[0]) and ratio[1] == pytest.approx(1.3) and np.isnan(ratio[2]) and np.isnan(ratio[3])
+    head = render(frame).splitlines()[0]
+    assert head.index("train (s)") < head.index("step (ms)") < head.index("step vs equal (x)")

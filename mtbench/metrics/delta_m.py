@@ -90,6 +90,14 @@ def _percent(per_task: dict[str, dict[str, float | None]]) -> float | None:
     return 100 * sum(means) / len(means) if means else None
 
 
+def setting_key(record: dict) -> tuple:
+    """The cell a record compares with in other strategies: same architecture, losses, level
+    and seed (delta-m's single-task baselines, a joint method's ``equal`` step time)."""
+    c = record["config"]
+    return (json.dumps(c["architecture"], sort_keys=True), json.dumps(c["losses"], sort_keys=True),
+            c["level"], c["seed"])
+
+
 def attach_delta_m(records: list[dict], convention: str | None = None) -> None:
     """Set ``metrics["delta_m"]``, ``delta_m_convention`` and ``delta_m_terms`` on every ok
     multi-task record that has single-task baselines (same architecture, losses, level, seed).
@@ -99,11 +107,7 @@ def attach_delta_m(records: list[dict], convention: str | None = None) -> None:
         convention they were computed with). ``delta_m_from`` lists the baselines' hashes, so
         a finding on a baseline reaches the delta-m.
     """
-    def key(r):
-        c = r["config"]
-        return (json.dumps(c["architecture"], sort_keys=True), json.dumps(c["losses"], sort_keys=True),
-                c["level"], c["seed"])
-
+    key = setting_key
     ok = [r for r in records if r.get("status") == "ok" and "config" in r]
     singles: dict[tuple, dict[str, dict]] = {}
     hashes: dict[tuple, list[str]] = {}
