@@ -6,13 +6,16 @@ parity is against PyTorch float32, so it measures what the precision costs (``pa
 against a tolerance of that precision, :data:`PARITY_TOL`):
 
 - ``onnx-fp16``: the graph converted to float16, inputs and outputs included
-  (``onnxconverter_common.float16.convert_float_to_float16``; the converter's
-  ``keep_io_types`` emits graphs ONNX Runtime rejects for outputs straight from a
-  ``ReduceMean``), inputs cast to float16 and outputs read as float32. ONNX Runtime's CPU
+  (``onnxruntime.transformers.float16.convert_float_to_float16``, ONNX Runtime's own copy of
+  the onnxconverter-common converter, which handles the ``Cast`` nodes of timm's "same"
+  padding that onnxconverter-common 1.16 leaves mistyped; ``keep_io_types`` emits graphs ONNX
+  Runtime rejects for outputs straight from a ``ReduceMean``), inputs cast to float16 and
+  outputs read as float32. ONNX Runtime's CPU
   provider runs many float16 kernels by casting around float32 ones: slow there, recorded as
   measured; on a GPU cell the CUDA provider runs it natively.
 - ``onnx-int8``: static post-training quantization (``onnxruntime.quantization.quantize_static``,
-  QDQ format, int8 activations and per-tensor int8 weights, MinMax calibration) calibrated on
+  QDQ format, int8 activations (per tensor) and weights (per output channel, as TensorRT
+  quantizes them), MinMax calibration) calibrated on
   the cell's train images (``profile.calibration_images``; :func:`calibration_images`).
 - ``tensorrt`` / ``tensorrt-int8``: NVIDIA TensorRT through ONNX Runtime's TensorRT execution
   provider (``onnxruntime-gpu``; TensorRT's own libraries, ``libnvinfer``, must be installed),
@@ -47,25 +50,19 @@ TRT = "TensorrtExecutionProvider"
 
 
 def to_fp16(path: Path, tmp: Path) -> Path:
-    """``path`` (a float32 ONNX graph) converted to float16, inputs and outputs too; the new file's path.
-
-    :raises RuntimeUnavailable: onnxconverter-common is not installed (the ``deploy`` extra).
-    """
+    """``path`` (a float32 ONNX graph) converted to float16, inputs and outputs too; the new file's path."""
     import onnx
-    try:
-        from onnxconverter_common import float16
-    except ImportError as exc:
-        raise RuntimeUnavailable(f"onnx-fp16 needs onnxconverter-common (pip install 'mtbench[deploy]'): {exc}") from None
+    from onnxruntime.transformers.float16 import convert_float_to_float16
 
     out = tmp / f"{path.stem}-fp16.onnx"
-    with warnings.catch_warnings():  # one warning per weight below float16's range, truncated as it says
+    with warnings.catch_warnings():  # one warning per weight beyond float16's range, clipped as it says
         warnings.simplefilter("ignore")
-        onnx.save(float16.convert_float_to_float16(onnx.load(str(path)), keep_io_types=False), str(out))
+        onnx.save(convert_float_to_float16(onnx.load(str(path)), keep_io_types=False), str(out))
     return out
 
 
 def quantize_int8(path: Path, tmp: Path, calibration: torch.Tensor) -> Path:
-    """``path`` statically quantized to int8 (QDQ), activation ranges calibrated (MinMax) on
+    """``path`` statically quantized to int8 (QDQ, per-channel weights), activation ranges calibrated (MinMax) on
     ``calibration``: float32 ``(N, 3, S, S)`` images in [0, 1], fed one at a time."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -78,7 +75,7 @@ def quantize_int8(path: Path, tmp: Path, calibration: torch.Tensor) -> Path:
             return None if x is None else {"images": x[None]}
 
     out = tmp / f"{path.stem}-int8.onnx"
-    quantize_static(str(path), str(out), _Images(), quant_format=QuantFormat.QDQ,
+    quantize_static(str(path), str(out), _Images(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
     return out
 
