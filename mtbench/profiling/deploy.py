@@ -31,6 +31,7 @@ Execution Provider" (onnxruntime.ai/docs); Ultralytics ``benchmark`` (accuracy p
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -75,8 +76,13 @@ def quantize_int8(path: Path, tmp: Path, calibration: torch.Tensor) -> Path:
             return None if x is None else {"images": x[None]}
 
     out = tmp / f"{path.stem}-int8.onnx"
-    quantize_static(str(path), str(out), _Images(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    before = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # its advice to pre-process the graph, twice per call, on the root logger
+    try:
+        quantize_static(str(path), str(out), _Images(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(before)
     return out
 
 
