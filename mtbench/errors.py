@@ -67,6 +67,11 @@ class UsageError(MtbenchError):
     options that exclude each other)."""
 
 
+class RuntimeUnavailable(MtbenchError):
+    """A deployment runtime cannot run on this machine (no CUDA device, its library not
+    installed): the cell records ``{"unavailable": reason}`` for it and goes on."""
+
+
 class CellFailure(MtbenchError):
     """A cell could not finish (NaN loss, divergence); recorded as a failed result."""
 

@@ -106,3 +106,45 @@ def verdict_inputs(detail: dict[str, TaskEvaluation], seed: int, resamples: int 
     out["uncertainty"] = {"method": method, "resamples": resamples, "level": level, "seed": seed,
                           "unit": "val images", "chance": chance_methods, "seconds": time.perf_counter() - t0}
     return out
+
+
+class _RuntimeModel:
+    """A runtime's ``predict`` in the model's place for :func:`evaluate_detailed`: its outputs,
+    the model's ``decode`` (the same decoding and metric code as eager)."""
+
+    training = False
+
+    def __init__(self, predict, model):
+        self.predict, self.model = predict, model
+
+    def __call__(self, images: torch.Tensor) -> dict:
+        return self.predict(images)
+
+    def decode(self, *args, **kwargs):
+        return self.model.decode(*args, **kwargs)
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+
+def runtime_val(predict, model, val_sets: dict[str, TaskDataset], tasks: list[str], batch_size: int,
+                device: torch.device, image_size: int, decode_kwargs: dict[str, dict] | None,
+                eager: dict[str, float]) -> dict:
+    """The val metrics of ``tasks`` re-computed from a deployment runtime's outputs.
+
+    :param predict: ``float32 (B, 3, S, S)`` images on ``device`` -> raw outputs
+        ``dict[task, Tensor | list[Tensor]]`` as the runtime computes them (hookspecs
+        ``mtbench_register_runtimes``); decoded by ``model.decode`` and scored by each task's
+        metric over its whole val split, as :func:`evaluate_detailed` scores the eager model.
+    :param eager: the eager float32 metrics of the same model (the cell's ``metrics``).
+    :return: ``{"metrics": {name: value}, "delta": {name: runtime - eager}, "seconds": wall
+        seconds of the pass}``; metrics as fractions, deltas in the same units (negative: the
+        runtime loses accuracy on a higher-is-better metric).
+    """
+    t0 = time.perf_counter()
+    values = evaluate(_RuntimeModel(predict, model), val_sets, tasks, batch_size, device, image_size, decode_kwargs)
+    return {"metrics": values, "delta": {k: v - eager[k] for k, v in values.items() if eager.get(k) is not None},
+            "seconds": time.perf_counter() - t0}

@@ -200,8 +200,19 @@ def mtbench_register_runtimes():
         (:func:`~mtbench.profiling.latency.latency_figures` /
         :func:`~mtbench.profiling.latency.fps_figures`: ``latency_ms``, ``fps`` with their
         intervals) and ``parity_max_abs``, the largest absolute difference from PyTorch's
-        outputs on the same input. Raising records ``{"error": reason}`` for the runtime; the
-        cell goes on. Built-in examples: :mod:`mtbench.profiling.runtimes` (``onnx``, ``compile``).
+        outputs on the same input. The figures may carry ``predict``: a callable ``float32 (B,
+        3, S, S)`` images in [0, 1] on ``device`` -> the model's raw outputs ``dict[task, Tensor
+        | list[Tensor]]`` (float32, on ``device``) as the runtime computes them; with
+        ``profile.runtime_metrics`` the val metrics are re-computed from it with the model's
+        own decode and the tasks' metrics (stored as the runtime's ``val``, never the callable;
+        without it ``val`` says unavailable). A factory that declares a ``calibration``
+        parameter gets ``float32 (N, 3, S, S)`` train images in [0, 1]
+        (``profile.calibration_images``; None outside a cell). Raising
+        :class:`mtbench.errors.RuntimeUnavailable` records ``{"unavailable": reason}`` (the
+        machine cannot run it: no GPU, library missing), any other exception ``{"error":
+        reason}``; the cell goes on. Built-in examples: :mod:`mtbench.profiling.runtimes`
+        (``onnx``, ``compile``), :mod:`mtbench.profiling.deploy` (``onnx-fp16``, ``onnx-int8``,
+        ``tensorrt``, ``tensorrt-int8``).
     """
 
 

@@ -17,7 +17,8 @@
     (:func:`plugin_fingerprint`), so a changed plugin retrains its cells and only them.
 
 - **Evaluation identity** (``Cell.eval_hash``): the training identity plus the ``profile``
-  section (``cudnn_benchmark`` only when on): a cell whose training identity is stored but whose evaluation identity differs is
+  section (``cudnn_benchmark`` and ``runtime_metrics`` only when on, ``calibration_images``
+  only when not 32): a cell whose training identity is stored but whose evaluation identity differs is
   re-evaluated and re-profiled from its stored weights, never retrained.
 
 Before this scheme (records without ``identity``) one hash covered the whole config,
@@ -52,7 +53,8 @@ LOADER_KEYS = ("cache", "cache_ram_gib", "num_workers", "pin_memory", "persisten
 RESUMING = ("checkpoint_every",)  # fixed.* keys that change how training survives, not what it trains
 #: options added after records were stored, each left out of its identity at its default (the value every
 #: earlier record trained or was profiled with), so those records keep their hashes; any other value is in
-NEW_DEFAULTS = {"fixed": {"precision": "fp32", "channels_last": False}, "profile": {"cudnn_benchmark": False}}
+NEW_DEFAULTS = {"fixed": {"precision": "fp32", "channels_last": False},
+                "profile": {"cudnn_benchmark": False, "runtime_metrics": False, "calibration_images": 32}}
 SOURCE_SUFFIXES = (".py", ".toml", ".cfg", ".json", ".yaml", ".yml", ".txt")  # an editable plugin's source files
 
 

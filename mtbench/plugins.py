@@ -68,6 +68,7 @@ BUILTIN_PLUGINS = READER_PLUGINS + (
     "mtbench.metrics.classification",
     "mtbench.optimizers",
     "mtbench.profiling.runtimes",
+    "mtbench.profiling.deploy",
     "mtbench.executors.local",
     "mtbench.executors.ray",
     "mtbench.models.unified_onehead",

@@ -50,16 +50,38 @@ TASK_FREE_COLUMNS = [
     ("step vs equal (x)", ("step_vs_equal",), 2),
 ]
 MARK = "†"
+_RUNTIMES_SEEN: dict[str, bool] = {}  # runtime -> whether a record read in this process has its val pass
+
+
+def runtime_columns(records: list[dict] = ()) -> list[tuple]:
+    """Columns of the runtimes in ``records`` (and in records read before in this process), in
+    the order first seen: ``<runtime> latency p50 (ms)`` and ``<runtime> parity`` (ONNX's are
+    in :data:`TASK_FREE_COLUMNS`), and where a record holds the runtime's val pass
+    (``profile.runtime_metrics``) ``<runtime> Δ <headline>`` per task: the runtime's metric
+    minus eager float32's (``profile.runtimes.<runtime>.val.delta``; negative = lost)."""
+    for rec in records:
+        for name, figures in ((rec.get("profile") or {}).get("runtimes") or {}).items():
+            val = isinstance(figures, dict) and isinstance(figures.get("val"), dict) and "delta" in figures["val"]
+            _RUNTIMES_SEEN[name] = _RUNTIMES_SEEN.get(name, False) or val
+    out = []
+    for name, val in _RUNTIMES_SEEN.items():
+        where = ("profile", "runtimes", name)
+        if name != "onnx":
+            out += [(f"{name} latency p50 (ms)", (*where, "latency_ms"), 1), (f"{name} parity", (*where, "parity_max_abs"), 7)]
+        if val:
+            out += [(f"{name} Δ {metric}", (*where, "val", "delta", metric), 4) for metric in headlines(records).values()]
+    return out
 
 
 def columns(records: list[dict] = ()) -> list[tuple]:
     """Every table column: each known task's ``columns`` (:func:`mtbench.tasks.task_meta`: the
     active registry's or the built-in tasks, then those stored in ``records``; a metric name
     reads ``record["metrics"][name]``, a list is a path into the record, e.g. ``["chance",
-    metric]``), in registration order, then :data:`TASK_FREE_COLUMNS`."""
+    metric]``), in registration order, then :data:`TASK_FREE_COLUMNS`, then the runtimes'
+    (:func:`runtime_columns`)."""
     own = [(title, ("metrics", where) if isinstance(where, str) else tuple(where), digits)
            for meta in task_meta(records).values() for title, where, digits in meta["columns"]]
-    return own + TASK_FREE_COLUMNS
+    return own + TASK_FREE_COLUMNS + runtime_columns(records)
 
 
 def metric_of(records: list[dict] = ()) -> dict[str, str]:
@@ -181,7 +203,7 @@ def build_frame(records: list[dict], gates: list[str], delta_m: str | None = Non
     """
     attach_delta_m(records, delta_m)
     attach_step_overhead(records)
-    task_meta(records)  # remember the tasks the records declare (a plugin task not installed here)
+    columns(records)  # remember the tasks and runtimes the records hold (a plugin task not installed here)
     rows = []
     for rec, inv in zip(records, _flags(records)):
         row = {"cell": rec["label"], "hash": rec["hash"]}

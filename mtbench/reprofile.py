@@ -22,7 +22,7 @@ from mtbench.diagnostics import diagnose
 from mtbench.plugins import Registry
 from mtbench.results import cell_identity_record
 from mtbench.provenance import environment, plugins_in_play
-from mtbench.runner import _device, build_model, datasets, measure
+from mtbench.runner import _device, build_model, datasets, measure, runtime_inputs
 from mtbench.suite import Cell
 
 
@@ -42,13 +42,15 @@ def reprofile(cell: Cell, registry: Registry, record: dict, workdir: Path) -> di
     if cfg["fixed"].get("threads"):
         torch.set_num_threads(cfg["fixed"]["threads"])
     device = _device(cfg["fixed"]["device"])
-    infos = {t: ds.info for t, ds in datasets(cfg, registry, "train").items()}
+    train_sets = datasets(cfg, registry, "train")
+    infos = {t: ds.info for t, ds in train_sets.items()}
     model = build_model(cfg, registry, infos, device)
     load_weights(model, Path(workdir))
     out = copy.deepcopy(record)
     out.update(config=cfg, identity=cell_identity_record(cell))
     train_s = float((record.get("profile") or {}).get("train_s") or 0.0)
-    measure(out, model, cfg, registry, {t: i.num_classes for t, i in infos.items()}, device, train_s)
+    measure(out, model, cfg, registry, {t: i.num_classes for t, i in infos.items()}, device, train_s,
+            runtime_inputs(cfg, registry, model, device, record.get("metrics") or {}, train_sets))
     out["diagnostics"] = diagnose(out)
     out["reprofiled"] = {"seconds": time.perf_counter() - started, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                          "env": environment(device, plugins_in_play(cell.identity), cell.suite_sha256),

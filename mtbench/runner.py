@@ -23,7 +23,7 @@ from mtbench.data.cache import RamBudget
 from mtbench.data.loading import train_loader
 from mtbench.diagnostics import diagnose
 from mtbench.diagnostics.overfit import SHARE, budget_steps, overfit_one_batch
-from mtbench.evaluation import evaluate_detailed, verdict_inputs
+from mtbench.evaluation import evaluate_detailed, runtime_val, verdict_inputs
 from mtbench.errors import MtbenchError, PluginError
 from mtbench.metrics import headlines
 from mtbench.metrics.forgetting import forgetting
@@ -33,6 +33,7 @@ from mtbench.profiling.complexity import count_flops, count_params, matmul_peak_
 from mtbench.profiling.latency import Budget, StopRule, measure_fps, measure_latency
 from mtbench.profiling.memory import peak_memory_mib
 from mtbench.profiling.reference import reference_entries
+from mtbench.profiling.deploy import calibration_images
 from mtbench.profiling.runtimes import measure_runtimes
 from mtbench.provenance import environment, plugins_in_play
 from mtbench.results import cell_identity_record
@@ -184,7 +185,8 @@ def _run_cell(cell: Cell, registry: Registry, show_progress: bool, workdir: Path
         result["extra"] = report.extra
         if result["overfit"]:
             result["overfit"]["share_of_train"] = result["overfit"]["seconds"] / train_s if train_s > 0 else None
-        measure(result, model, cfg, registry, {t: infos[t].num_classes for t in tasks}, device, train_s)
+        measure(result, model, cfg, registry, {t: infos[t].num_classes for t in tasks}, device, train_s,
+                runtime_inputs(cfg, registry, model, device, metrics, train_sets, val_sets, dkw))
         result["status"] = "ok"
         if workdir:
             tidy(workdir, keep_weights)
@@ -232,21 +234,55 @@ def build_model(cfg: dict, registry: Registry, infos: dict, device: torch.device
                   **cfg["architecture"]["params"]).to(device)
 
 
+def runtime_inputs(cfg: dict, registry: Registry, model, device: torch.device, eager: dict[str, float],
+                   train_sets: dict, val_sets: dict | None = None, decode_kwargs: dict | None = None) -> dict:
+    """The ``calibration`` and ``evaluate`` arguments of :func:`mtbench.profiling.runtimes.measure_runtimes`
+    for a cell: its train images (``profile.calibration_images``, drawn only when an int8
+    runtime asks) and, with ``profile.runtime_metrics``, a val pass over the tasks ``eager``
+    (the cell's eager float32 metrics) scores, from a runtime's outputs
+    (:func:`mtbench.evaluation.runtime_val`); ``val_sets`` / ``decode_kwargs`` (the losses')
+    are built from the config when not given."""
+    prof, fixed = cfg["profile"], cfg["fixed"]
+    out = {"calibration": lambda: calibration_images(train_sets, prof.get("calibration_images", 32), cfg["seed"])}
+    if not prof.get("runtime_metrics"):
+        return out
+    val_sets = val_sets if val_sets is not None else datasets(cfg, registry, "val")
+    tasks = [t for t in cfg["tasks"] if headlines().get(t) in eager]
+    if decode_kwargs is None:
+        names = cfg.get("losses", {})
+        decode_kwargs = {t: getattr(_build(registry, "loss", names[t], num_classes=val_sets[t].info.num_classes,
+                                           **cfg.get("loss_params", {}).get(t, {})), "decode_kwargs", {})
+                         for t in tasks}
+    bs = fixed["eval_batch_size"] or fixed["batch_size"]
+    out["evaluate"] = lambda predict: runtime_val(predict, model, val_sets, tasks, bs, device, fixed["image_size"],
+                                                  decode_kwargs, eager)
+    return out
+
+
 def measure(result: dict, model, cfg: dict, registry: Registry, num_classes: dict[str, int],
-            device: torch.device, train_s: float) -> None:
+            device: torch.device, train_s: float, runtime_args: dict | None = None) -> None:
     """Profile the trained ``model`` into ``result``: ``profile`` (:func:`profile`, the harness
-    budget left after the record's overfit check and CIs, its reference figures) and ``harness``."""
+    budget left after the record's overfit check and CIs, its reference figures) and ``harness``.
+
+    :param runtime_args: ``calibration`` / ``evaluate`` for the runtimes (:func:`runtime_inputs`).
+    """
     t_prof = time.perf_counter()
     fixed = cfg["fixed"]
     share = (cfg.get("checks") or {}).get("harness_share", HARNESS_SHARE)
     left = harness_left(share, result, train_s)
     result["profile"] = profile(model, fixed["image_size"], fixed["batch_size"], device, cfg["profile"],
-                                left) | {"train_s": train_s}
+                                left, **(runtime_args or {})) | {"train_s": train_s}
     refs = reference_entries(cfg, registry.get("model", cfg["architecture"]["name"]).factory, num_classes,
                              result["profile"])
     if refs:
         result["profile"]["reference"] = refs
     result["harness"] = harness_cost(result, train_s, time.perf_counter() - t_prof, share)
+
+
+def _runtime_val_s(result: dict) -> float:
+    """Seconds of the runtimes' val passes in a record (``profile.runtime_metrics``)."""
+    runtimes = (result.get("profile") or {}).get("runtimes") or {}
+    return float(sum((r.get("val") or {}).get("seconds") or 0.0 for r in runtimes.values() if isinstance(r, dict)))
 
 
 def _build(registry: Registry, kind: str, name: str, **params):
@@ -287,11 +323,14 @@ def harness_left(share: float, result: dict, train_s: float) -> float:
 
 def harness_cost(result: dict, train_s: float, profile_s: float, share: float = HARNESS_SHARE) -> dict:
     """Seconds the harness spent on its own work beside training, and their share of ``train_s``:
-    the overfit-one-batch copy, CIs + measured chance (``uncertainty``), profiling; ``budget_share``
-    is the suite's ``checks.harness_share`` it is held to."""
+    the overfit-one-batch copy, CIs + measured chance (``uncertainty``), profiling, the
+    runtimes' val passes (``runtime_val_s``, opt-in ``profile.runtime_metrics``; taken out of
+    ``profile_s``, in which they ran); ``budget_share`` is the suite's ``checks.harness_share``
+    it is held to."""
+    val_s = _runtime_val_s(result) if profile_s else 0.0
     parts = {"overfit_s": float((result.get("overfit") or {}).get("seconds") or 0.0),
              "uncertainty_s": float((result.get("uncertainty") or {}).get("seconds") or 0.0),
-             "profile_s": profile_s}
+             "profile_s": profile_s - val_s, "runtime_val_s": val_s}
     total = sum(parts.values())
     return parts | {"total_s": total, "train_s": train_s,
                     "share_of_train": total / train_s if train_s > 0 else None, "budget_share": share}
@@ -312,7 +351,7 @@ def _overfit(checks: dict, strategy, ctx: TrainContext, model, losses, train_set
 
 
 def profile(model, image_size: int, batch_size: int, device: torch.device, cfg: dict,
-            time_left: float | None = None) -> dict:
+            time_left: float | None = None, calibration=None, evaluate=None) -> dict:
     """Params, GFLOPs, batch-1 latency (p50/p90/CV), FPS at ``batch_size``, peak memory
     (PyTorch eager: top-level keys), and the same figures per extra runtime in ``runtimes``.
     Latency and FPS carry their 95 % intervals (``latency_ms_ci``, ``fps_ci``) and why their
@@ -331,20 +370,25 @@ def profile(model, image_size: int, batch_size: int, device: torch.device, cfg: 
     CUDA model is profiled (restored afterwards); ``out["cudnn_benchmark"]`` records whether it
     was on (always False on CPU, where cuDNN is not used). Profiling is fp32 at every
     ``fixed.precision``.
+
+    ``calibration`` / ``evaluate``: passed to
+    :func:`~mtbench.profiling.runtimes.measure_runtimes` (int8 calibration images; the val
+    pass per runtime, ``profile.runtime_metrics``).
     """
     benchmark = bool(cfg.get("cudnn_benchmark")) and device.type == "cuda"
+    args = (model, image_size, batch_size, device, cfg, time_left, calibration, evaluate)
     if device.type != "cuda":
-        return _profile(model, image_size, batch_size, device, cfg, time_left) | {"cudnn_benchmark": False}
+        return _profile(*args) | {"cudnn_benchmark": False}
     before = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = benchmark
     try:
-        return _profile(model, image_size, batch_size, device, cfg, time_left) | {"cudnn_benchmark": benchmark}
+        return _profile(*args) | {"cudnn_benchmark": benchmark}
     finally:
         torch.backends.cudnn.benchmark = before
 
 
 def _profile(model, image_size: int, batch_size: int, device: torch.device, cfg: dict,
-             time_left: float | None) -> dict:
+             time_left: float | None, calibration=None, evaluate=None) -> dict:
     out: dict = {}
     if hasattr(model, "fuse"):
         model = copy.deepcopy(model).fuse()
@@ -366,7 +410,8 @@ def _profile(model, image_size: int, batch_size: int, device: torch.device, cfg:
     out.update(fps)
     out.update(mem)
     out["runtimes"] = measure_runtimes(cfg["runtimes"], model, image_size, batch_size, device,
-                                       cfg["latency_warmup"], cfg["latency_repeats"], cfg["fps_repeats"], rule)
+                                       cfg["latency_warmup"], cfg["latency_repeats"], cfg["fps_repeats"], rule,
+                                       calibration, evaluate)
     return out
 
 

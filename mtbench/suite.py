@@ -261,6 +261,13 @@ class Profile(_Strict):
     ``cudnn_benchmark``: :data:`torch.backends.cudnn.benchmark` while a CUDA cell is profiled
     (cuDNN picks the fastest convolution algorithms for the fixed input shapes; no effect on
     CPU); the record's ``profile.cudnn_benchmark`` says whether it was applied.
+
+    ``runtime_metrics``: re-compute the val metrics with every runtime's outputs (one extra
+    pass over the val splits per runtime; :func:`mtbench.evaluation.runtime_val`), stored per
+    runtime as ``val`` with the delta vs eager float32. Off by default: the pass costs about
+    what the cell's own evaluation costs, per runtime, outside the harness budget.
+    ``calibration_images``: train images int8 runtimes calibrate on
+    (:func:`mtbench.profiling.deploy.calibration_images`).
     """
 
     runtimes: list[str] = Field(default_factory=lambda: ["onnx"])  # registered runtimes (check_registry)
@@ -271,6 +278,8 @@ class Profile(_Strict):
     latency_max_s: float = Field(0.5, ge=0)  # seconds of timed sampling per series (latency, FPS) and runtime
     latency_max_repeats: int = Field(1000, gt=0)  # samples per series at most
     cudnn_benchmark: bool = False
+    runtime_metrics: bool = False
+    calibration_images: int = Field(32, gt=0)
 
     @model_validator(mode="after")
     def _max_above_min(self) -> "Profile":

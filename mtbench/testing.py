@@ -365,14 +365,17 @@ def _inherited(cls: type, attr: str):
     return None
 
 
-def check_runtime(spec: Any, run: bool = True) -> None:
+def check_runtime(spec: Any, run: bool = True, tolerance: float = 1e-3) -> None:
     """Check a runtime against the runtime contract (``mtbench_register_runtimes``).
 
     Its factory takes the arguments mtbench passes (``model``, ``image_size``, ``batch_size``,
     ``device``, ``warmup``, ``repeats``, ``fps_repeats``, ``rule``); with ``run``, it measures a
     tiny two-task model (a 3x3 conv map and pooled logits, 32 px, batch 2, CPU, the minimum
-    samples) and returns a dict with finite ``latency_ms`` and ``fps`` and a ``parity_max_abs``
-    below 1e-3 (its outputs are the model's).
+    samples; ``calibration``: 4 random images where the factory declares it) and returns a dict
+    with finite ``latency_ms`` and ``fps`` and a ``parity_max_abs`` below ``tolerance`` (its
+    outputs are the model's; a reduced-precision runtime passes its own), and a ``predict``
+    (when given) that returns float32 outputs of the model's tasks and shapes. A runtime
+    raising :class:`~mtbench.errors.RuntimeUnavailable` (no GPU here) passes unchecked.
 
     :param spec: ``Spec(kind="runtime", ...)`` or the factory itself.
     :raises PluginError: naming the runtime and what is wrong.
@@ -394,16 +397,30 @@ def check_runtime(spec: Any, run: bool = True) -> None:
     import torch
 
     from mtbench.profiling.latency import StopRule
-    out = factory(_tiny_model().eval(), image_size=32, batch_size=2, device=torch.device("cpu"), warmup=1,
-                  repeats=6, fps_repeats=6, rule=StopRule(max_s=0.0))
+    from mtbench.errors import RuntimeUnavailable
+    from mtbench.profiling.runtimes import flat_tensors
+    model = _tiny_model().eval()
+    extra = {"calibration": torch.rand(4, 3, 32, 32)} if "calibration" in params else {}
+    try:
+        out = factory(model, image_size=32, batch_size=2, device=torch.device("cpu"), warmup=1,
+                      repeats=6, fps_repeats=6, rule=StopRule(max_s=0.0), **extra)
+    except RuntimeUnavailable:  # cannot run on this machine (a GPU runtime): nothing more to check here
+        return
     if not isinstance(out, dict):
         raise PluginContractError(f"{who}: must return a dict of figures, got {type(out).__name__}")
     for key in ("latency_ms", "fps", "parity_max_abs"):
         v = out.get(key)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
             raise PluginContractError(f"{who}: figure {key!r} must be a finite number, got {v!r}")
-    if out["parity_max_abs"] >= 1e-3:
+    if out["parity_max_abs"] >= tolerance:
         raise PluginContractError(f"{who}: outputs differ from PyTorch's by {out['parity_max_abs']:.3g} (parity_max_abs)")
+    if out.get("predict") is not None:
+        x = torch.rand(3, 3, 32, 32)
+        with torch.no_grad():
+            ref, got = flat_tensors(model(x)), flat_tensors(out["predict"](x))
+        if [t.shape for t in ref] != [t.shape for t in got] or any(t.dtype != torch.float32 for t in got):
+            raise PluginContractError(f"{who}: predict must return the model's outputs (float32, same tasks and "
+                                      f"shapes): {[tuple(t.shape) for t in ref]} vs {[tuple(t.shape) for t in got]}")
 
 
 def _tiny_model():

@@ -1,6 +1,12 @@
 """COCO instances JSON detection loader (``dataset: coco``).
 
-Layout: ``<root>/<path>/<split>/data/*.jpg`` and ``<root>/<path>/<split>/labels.json``.
+Layouts (``layout`` parameter; ``auto``, the default, takes ``coco2017`` where its train
+annotation file exists, else ``mini``):
+
+- ``mini``: ``<root>/<path>/<split>/data/*.jpg`` and ``<root>/<path>/<split>/labels.json``;
+- ``coco2017`` (the COCO 2017 download): ``<root>/<path>/annotations/instances_{train,val}2017.json``
+  and the images in ``<root>/<path>/{train,val}2017/``.
+
 Classes are the categories of the *train* split's file, sorted by id and matched by
 **name** in other splits: the mini COCO files number the same categories differently in
 train and val, so matching by id would silently mislabel every box.
@@ -37,21 +43,22 @@ class CocoDetection(TaskDataset):
     :param split: ``train`` or ``val``.
     :param min_box: boxes narrower or shorter than this many original pixels are dropped.
     :param invalid_boxes: ``drop`` (default: drop and report) or ``error`` (refuse the file).
+    :param layout: ``auto`` | ``mini`` | ``coco2017`` (the module's docstring).
     :raises DataError: missing folder or file, or a refused annotation; names the file and
         the annotation id.
     """
 
     def __init__(self, root: Path | None, path: str, split: str, image_size: int, train: bool,
-                 min_box: float = 1.0, invalid_boxes: str = "drop"):
+                 min_box: float = 1.0, invalid_boxes: str = "drop", layout: str = "auto"):
         super().__init__("det", image_size, train)
         if invalid_boxes not in ("drop", "error"):
             raise DataError(f"invalid_boxes must be 'drop' or 'error', not {invalid_boxes!r}")
         base = resolve_dir(root, path, "COCO detection")
-        self.image_dir = base / split / "data"
-        self.ann_file = base / split / "labels.json"
+        self.image_dir, self.ann_file = coco_files(base, split, layout)
+        self.train_file = coco_files(base, "train", layout)[1]
         self.min_box = min_box
         data = read_instances(self.ann_file, image_keys=("file_name", "width", "height"), lean=True)
-        ref = data if split == "train" else read_instances(base / "train" / "labels.json", lean=True)
+        ref = data if split == "train" else read_instances(self.train_file, lean=True)
         cats = sorted(ref["categories"], key=lambda c: c["id"])
         names = tuple(c["name"] for c in cats)
         self.info = TaskInfo("det", len(names), names)
@@ -85,8 +92,7 @@ class CocoDetection(TaskDataset):
 
     def cache_identity(self) -> dict:
         """The annotation files (this split's and train's, which numbers the classes), the image folder, ``min_box``."""
-        train_file = self.ann_file.parent.parent / "train" / "labels.json"
-        return self._identity(files=[file_stamp(self.ann_file), file_stamp(train_file)], images=str(self.image_dir),
+        return self._identity(files=[file_stamp(self.ann_file), file_stamp(self.train_file)], images=str(self.image_dir),
                               min_box=self.min_box)
 
     def load(self, index: int):
@@ -117,6 +123,26 @@ class CocoDetection(TaskDataset):
         return {"images": images, "annotations": anns, "categories": cats}
 
 
+LAYOUTS = ("auto", "mini", "coco2017")
+
+
+def coco_files(base: Path, split: str, layout: str = "auto") -> tuple[Path, Path]:
+    """``(image folder, annotation file)`` of ``split`` in the data set folder ``base``.
+
+    :param layout: ``mini`` (``<split>/data``, ``<split>/labels.json``), ``coco2017``
+        (``<split>2017/``, ``annotations/instances_<split>2017.json``) or ``auto``: ``coco2017``
+        where ``annotations/instances_train2017.json`` exists, else ``mini``.
+    :raises DataError: an unknown layout.
+    """
+    if layout not in LAYOUTS:
+        raise DataError(f"COCO layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+    if layout == "auto":
+        layout = "coco2017" if (base / "annotations" / "instances_train2017.json").is_file() else "mini"
+    if layout == "coco2017":
+        return base / f"{split}2017", base / "annotations" / f"instances_{split}2017.json"
+    return base / split / "data", base / split / "labels.json"
+
+
 def _index_annotations(anns: list[dict], image_ids: np.ndarray, local_index: dict[int, int]) -> dict[str, np.ndarray]:
     """Kept annotations as arrays grouped by image (CSR), in file order within each image: ``id``
     int64 ``(A,)``, ``bbox`` float64 ``(A, 4)`` xywh original pixels, ``label`` int64 ``(A,)``
@@ -142,6 +168,7 @@ def mtbench_register_datasets():
 
 
 def _build(task: str, split: str, root: Path | None, image_size: int, path: str = "mini_coco_det",
-           min_box: float = 1.0, invalid_boxes: Literal["drop", "error"] = "drop"):
+           min_box: float = 1.0, invalid_boxes: Literal["drop", "error"] = "drop",
+           layout: Literal["auto", "mini", "coco2017"] = "auto"):
     return CocoDetection(root, path, split, image_size, train=split == "train", min_box=min_box,
-                         invalid_boxes=invalid_boxes)
+                         invalid_boxes=invalid_boxes, layout=layout)

@@ -1,12 +1,20 @@
 """ImageFolder classification loader (``dataset: imagefolder``).
 
-Layout: ``<root>/<path>/<split>/<class>/*.{jpg,jpeg,png}``; classes are the train split's
-folder names, sorted, so indices agree between splits.
+Layout: ``<root>/<path>/<split>/<class>/*.{jpg,jpeg,png}`` (ImageNet's ``train/<wnid>/*.JPEG``
+and a ``val`` folder sorted into ``val/<wnid>/``, Imagenette). ``class_index``:
+
+- ``sorted`` (default): classes are the train split's folder names, sorted, so indices agree
+  between splits;
+- ``imagenet-1k``: the folder names are ImageNet WordNet ids (``n01440764``) and each class
+  index is that id's ImageNet-1k index (0..999, the order of timm's
+  ``timm.data.ImageNetInfo``: ``n01440764`` tench = 0, ``n03888257`` parachute = 701), 1000
+  classes whatever folders a split has, so a model's ImageNet head and labels agree.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -23,24 +31,42 @@ def _classes(split_dir: Path) -> list[str]:
     return sorted(p.name for p in split_dir.iterdir() if p.is_dir())
 
 
+def _class_names(base: Path, split_dir: Path, class_index: str) -> list[str]:
+    """Class names in index order (``class_index``: the module's docstring).
+
+    :raises DataError: an unknown ``class_index``.
+    """
+    if class_index == "imagenet-1k":
+        from timm.data import ImageNetInfo
+
+        return list(ImageNetInfo("imagenet-1k").label_names())
+    if class_index != "sorted":
+        raise DataError(f"class_index must be 'sorted' or 'imagenet-1k', not {class_index!r}")
+    return _classes(base / "train") if (base / "train").is_dir() else _classes(split_dir)
+
+
 class ImageFolderClassification(TaskDataset):
     """One image per file, its class the folder name.
 
-    :raises DataError: missing folder, no images, or a class folder absent from train.
+    :param class_index: ``sorted`` | ``imagenet-1k`` (the module's docstring).
+    :raises DataError: missing folder, no images, a class folder absent from train (or not an
+        ImageNet-1k WordNet id).
     """
 
-    def __init__(self, root: Path | None, path: str, split: str, image_size: int, train: bool):
+    def __init__(self, root: Path | None, path: str, split: str, image_size: int, train: bool,
+                 class_index: str = "sorted"):
         super().__init__("cls", image_size, train)
         base = resolve_dir(root, path, "ImageFolder classification")
         split_dir = base / split
         if not split_dir.is_dir():
             raise DataError(f"ImageFolder split folder not found: {split_dir}")
-        names = _classes(base / "train") if (base / "train").is_dir() else _classes(split_dir)
+        names = _class_names(base, split_dir, class_index)
         index = {n: i for i, n in enumerate(names)}
         self.samples: list[tuple[Path, int]] = []
         for cls_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
             if cls_dir.name not in index:
-                raise DataError(f"class folder {cls_dir} is not among the train split's classes")
+                among = "ImageNet-1k WordNet ids" if class_index == "imagenet-1k" else "the train split's classes"
+                raise DataError(f"class folder {cls_dir} is not among {among}")
             for f in sorted(cls_dir.iterdir()):
                 if f.suffix.lower() in _EXTS:
                     self.samples.append((f, index[cls_dir.name]))
@@ -65,5 +91,6 @@ def mtbench_register_datasets():
     return [Spec("dataset", "imagefolder", _build, "ImageFolder classification (<split>/<class>/*.jpg)", task="cls")]
 
 
-def _build(task: str, split: str, root: Path | None, image_size: int, path: str = "imagenette_160"):
-    return ImageFolderClassification(root, path, split, image_size, train=split == "train")
+def _build(task: str, split: str, root: Path | None, image_size: int, path: str = "imagenette_160",
+           class_index: Literal["sorted", "imagenet-1k"] = "sorted"):
+    return ImageFolderClassification(root, path, split, image_size, train=split == "train", class_index=class_index)

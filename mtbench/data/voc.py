@@ -1,16 +1,24 @@
 """VOC-style semantic segmentation loader (``dataset: voc``).
 
-Layout: ``<root>/<path>/<split>/<id>.jpg`` + ``<id>.png`` (palette PNG whose pixel values
-are class indices in PASCAL VOC order; 255 = void, ignored in loss and mIoU).
+Masks are palette PNGs whose pixel values are class indices in PASCAL VOC order (255 =
+void, ignored in loss and mIoU). Layouts (``layout`` parameter; ``auto``, the default, takes
+``voc2012`` where its split lists exist, else ``mini``):
+
+- ``mini``: ``<root>/<path>/<split>/<id>.jpg`` + ``<id>.png``, every image of the folder;
+- ``voc2012`` (the VOC 2012 download): ``<path>`` is the ``VOC2012`` folder or a folder
+  holding ``VOCdevkit/VOC2012``; the split's ids are the lines of
+  ``ImageSets/Segmentation/<split>.txt``, images ``JPEGImages/<id>.jpg``, masks
+  ``SegmentationClass/<id>.png``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from mtbench.data.base import TaskDataset, TaskInfo, check_same_size, open_image, resolve_dir
+from mtbench.data.base import TaskDataset, TaskInfo, check_files_exist, check_same_size, open_image, resolve_dir
 from mtbench.data.cache import sha256_of
 from mtbench.data.transforms import resize_image, resize_mask
 from mtbench.errors import DataError
@@ -31,29 +39,26 @@ class VocSegmentation(TaskDataset):
         each names the file.
     """
 
-    def __init__(self, root: Path | None, path: str, split: str, image_size: int, train: bool):
+    def __init__(self, root: Path | None, path: str, split: str, image_size: int, train: bool, layout: str = "auto"):
         super().__init__("seg", image_size, train)
-        self.dir = resolve_dir(root, path, "VOC segmentation") / split
-        if not self.dir.is_dir():
-            raise DataError(f"VOC split folder not found: {self.dir}")
-        self.ids = sorted(p.stem for p in self.dir.glob("*.jpg"))
+        self.image_dir, self.mask_dir, self.ids = voc_split(resolve_dir(root, path, "VOC segmentation"), split, layout)
         if not self.ids:
-            raise DataError(f"no .jpg images in {self.dir}")
-        for i in self.ids:
-            if not (self.dir / f"{i}.png").is_file():
-                raise DataError(f"mask file not found: {self.dir / f'{i}.png'} (for image {i}.jpg)")
+            raise DataError(f"no .jpg images in {self.image_dir}")
+        check_files_exist([self.image_dir / f"{i}.jpg" for i in self.ids], "image")
+        check_files_exist([self.mask_dir / f"{i}.png" for i in self.ids], "mask")
         self.info = TaskInfo("seg", len(VOC_CLASSES), VOC_CLASSES)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def cache_identity(self) -> dict:
-        """The split folder and its image ids."""
-        return self._identity(folder=str(self.dir), ids=sha256_of(self.ids))
+        """The image (and mask, where another) folder and the split's image ids."""
+        masks = {} if self.mask_dir == self.image_dir else {"masks": str(self.mask_dir)}
+        return self._identity(folder=str(self.image_dir), ids=sha256_of(self.ids), **masks)
 
     def load(self, index: int):
         stem = self.ids[index]
-        img_path, mask_path = self.dir / f"{stem}.jpg", self.dir / f"{stem}.png"
+        img_path, mask_path = self.image_dir / f"{stem}.jpg", self.mask_dir / f"{stem}.png"
         img = open_image(img_path)
         mask = open_image(mask_path, mode=None)
         check_same_size(mask, mask_path, img, img_path)
@@ -66,10 +71,36 @@ class VocSegmentation(TaskDataset):
         return resize_image(img, self.image_size), resize_mask(mask, self.image_size)
 
 
+LAYOUTS = ("auto", "mini", "voc2012")
+
+
+def voc_split(base: Path, split: str, layout: str = "auto") -> tuple[Path, Path, list[str]]:
+    """``(image folder, mask folder, ids)`` of ``split`` in the data set folder ``base`` (layouts:
+    the module's docstring).
+
+    :raises DataError: an unknown layout, a missing split folder or split list.
+    """
+    if layout not in LAYOUTS:
+        raise DataError(f"VOC layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+    voc = next((d for d in (base, base / "VOCdevkit" / "VOC2012") if (d / "ImageSets" / "Segmentation").is_dir()), None)
+    if layout == "voc2012" or (layout == "auto" and voc is not None):
+        voc = voc or base
+        listing = voc / "ImageSets" / "Segmentation" / f"{split}.txt"
+        if not listing.is_file():
+            raise DataError(f"VOC 2012 split list not found: {listing}")
+        ids = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]
+        return voc / "JPEGImages", voc / "SegmentationClass", ids
+    folder = base / split
+    if not folder.is_dir():
+        raise DataError(f"VOC split folder not found: {folder}")
+    return folder, folder, sorted(p.stem for p in folder.glob("*.jpg"))
+
+
 @hookimpl
 def mtbench_register_datasets():
     return [Spec("dataset", "voc", _build, "VOC-style JPEG + palette PNG segmentation (255 ignored)", task="seg")]
 
 
-def _build(task: str, split: str, root: Path | None, image_size: int, path: str = "mini_voc_seg"):
-    return VocSegmentation(root, path, split, image_size, train=split == "train")
+def _build(task: str, split: str, root: Path | None, image_size: int, path: str = "mini_voc_seg",
+           layout: Literal["auto", "mini", "voc2012"] = "auto"):
+    return VocSegmentation(root, path, split, image_size, train=split == "train", layout=layout)
