@@ -11,8 +11,10 @@ import torch
 
 from mtbench.cli import main
 from mtbench.losses.detection import VarifocalLoss
-from mtbench.parity import Options, ParityError, parity, parse_spec
+from mtbench.parity import (Options, ParityError, Setup, build_side, load_batches, open_dataset, parity, parse_spec,
+                            run_parity)
 from mtbench.parity.compare import compare_curves, compare_grads, curve_ok, grad_modules, judge, module_of, rel_diff
+from mtbench.parity.gates import compare_gates, pieces
 from mtbench.errors import PluginError
 from mtbench.plugins import Spec, get_registry, hookimpl
 from mtbench.profiling.latency import StopRule
@@ -155,3 +157,58 @@ def test_jittor_refuses_numpy2(monkeypatch, capsys):
     assert "numpy < 2" in capsys.readouterr().err
     with pytest.raises(PluginError, match="no Jittor port of model 'yolo-mtl'"):
         parity("gold-yolo[n]", "jittor:yolo-mtl", get_registry(), data=DATA)
+
+
+def test_gate_pieces_and_flips():
+    """The piece PyTorch's backward gates on (x > 0; ReLU6: 0 < x < 6); a flip is rounding when the
+    two inputs are within the tolerance of the module's largest |x|."""
+    assert pieces(np.array([-1.0, 0.0, 1e-9, 5.0, 6.0, 7.0]), 6.0).tolist() == [0, 0, 1, 1, 2, 2]
+    assert pieces(np.array([-1e-9, 0.0, 7.0]), None).tolist() == [0, 0, 1]
+    a = {"act": [(np.array([4.0, 1e-6, -2.0]), None)], "same": [(np.array([1.0]), None)]}
+    near = {"act": [(np.array([4.0, -1e-6, -2.0]), None)], "same": [(np.array([1.0]), None)]}
+    (row,) = compare_gates(a, near, 1e-4)  # "same" did not flip: no row
+    assert (row["module"], row["flipped"], row["elements"], row["ok"]) == ("act", 1, 3, True)
+    assert row["kink_dist_a"] == pytest.approx(1e-6) and row["rel"] == pytest.approx(5e-7)
+    (far,) = compare_gates(a, {**near, "act": [(np.array([4.0, -1.0, -2.0]), None)]}, 1e-4)
+    assert not far["ok"] and far["rel"] == pytest.approx(0.25)
+    one_side = compare_gates(a, {"act": near["act"]}, 1e-4)[-1]  # recorded in A only
+    assert one_side == {"module": "same", "elements": None, "flipped": None, "kink_dist_a": None, "rel": None,
+                        "limit": 1e-4, "ok": False}
+
+
+def _pin(side, module: str, value: float):
+    """Sets the first input element of ``module`` of ``side``'s model to ``value`` (the gradient
+    passes through unchanged)."""
+    def hook(mod, args):
+        x = args[0]
+        delta = torch.zeros_like(x).flatten()
+        delta[0] = value - x.flatten()[0].detach()
+        return (x + delta.view_as(x),)
+    dict(side.model.named_modules())[module].register_forward_pre_hook(hook)
+
+
+@pytest.mark.parametrize("b_value", [-1e-6, -1.0])
+def test_gate_flip_reported(registry, b_value):
+    """An element that lies at a ReLU's kink in A (+1e-6) and just below it in B (-1e-6) is float
+    rounding: B's gradients are judged with A's gates imposed, and pass. Far below (-1) it is a
+    difference of the port: named as such, and the gradients are judged as they are."""
+    ds = open_dataset(registry, parse_spec(DATA), "det", 64)
+    setup = Setup(registry, ds.info, image_size=64)
+    a = build_side(parse_spec("gold-yolo[n]"), setup)
+    b = build_side(parse_spec("gold-yolo[n]"), setup, reference=a)
+    _pin(a, "neck.rep_n5.3.act", 1e-6)  # the last ReLU (the heads use SiLU): no flip downstream of it
+    _pin(b, "neck.rep_n5.3.act", b_value)
+    rep = run_parity(a, b, load_batches(ds, 2, 1, 0), Options(steps=1, batch_size=2, warmup=1,
+                                                               timing=StopRule(max_s=0.0)))
+    assert rep["gates_compared"]["modules"] == 55
+    (row,) = rep["gates"]
+    assert (row["module"], row["flipped"]) == ("neck.rep_n5.3.act", 1)
+    assert row["kink_dist_a"] == pytest.approx(1e-6, rel=0.1)
+    assert "grad_modules_gated" in rep
+    fails = "\n".join(rep["failures"])
+    if b_value == -1e-6:
+        assert row["ok"] and all(m["ok"] for m in rep["grad_modules_gated"])
+        assert not any(f.startswith(("gates", "grads")) for f in rep["failures"]), fails
+    else:
+        assert not row["ok"] and "gates: neck.rep_n5.3.act 1 of 1024 inputs on another piece" in fails
+        assert "(A gates imposed on B)" not in fails

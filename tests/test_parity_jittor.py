@@ -118,3 +118,44 @@ def test_loss_port_on_identical_maps(setup):
     assert counts["num_pos"] == float(lt["num_pos"]) > 0
     for g, t in zip(jt.grad(lj["total"], jm), tm):
         assert np.abs(g.numpy() - t.grad.numpy()).max() <= 1e-5 * np.abs(t.grad.numpy()).max()
+
+
+def test_max_pool_ties_route_as_pytorch():
+    """SimCSPSPPF's chained 5x5 max pools on a 4x4 map, with ties in every window: Jittor sends a
+    window's gradient to the same element as PyTorch does (the first maximum in scan order)."""
+    import jittor as jt
+
+    from mtbench_jittor.gold_yolo import max_pool5
+    rs = np.random.RandomState(0)
+    x = rs.randint(0, 4, (2, 8, 4, 4)).astype(np.float32)
+    u = rs.randn(2, 32, 4, 4).astype(np.float32)
+    t = torch.from_numpy(x).requires_grad_()
+    y1 = torch.nn.functional.max_pool2d(t, 5, 1, 2)
+    y2 = torch.nn.functional.max_pool2d(y1, 5, 1, 2)
+    (torch.cat([t, y1, y2, torch.nn.functional.max_pool2d(y2, 5, 1, 2)], 1) * torch.from_numpy(u)).sum().backward()
+    assert len(np.unique(y1.detach().numpy()[0, 0])) < 4  # ties
+    j = jt.array(x)
+    z1 = max_pool5(j)
+    z2 = max_pool5(z1)
+    g = jt.grad((jt.concat([j, z1, z2, max_pool5(z2)], 1) * jt.array(u)).sum(), j).numpy()
+    np.testing.assert_allclose(g, t.grad.numpy(), rtol=0, atol=1e-5)
+
+
+def test_gates_recorded_and_imposed_alike(setup):
+    """Both sides record the same ReLU/ReLU6 modules with the same shapes; with the same gates
+    imposed (one ReLU made linear) their gradients agree, and differ from the free ones."""
+    from mtbench.parity.compare import rel_diff
+    from mtbench.parity.gates import gate_pieces
+    a, b = _sides(setup)
+    b.load(a.state())
+    x, t = setup[1][0]
+    free = a.loss_and_grads(x, t)[1]
+    b.loss_and_grads(x, t)
+    ga, gb = a.gates(), b.gates()
+    assert len(ga) == 55 and list(ga) == list(gb)
+    assert all([v.shape for v, _ in ga[n]] == [v.shape for v, _ in gb[n]] for n in ga)
+    force = gate_pieces(ga)
+    force["neck.rep_p4.3.act"] = [np.ones_like(p) for p in force["neck.rep_p4.3.act"]]
+    fa, fb = a.loss_and_grads(x, t, gates=force)[1], b.loss_and_grads(x, t, gates=force)[1]
+    name = "neck.rep_p4.0.dense.0.weight"
+    assert rel_diff(fa[name], fb[name]) < 1e-3 < rel_diff(fa[name], free[name])

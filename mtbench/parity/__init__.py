@@ -21,7 +21,13 @@ fit (:class:`Transfer`). Then, on the same inputs:
 1. parameters per named module (names grouped to ``depth`` dotted parts), A vs B;
 2. eval-mode forward on the first batch: per output max-abs and relative difference;
 3. train-mode loss components on that batch with the same targets (``total`` included), and
-   per-parameter gradient differences after one backward of ``total``;
+   per-parameter gradient differences after one backward of ``total``; where both sides
+   record their activation gates (:mod:`mtbench.parity.gates`: the input of every ``ReLU`` /
+   ``ReLU6`` module), the modules where an input lies on another side of a kink in B than in
+   A; when every such flip is float rounding (``|x_a - x_b|`` within the forward tolerance of
+   the module's largest input), the gradients are judged again with A's gates imposed on B
+   (a flip at a kink changes a gradient by far more than rounding: train-mode BatchNorm
+   spreads it over the channel), otherwise the flip fails as ``gates:``;
 4. ``steps`` SGD steps (``lr``, momentum ``momentum``) on the same batches, weights
    re-transferred first: both loss curves and the divergence step (first step whose
    ``total`` differs beyond ``curve_rel``);

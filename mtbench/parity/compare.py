@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from tabulate import tabulate
 
+from mtbench.parity.gates import compare_gates, gate_pieces
 from mtbench.parity.sides import Side, Targets, Transfer
 from mtbench.profiling.latency import StopRule, fps_figures, latency_figures, sample_adaptive
 
@@ -204,6 +205,7 @@ def run_parity(a: Side, b: Side, batches: list[tuple[np.ndarray, Targets]], opts
                                l64 and compare_scalars(la[0], l64[0]), k)
         report["grads"] = judge(compare_grads(la[1], lb[1]), "param", tol.grad, l64 and compare_grads(la[1], l64[1]), k)
         report["grad_modules"] = grad_modules(report["grads"], opts.depth)
+        _gate_check(report, (a, la), b, ref, x, targets, opts)
         for side in (a, b, *([ref] if ref else [])):
             side.load(state)  # the loss pass moved BatchNorm statistics: start training from the same weights
         run = batches[:opts.steps]
@@ -213,6 +215,35 @@ def run_parity(a: Side, b: Side, batches: list[tuple[np.ndarray, Targets]], opts
         report["not_compared"] = f"{(a if la is None else b).label} runs inference only: no loss, gradients or training"
     report["failures"] = failures(report)
     return report
+
+
+def _gate_check(report: dict, a_la: tuple, b: Side, ref: Side | None, x: np.ndarray, targets: Targets,
+                opts: Options) -> None:
+    """Where both sides record their activation gates (:meth:`Side.gates`): ``gates_compared``
+    (modules, elements), ``gates`` (:func:`~mtbench.parity.gates.compare_gates`, the modules
+    whose pieces differ) and, when some do (same modules and shapes on both sides), B's
+    gradients again with A's pieces imposed on B
+    (and on A's float64 twin, for the floor): ``grads_gated`` / ``grad_modules_gated``."""
+    a, la = a_la
+    ga, gb = (getattr(s, "gates", lambda: None)() for s in (a, b))
+    if ga is None or gb is None:
+        return
+    report["gates_compared"] = {"modules": len(ga), "elements": sum(x.size for calls in ga.values() for x, _ in calls)}
+    report["gates"] = compare_gates(ga, gb, opts.tol.forward)
+    if not report["gates"] or any(r["rel"] is None for r in report["gates"]):
+        return  # the same gates or other modules / shapes: nothing to impose
+    force = gate_pieces(ga)
+    lb = b.loss_and_grads(x, targets, gates=force)
+    l64 = ref.loss_and_grads(x, targets, gates=force) if ref else None
+    report["grads_gated"] = judge(compare_grads(la[1], lb[1]), "param", opts.tol.grad,
+                                  l64 and compare_grads(la[1], l64[1]), opts.floor_factor)
+    report["grad_modules_gated"] = grad_modules(report["grads_gated"], opts.depth)
+
+
+def gates_explained(report: dict) -> bool:
+    """Whether the gradients are judged with A's gates imposed on B: some activation gates
+    differ, and every difference is float rounding at a kink (:func:`~mtbench.parity.gates.compare_gates`)."""
+    return "grad_modules_gated" in report and all(r["ok"] for r in report["gates"])
 
 
 def failures(report: dict) -> list[str]:
@@ -228,9 +259,14 @@ def failures(report: dict) -> list[str]:
             zero = " (0 in B only)" if r["b"] == 0 and r["a"] else " (0 in A only)" if r["a"] == 0 and r["b"] else ""
             out.append(f"loss: {r['component']} A {r['a']:.6g} B {r['b']:.6g}{zero}"
                        + (f", rel {r['rel']:.3g} > {r['limit']:.3g}" if r["rel"] is not None else ""))
-    out += [f"grads: {m['module']} worst {m['worst']} " + (f"rel {m['rel']:.3g} > {m['limit']:.3g}" if m["rel"]
-                                                           is not None else "missing on a side or reshaped")
-            for m in report.get("grad_modules", []) if not m["ok"]]
+    out += [f"gates: {r['module']} " + (f"{r['flipped']} of {r['elements']} inputs on another piece, "
+                                        f"|x_a - x_b| rel {r['rel']:.3g} > {r['limit']:.3g}" if r["rel"] is not None
+                                        else "recorded on one side only, or with other calls or shapes")
+            for r in report.get("gates", []) if not r["ok"]]
+    gated = gates_explained(report)
+    out += [f"grads{' (A gates imposed on B)' if gated else ''}: {m['module']} worst {m['worst']} "
+            + (f"rel {m['rel']:.3g} > {m['limit']:.3g}" if m["rel"] is not None else "missing on a side or reshaped")
+            for m in report.get("grad_modules_gated" if gated else "grad_modules", []) if not m["ok"]]
     c = report.get("curves")
     if c and not curve_ok(c):
         d64 = c.get("float64_diverged_at")
@@ -243,6 +279,25 @@ def failures(report: dict) -> list[str]:
 def _table(rows: list[dict], keys: list[str]) -> str:
     return tabulate([[r.get(k) for k in keys] for r in rows], headers=keys, tablefmt="github", floatfmt=".4g",
                     missingval="-")
+
+
+def _render_gates(report: dict) -> list[str]:
+    if "gates_compared" not in report:
+        return []
+    n = report["gates_compared"]
+    if not report["gates"]:
+        return [f"\nActivation gates: all {n['elements']} inputs of {n['modules']} ReLU/ReLU6 modules on the same "
+                "piece in A and B"]
+    parts = [f"\nActivation gates that differ ({n['modules']} ReLU/ReLU6 modules, {n['elements']} inputs compared; "
+             "kink_dist_a: A's input's distance from the kink; rel: |x_a - x_b| over the module's largest |x|)",
+             _table(report["gates"], ["module", "elements", "flipped", "kink_dist_a", "rel", "limit", "ok"])]
+    if "grad_modules_gated" in report:
+        parts += ["\nGradients with A's activation gates imposed on B"
+                  + (" (judged instead of the table above: every differing gate is float rounding at its kink)"
+                     if gates_explained(report) else " (not judged: a gate differs beyond rounding)"),
+                  _table(report["grad_modules_gated"], ["module", "params", "max_abs", "worst", "rel", "floor_rel",
+                                                        "limit", "ok"])]
+    return parts
 
 
 def render(report: dict, every: int | None = None) -> str:
@@ -260,6 +315,7 @@ def render(report: dict, every: int | None = None) -> str:
                   "its limit)",
                   _table(report["grad_modules"], ["module", "params", "max_abs", "worst", "rel", "floor_rel", "limit",
                                                   "ok"])]
+        parts += _render_gates(report)
         c = report["curves"]
         n = len(c["a"])
         step = every or max(1, n // 10)

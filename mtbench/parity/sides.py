@@ -10,6 +10,7 @@ import inspect
 import os
 import re
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -19,6 +20,7 @@ import torch
 import yaml
 
 from mtbench.errors import MtbenchError, PluginError
+from mtbench.parity.gates import record_gates
 
 ENTRY_POINT_GROUP = "mtbench.frameworks"
 RUNTIMES = ("onnx", "compile")
@@ -76,9 +78,18 @@ class Side(Protocol):
     def forward(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Eval-mode raw outputs, named ``task/level`` (``det/P3``) in the model's order."""
 
-    def loss_and_grads(self, x: np.ndarray, targets: Targets) -> tuple[dict[str, float], dict[str, np.ndarray]] | None:
+    def loss_and_grads(self, x: np.ndarray, targets: Targets, gates: dict[str, list[np.ndarray]] | None = None
+                       ) -> tuple[dict[str, float], dict[str, np.ndarray]] | None:
         """Train-mode loss components (``total`` included) and the gradient of ``total`` per
-        parameter, without a step; None when the side cannot train (a runtime)."""
+        parameter, without a step; None when the side cannot train (a runtime). With ``gates``
+        (``{module name: [int8 pieces per call]}``, :func:`mtbench.parity.gates.record_gates`),
+        those activation modules take the given pieces instead of their own; a side without
+        :meth:`gates` may omit the argument."""
+
+    def gates(self) -> dict[str, list[tuple[np.ndarray, float | None]]] | None:
+        """Optional: the input of every ``ReLU`` / ``ReLU6`` module in the last
+        :meth:`loss_and_grads` (``{module name: [(array, upper kink), ...]}``, calls in order;
+        :mod:`mtbench.parity.gates`), or None when the side does not record them."""
 
     def train(self, batches: list[tuple[np.ndarray, Targets]], lr: float, momentum: float
               ) -> list[dict[str, float]] | None:
@@ -104,6 +115,12 @@ def numpy_targets(targets: list[dict]) -> Targets:
 
 def _floats(parts: dict[str, torch.Tensor]) -> dict[str, float]:
     return {k: float(v.detach()) for k, v in parts.items()}
+
+
+def _impose(x: torch.Tensor, p: np.ndarray, upper: float | None) -> torch.Tensor:
+    """``x`` on piece 1, the constant of pieces 0 and 2 elsewhere (:func:`mtbench.parity.gates.pieces`)."""
+    p = torch.from_numpy(p).to(x.device)
+    return torch.where(p == 1, x, (p == 2).to(x.dtype) * (upper or 0.0))
 
 
 class TorchSide:
@@ -154,14 +171,27 @@ class TorchSide:
         tt = [{"boxes": torch.from_numpy(t["boxes"]), "labels": torch.from_numpy(t["labels"])} for t in targets]
         return self.loss(self._raw(x), tt, stride=self.model.strides[self.task])
 
-    def loss_and_grads(self, x, targets):
+    def loss_and_grads(self, x, targets, gates=None):
         self.model.train()
         self.model.zero_grad(set_to_none=True)
-        parts = self._components(x, targets)
+        compiled = self.call is not self.model
+        if compiled and gates:
+            raise ParityError(f"{self.label}: activation gates cannot be imposed under torch.compile")
+        with (nullcontext({}) if compiled else record_gates(self.model.named_modules(), "forward",
+                                                           lambda t: t.detach().clone(), _impose, gates)) as rec:
+            parts = self._components(x, targets)
+        self._gates = None if compiled else rec
         parts["total"].backward()
         grads = {n: p.grad.numpy().copy() if p.grad is not None else np.zeros(tuple(p.shape), np.float32)
                  for n, p in self.model.named_parameters() if p.requires_grad}
         return _floats(parts), grads
+
+    _gates = None
+
+    def gates(self):
+        if self._gates is None:
+            return None
+        return {n: [(t.cpu().numpy(), upper) for t, upper in calls] for n, calls in self._gates.items()}
 
     def train(self, batches, lr, momentum):
         self.model.train()

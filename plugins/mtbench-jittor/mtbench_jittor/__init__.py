@@ -12,7 +12,10 @@ is the identity on every name; PyTorch's integer ``num_batches_tracked`` buffers
 Jittor counterpart and are not transferred (:func:`to_torch_name` states the rule, and
 :meth:`JittorSide.load` reports every name or shape that does not fit). Jittor's trainable
 parameters are its Vars that are not ``stop_grad`` (BatchNorm statistics and the input
-normalisation are ``stop_grad``, as they are buffers in PyTorch).
+normalisation are ``stop_grad``, as they are buffers in PyTorch). Activation gates
+(:mod:`mtbench.parity.gates`) are recorded on Jittor's ``ReLU`` / ``ReLU6`` modules, named as
+PyTorch's; Jittor's ``relu`` passes the gradient where ``x > 0`` and its max pooling sends a
+window's gradient to the first maximum in scan order, as PyTorch's do (tests).
 
 Environment: importing Jittor is deferred to the first side built (``import mtbench_jittor``
 has no side effects). Unless set already, ``nvcc_path=""`` (CPU), ``use_mkl=0`` (its oneDNN
@@ -28,6 +31,7 @@ import os
 
 import numpy as np
 
+from mtbench.parity.gates import record_gates
 from mtbench.parity.sides import ImplSpec, bind_positional, transfer
 
 MODELS = ("gold-yolo",)
@@ -97,12 +101,25 @@ class JittorSide:
     def _floats(parts, counts):
         return {**{k: float(v.item()) for k, v in parts.items()}, **counts}
 
-    def loss_and_grads(self, x, targets):
+    def loss_and_grads(self, x, targets, gates=None):
         self.model.train()
-        parts, counts = self._step(x, targets)
+        with record_gates(self.model.named_modules(), "execute", lambda v: v, self._impose, gates) as rec:
+            parts, counts = self._step(x, targets)
+        self._gates = rec
         params = self._trainable()
         grads = self.jt.grad(parts["total"], list(params.values()))
         return self._floats(parts, counts), {n: g.numpy() for n, g in zip(params, grads)}
+
+    _gates = None
+
+    def gates(self):
+        if self._gates is None:
+            return None
+        return {n: [(v.numpy(), upper) for v, upper in calls] for n, calls in self._gates.items()}
+
+    def _impose(self, x, p, upper):
+        """``x`` on piece 1, the constant of pieces 0 and 2 elsewhere (:func:`mtbench.parity.gates.pieces`)."""
+        return self.jt.ternary(self.jt.array(p == 1), x, self.jt.array((p == 2).astype(np.float32) * (upper or 0.0)))
 
     def train(self, batches, lr, momentum):
         self.model.train()
