@@ -571,7 +571,7 @@ def check_registry(loaded: LoadedSuite, registry: Registry) -> None:
 
     :raises SuiteError: every unknown name (tasks, plugins; listing the known ones), unknown, missing or
         mistyped parameter or dangling task reference (:meth:`Registry.param_errors`), a
-        ``fixed.augment`` that flips or crops a task whose target cannot follow
+        ``fixed.augment`` that flips or crops a task whose target cannot follow that
         (:func:`mtbench.data.augment.refusals`), missing data folder, with file and line.
     """
     s, tasks, problems = loaded.suite, list(loaded.suite.tasks), []

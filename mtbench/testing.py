@@ -261,7 +261,8 @@ def check_task(spec: Any, dataset: Any = None) -> None:
     maps metric names to booleans (higher is better); ``headline`` is one of them and higher is
     better (forgetting needs that); ``default_loss`` is a string; every column is ``(title,
     metric name or record path, digits int)`` and a named metric is one of ``metrics``.
-    A task that still defines ``flip_target`` (replaced by ``to_tv`` / ``from_tv``) is refused.
+    ``follows`` is a frozenset of ``"flip"`` / ``"crop"``; a task that still defines
+    ``flip_target`` (replaced by ``to_tv`` / ``from_tv``) is refused.
     With a ``dataset`` (a split of the task): a flip (:mod:`mtbench.data.augment`, through its
     ``to_tv`` / ``from_tv``) applied twice gives its first target back.
 
@@ -295,6 +296,9 @@ def check_task(spec: Any, dataset: Any = None) -> None:
             and (col[1] in metrics or isinstance(col[1], tuple))
         if not ok:
             raise PluginContractError(f"{who}: column {col!r} is not (title, one of its metrics or a record path, digits)")
+    if not (isinstance(getattr(task, "follows", None), frozenset) and task.follows <= {"flip", "crop"}):
+        raise PluginContractError(f"{who}: 'follows' must be a frozenset of 'flip' / 'crop' (the geometric "
+                                  f"augmentations its target follows), got {getattr(task, 'follows', None)!r}")
     if hasattr(task, "flip_target"):
         raise PluginContractError(f"{who}: 'flip_target' is no longer read; say how the target moves with its image "
                                   f"through to_tv / from_tv (torchvision tv_tensors, mtbench.tasks.Task)")

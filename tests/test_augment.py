@@ -174,12 +174,14 @@ def test_rich_augmentation_items_are_the_same_with_0_1_2_workers(task):
 def test_a_task_whose_target_cannot_move_is_refused_by_name(write_suite, registry, monkeypatch):
     from mtbench.suite import expand, load_suite
 
-    class Frozen(Classification):
-        geometric = False
+    class Counting(Classification):
+        follows = frozenset({"flip"})  # a count survives a flip, not a crop
 
-    assert refusals({**DEFAULT, "hflip": 0.0, "color": {"brightness": 0.2}}, {"cls": Frozen()}) == []
-    assert "task 'cls'" in refusals(DEFAULT, {"cls": Frozen()})[0]
-    monkeypatch.setattr(Segmentation, "geometric", False)
+    assert refusals({**DEFAULT, "hflip": 0.0, "color": {"brightness": 0.2}}, {"cls": Counting()}) == []
+    assert refusals(DEFAULT, {"cls": Counting()}) == []
+    (why,) = refusals({**DEFAULT, "scale": (0.5, 1.0)}, {"cls": Counting(), "det": Detection()})
+    assert "task 'cls'" in why and "crop" in why
+    monkeypatch.setattr(Segmentation, "follows", frozenset())
     with pytest.raises(SuiteError, match=r"suite\.yaml:\d+.*fixed\.augment.*task 'seg'"):
         expand(load_suite(write_suite()), registry)
     path = write_suite()

@@ -70,6 +70,12 @@ def test_a_task_with_the_old_flip_rule_is_refused():
     with pytest.raises(PluginError, match="'flip_target' is no longer read"):
         check_task(Old)
 
+    class Unclear(Classification):
+        follows = {"flip", "rotate"}
+
+    with pytest.raises(PluginError, match="'follows' must be a frozenset of 'flip' / 'crop'"):
+        check_task(Unclear)
+
 
 def test_builtin_metric_conforms():
     check_metric(lambda: Top1(3), torch.tensor([[2.0, 1, 0], [0, 0, 1]]), torch.tensor([0, 1]))

@@ -15,8 +15,8 @@ One pipeline per training data set, the same options for every cell of a suite, 
 Images are ``uint8 (3, S, S)`` (:mod:`mtbench.data.base` converts to float after); a task's
 target follows the geometric steps through its :meth:`~mtbench.tasks.Task.to_tv` /
 :meth:`~mtbench.tasks.Task.from_tv` (boxes as ``BoundingBoxes``, masks as ``Mask``, points as
-``KeyPoints``); a task that cannot (``Task.geometric = False``) refuses a flip or a crop when the
-suite is loaded (:func:`refusals`).
+``KeyPoints``); a task whose target cannot follow a flip or a crop (not in ``Task.follows``)
+refuses it when the suite is loaded (:func:`refusals`).
 
 Random draws: v2 draws from torch's global generator. For an index without a seed the
 pipeline draws from it directly (``fixed.num_workers`` unset); with a per-item seed
@@ -40,18 +40,20 @@ if TYPE_CHECKING:  # torch is imported where it is used: the suite schema reads 
 DEFAULT = {"hflip": 0.5, "scale": None, "ratio": None, "color": None}
 
 
-def is_geometric(options: dict) -> bool:
-    """Whether ``options`` move pixels (a flip with p > 0, or a crop)."""
-    return bool(options.get("hflip")) or options.get("scale") is not None
+def geometric(options: dict) -> list[str]:
+    """The geometric steps of ``options``: ``"flip"`` (p > 0), ``"crop"`` (``scale`` set)."""
+    return [k for k, on in (("flip", bool(options.get("hflip"))), ("crop", options.get("scale") is not None)) if on]
+
+
+_UNSET = {"flip": "set fixed.augment.hflip: 0", "crop": "leave fixed.augment.scale unset"}
 
 
 def refusals(options: dict, tasks: dict[str, Any]) -> list[str]:
     """Why ``options`` cannot train ``tasks`` (name -> :class:`mtbench.tasks.Task`): one line per
-    task whose target cannot follow a geometric transform when ``options`` has one ([]: none)."""
-    if not is_geometric(options):
-        return []
-    return [f"task {name!r} cannot move its targets with a flip or crop of the image (Task.geometric is False); "
-            f"set fixed.augment.hflip: 0 and leave scale unset" for name, task in tasks.items() if not task.geometric]
+    task and geometric step its target cannot follow (not in ``Task.follows``); [] when none."""
+    return [f"task {name!r} cannot move its target with a {step} of the image ({step!r} is not in its "
+            f"Task.follows); {_UNSET[step]}" for name, task in tasks.items() for step in geometric(options)
+            if step not in task.follows]
 
 
 def _rows(keys: tuple[str, ...], inputs: tuple) -> tuple[torch.Tensor, ...]:

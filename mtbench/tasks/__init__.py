@@ -5,7 +5,7 @@ as ``Spec(kind="task", name, factory=<a Task subclass>)``; the core never branch
 task's name, it asks the task. :class:`Task` names:
 
 - ``target`` / ``prediction``: the schemas, in words (shapes, dtypes, units; DESIGN.md);
-- :meth:`Task.to_tv` / :meth:`Task.from_tv`, ``geometric``, ``with_boxes``: how the target
+- :meth:`Task.to_tv` / :meth:`Task.from_tv`, ``follows``, ``with_boxes``: how the target
   follows a flip, crop or scale of its image (torchvision.transforms.v2 moves its tv_tensors;
   the pipeline and its random draws are :mod:`mtbench.data.augment`'s);
 - :meth:`Task.decode`: raw head output -> predictions;
@@ -51,9 +51,10 @@ class Task:
         them; otherwise MSE on the raw maps).
     :cvar image_level: a dense head's map for this task is averaged over space to ``(B, ch)``
         (cls logits); otherwise it is kept ``(B, ch, h, w)``.
-    :cvar geometric: the target follows geometric transforms of its image (flip, crop, scale)
-        through :meth:`to_tv` / :meth:`from_tv`; a task whose target cannot sets False, and a suite
-        whose ``fixed.augment`` flips or crops refuses it (:func:`mtbench.data.augment.refusals`).
+    :cvar follows: the geometric augmentations (``"flip"``, ``"crop"``: a crop resized back, i.e.
+        scale jitter) whose effect the target follows through :meth:`to_tv` / :meth:`from_tv`;
+        a suite whose ``fixed.augment`` has one the task leaves out refuses it
+        (:func:`mtbench.data.augment.refusals`); e.g. an object count follows a flip, not a crop.
     :cvar with_boxes: None: the target has no boxes; else the target keys whose rows go with the
         rows of its ``"boxes"`` (kept or dropped with them when a crop leaves a box degenerate,
         :class:`torchvision.transforms.v2.SanitizeBoundingBoxes`).
@@ -69,7 +70,7 @@ class Task:
     columns: ClassVar[tuple[tuple[str, str, int], ...]] = ()
     class_logits: ClassVar[bool] = False
     image_level: ClassVar[bool] = False
-    geometric: ClassVar[bool] = True
+    follows: ClassVar[frozenset[str]] = frozenset({"flip", "crop"})
     with_boxes: ClassVar[tuple[str, ...] | None] = None
 
     def head_channels(self, num_classes: int) -> int:
