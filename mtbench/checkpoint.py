@@ -7,7 +7,8 @@ Each cell has a folder ``<results>/<suite>/cells/<hash>/`` beside its record:
   model, optimiser, schedule, the strategy's state (:func:`state_of`: learned task weights,
   log-variances, their optimisers, generators; the forgetting mitigations' teacher, Fisher
   and anchors, replay buffers), the stage and step, every RNG (Python, NumPy, torch CPU and
-  CUDA, the loaders' generator), each live batch stream's epoch order and position
+  CUDA, the loaders' generator), the weights' moving average (``fixed.ema``) and its update
+  count, each live batch stream's epoch order and position
   (:class:`ResumableSampler`), the loss history. Read back with
   ``torch.load(weights_only=True)`` only: a file that needs more (an arbitrary pickled
   object) is refused (:class:`CheckpointError`, one line naming the file).
@@ -250,6 +251,9 @@ class Checkpoints:
         load_state_of(owner, s["strategy"], ctx)
         if ctx.scaler is not None and s.get("scaler"):
             ctx.scaler.load_state_dict(s["scaler"])
+        if ctx.ema is not None:
+            ctx.ema.load_state_dict(s["ema"])
+            ctx.ema_steps = int(s["ema_steps"])
         ctx.history[:] = s["history"]
         ctx.epochs.clear()
         ctx.epochs.update(s["epochs"])
@@ -285,7 +289,8 @@ class Checkpoints:
                  "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                  "strategy": state_of(owner, ctx.model), "history": list(ctx.history), "epochs": dict(ctx.epochs),
                  "first_loss": dict(ctx._first_loss), "streams": streams, "rng": rng_state(ctx.loaders),
-                 "extra": extra, "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None}
+                 "extra": extra, "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
+                 "ema": ctx.ema.state_dict() if ctx.ema is not None else None, "ema_steps": ctx.ema_steps}
         self.dir.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT}.", suffix=".tmp", dir=self.dir)
         os.close(fd)

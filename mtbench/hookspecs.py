@@ -37,7 +37,7 @@ def mtbench_register_tasks():
 
     :return: a list of ``Spec(kind="task", name, factory, summary)``. ``factory()`` returns a
         :class:`mtbench.tasks.Task`: its target and prediction schemas, how a target follows a
-        horizontal flip (``flip_target``), ``decode`` of raw head outputs, ``metric(dataset)``
+        flip or crop of its image (``to_tv`` / ``from_tv``, ``follows``, ``with_boxes``), ``decode`` of raw head outputs, ``metric(dataset)``
         (a metric of the per-sample record contract, :mod:`mtbench.metrics.base`), the metric
         names it reports with their direction (``metrics``), its ``headline`` metric, its
         chance predictor (``chance_inputs``), its ``default_loss`` and its table ``columns``.

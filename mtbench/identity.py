@@ -6,7 +6,8 @@
   ``uncertainty``, ``delta_m``, ``expect``), without ``fixed.checkpoint_every`` (a resumed
   cell trains as an uninterrupted one), without where the data lies (``data_root``, a data
   set's ``path``) and without options added later while at their default (:data:`NEW_DEFAULTS`:
-  ``fixed.precision: fp32``, ``fixed.channels_last: false``; bf16 or channels-last training is
+  ``fixed.precision: fp32``, ``fixed.channels_last: false``, ``fixed.augment`` the flip of
+  earlier versions, ``fixed.ema`` unset; bf16, channels-last, another augmentation or an EMA is
   another identity), plus
 
   - the **data fingerprint** of every data set the cell reads (:func:`data_fingerprint`): the
@@ -42,6 +43,8 @@ from urllib.parse import unquote, urlparse
 
 import platformdirs
 
+from mtbench.data.augment import DEFAULT as AUGMENT_DEFAULT
+
 SCHEME = 2  # identity scheme stored with each record; 1 = legacy_hash
 # never in any identity: how results are summarised ("overrides" records the --set texts, whose effect
 # is in the resolved sections; "gates" lets a report judge stored cells as the run did)
@@ -53,7 +56,7 @@ LOADER_KEYS = ("cache", "cache_ram_gib", "num_workers", "pin_memory", "persisten
 RESUMING = ("checkpoint_every",)  # fixed.* keys that change how training survives, not what it trains
 #: options added after records were stored, each left out of its identity at its default (the value every
 #: earlier record trained or was profiled with), so those records keep their hashes; any other value is in
-NEW_DEFAULTS = {"fixed": {"precision": "fp32", "channels_last": False},
+NEW_DEFAULTS = {"fixed": {"precision": "fp32", "channels_last": False, "augment": AUGMENT_DEFAULT, "ema": None},
                 "profile": {"cudnn_benchmark": False, "runtime_metrics": False, "calibration_images": 32}}
 SOURCE_SUFFIXES = (".py", ".toml", ".cfg", ".json", ".yaml", ".yml", ".txt")  # an editable plugin's source files
 
@@ -73,12 +76,12 @@ def _without_loader_keys(config: dict, mark_workers: bool) -> dict:
     keys at their default) left out; with
     ``mark_workers``, a cell that sets ``num_workers`` (per-item seeded augmentation, whatever
     the count) is told apart from one that does not (the global-generator flips of a single
-    process)."""
+    process; under the key ``augment``, beside a ``fixed.augment`` that is not the default)."""
     if "fixed" not in config:
         return config
     fixed = {k: v for k, v in _at_default("fixed", config["fixed"]).items() if k not in LOADER_KEYS + RESUMING}
     if mark_workers and config["fixed"].get("num_workers") is not None:
-        fixed["augment"] = "per-item seeds"
+        fixed["augment"] = {**fixed["augment"], "seeds": "per-item"} if "augment" in fixed else "per-item seeds"
     return {**config, "fixed": fixed}
 
 

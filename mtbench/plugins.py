@@ -506,7 +506,7 @@ def active_registry() -> Registry:
     """The registry of the enclosing :func:`use_registry`; outside one, a registry of every
     installed plugin, built on first use (never at import) and kept for the process.
 
-    Where the core needs a task's rules without being handed a registry (a dataset's flip, a
+    Where the core needs a task's rules without being handed a registry (a dataset's augmentation, a
     model's decode, the table's columns), it asks this.
     """
     active = _ACTIVE.get()

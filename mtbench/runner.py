@@ -24,7 +24,7 @@ from mtbench.data.loading import train_loader
 from mtbench.diagnostics import diagnose
 from mtbench.diagnostics.overfit import SHARE, budget_steps, overfit_one_batch
 from mtbench.evaluation import evaluate_detailed, runtime_val, verdict_inputs
-from mtbench.errors import MtbenchError, PluginError
+from mtbench.errors import CellFailure, MtbenchError, PluginError
 from mtbench.metrics import headlines
 from mtbench.metrics.forgetting import forgetting
 from mtbench.models.contract import ContractError, check_model
@@ -140,6 +140,8 @@ def _run_cell(cell: Cell, registry: Registry, show_progress: bool, workdir: Path
         budget = RamBudget(int(fixed["cache_ram_gib"] * 2**30) if fixed["cache_ram_gib"] else None)
         for ds in (*train_sets.values(), *val_sets.values()):
             ds.set_cache(fixed["cache"], budget)
+            if fixed.get("augment"):
+                ds.set_augment(fixed["augment"])
         loaders = {t: train_loader(train_sets[t], bs, gen, fixed["num_workers"], fixed["pin_memory"],
                                    fixed["persistent_workers"], sampler_cls=ResumableSampler) for t in tasks}
         if checkpoints is not None:
@@ -156,7 +158,7 @@ def _run_cell(cell: Cell, registry: Registry, show_progress: bool, workdir: Path
 
         def evaluate_tasks(ts: list[str]) -> dict[str, float]:
             last_eval.clear()
-            last_eval.update(evaluate_detailed(model, val_sets, ts, eval_bs, device, size, dkw))
+            last_eval.update(evaluate_detailed(ctx.deployed, val_sets, ts, eval_bs, device, size, dkw))
             return {k: v for ev in last_eval.values() for k, v in ev.values.items()}
 
         ctx = TrainContext(model=model, tasks=tasks, loaders=loaders, losses=losses, fixed=fixed, device=device,
@@ -167,6 +169,10 @@ def _run_cell(cell: Cell, registry: Registry, show_progress: bool, workdir: Path
         t0 = time.perf_counter()
         report = strategy.fit(ctx)
         train_s = time.perf_counter() - t0
+        if ctx.ema is not None and not ctx.ema_steps:
+            raise CellFailure(f"fixed.ema: strategy {cfg['strategy']['name']!r} never stepped through "
+                              f"TrainContext.step, so the weights' average was never updated")
+        model = ctx.deployed  # from here on: the model evaluated, profiled and saved
         if workdir and keep_weights != "none":
             save_weights(model, workdir)
         result["history"] = ctx.history

@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mtbench.data.augment import refusals
 from mtbench.errors import PluginError, SuiteError, did_you_mean, fail
 from mtbench.identity import FingerprintCache, data_fingerprint, evaluation_hash, legacy_hash, plugin_fingerprint, \
     training_hash
@@ -178,6 +179,58 @@ class CheckpointEvery(_Strict):
         return self
 
 
+def _ordered_pair(v: tuple[float, float] | None) -> tuple[float, float] | None:
+    if v is not None and not 0 < v[0] <= v[1]:
+        raise ValueError(f"give [low, high] with 0 < low <= high, got {list(v)}")
+    return v
+
+
+class ColorJitter(_Strict):
+    """:class:`torchvision.transforms.v2.ColorJitter`: each factor drawn from ``[max(0, 1 - x), 1 + x]``
+    (``hue``: a shift in ``[-x, x]`` of the colour wheel, at most 0.5); 0 leaves that property."""
+
+    brightness: float = Field(0.0, ge=0)
+    contrast: float = Field(0.0, ge=0)
+    saturation: float = Field(0.0, ge=0)
+    hue: float = Field(0.0, ge=0, le=0.5)
+
+
+class Augment(_Strict):
+    """Training augmentation (:mod:`mtbench.data.augment`, torchvision.transforms.v2):
+    ``hflip`` the probability of a horizontal flip (default 0.5, as in earlier versions);
+    ``scale: [lo, hi]`` a random resized crop of ``lo``..``hi`` of the image's area back to the input
+    size (scale jitter; off by default), of aspect ``ratio: [lo, hi]`` (default ``[3/4, 4/3]``);
+    ``color`` a colour jitter (off by default). Part of the training identity when not at the default."""
+
+    hflip: float = Field(0.5, ge=0, le=1)
+    scale: Annotated[tuple[float, float] | None, AfterValidator(_ordered_pair)] = None
+    ratio: Annotated[tuple[float, float] | None, AfterValidator(_ordered_pair)] = None
+    color: ColorJitter | None = None
+
+    @field_validator("scale")
+    @classmethod
+    def _area(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and v[1] > 1:
+            raise ValueError(f"scale is a fraction of the image's area, at most 1, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _ratio_needs_scale(self) -> "Augment":
+        if self.ratio is not None and self.scale is None:
+            raise ValueError("'ratio' shapes the crop of 'scale'; give 'scale' too")
+        return self
+
+
+class Ema(_Strict):
+    """An exponential moving average of the weights (:mod:`mtbench.ema`, timm's ``ModelEmaV3``),
+    the model evaluated, profiled and saved: ``decay`` per optimiser step; ``warmup`` (timm's
+    ``use_warmup``): the decay at step t is ``min(decay, 1 - (1 + t) ** (-2/3))``, so a short run's
+    average is not dominated by its random start. Part of the training identity when set."""
+
+    decay: float = Field(0.9998, gt=0, lt=1)
+    warmup: bool = True
+
+
 class Fixed(_Strict):
     """Parameters every cell shares.
 
@@ -194,7 +247,8 @@ class Fixed(_Strict):
     :func:`torch.autocast` runs training's forward passes and losses in (fp16 with a
     :class:`torch.amp.GradScaler`, so only strategies that declare ``grad_scaling`` may use it:
     :func:`check_precision`); evaluation and profiling stay fp32. ``channels_last``: model and
-    training batches in :data:`torch.channels_last` memory format."""
+    training batches in :data:`torch.channels_last` memory format. ``augment`` (:class:`Augment`)
+    and ``ema`` (:class:`Ema`, unset: none): what is trained on, and which weights are the model."""
 
     image_size: int = Field(gt=0, le=MAX_IMAGE_SIZE)
     batch_size: int = Field(gt=0, le=MAX_BATCH)
@@ -212,6 +266,8 @@ class Fixed(_Strict):
     checkpoint_every: CheckpointEvery = Field(default_factory=lambda: CheckpointEvery(minutes=5))
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
+    augment: Augment = Field(default_factory=Augment)
+    ema: Ema | None = None
 
     @field_validator("image_size")
     @classmethod
@@ -523,8 +579,9 @@ def check_registry(loaded: LoadedSuite, registry: Registry) -> None:
     folders its data sets read.
 
     :raises SuiteError: every unknown name (tasks, plugins; listing the known ones), unknown, missing or
-        mistyped parameter or dangling task reference (:meth:`Registry.param_errors`), missing
-        data folder, with file and line.
+        mistyped parameter or dangling task reference (:meth:`Registry.param_errors`), a
+        ``fixed.augment`` that flips or crops a task whose target cannot follow that
+        (:func:`mtbench.data.augment.refusals`), missing data folder, with file and line.
     """
     s, tasks, problems = loaded.suite, list(loaded.suite.tasks), []
 
@@ -569,6 +626,8 @@ def check_registry(loaded: LoadedSuite, registry: Registry) -> None:
     for i, entry in enumerate(s.matrix.loss):
         problems += (found(("matrix", "loss", i), lambda: _loss_choice(loaded, registry, entry, ("matrix", "loss", i)))
                      or ({}, []))[1]
+    known = {t: registry.task(t) for t in tasks if t in registry.tasks()}
+    problems += [f"  {loaded.where('fixed', 'augment')}: {why}" for why in refusals(s.fixed.augment.model_dump(), known)]
     if not problems:
         problems += _data_problems(loaded, registry)
     _fail(loaded.path, problems)

@@ -261,7 +261,10 @@ def check_task(spec: Any, dataset: Any = None) -> None:
     maps metric names to booleans (higher is better); ``headline`` is one of them and higher is
     better (forgetting needs that); ``default_loss`` is a string; every column is ``(title,
     metric name or record path, digits int)`` and a named metric is one of ``metrics``.
-    With a ``dataset`` (a split of the task): a flip applied twice gives its first target back.
+    ``follows`` is a frozenset of ``"flip"`` / ``"crop"``; a task that still defines
+    ``flip_target`` (replaced by ``to_tv`` / ``from_tv``) is refused.
+    With a ``dataset`` (a split of the task): a flip (:mod:`mtbench.data.augment`, through its
+    ``to_tv`` / ``from_tv``) applied twice gives its first target back.
 
     :param spec: ``Spec(kind="task", ...)``, a Task subclass or instance.
     :param dataset: optional :class:`mtbench.data.base.TaskDataset` of the task.
@@ -293,6 +296,12 @@ def check_task(spec: Any, dataset: Any = None) -> None:
             and (col[1] in metrics or isinstance(col[1], tuple))
         if not ok:
             raise PluginContractError(f"{who}: column {col!r} is not (title, one of its metrics or a record path, digits)")
+    if not (isinstance(getattr(task, "follows", None), frozenset) and task.follows <= {"flip", "crop"}):
+        raise PluginContractError(f"{who}: 'follows' must be a frozenset of 'flip' / 'crop' (the geometric "
+                                  f"augmentations its target follows), got {getattr(task, 'follows', None)!r}")
+    if hasattr(task, "flip_target"):
+        raise PluginContractError(f"{who}: 'flip_target' is no longer read; say how the target moves with its image "
+                                  f"through to_tv / from_tv (torchvision tv_tensors, mtbench.tasks.Task)")
     if dataset is not None:
         _check_task_on(task, who, dataset)
 
@@ -300,9 +309,13 @@ def check_task(spec: Any, dataset: Any = None) -> None:
 def _check_task_on(task, who: str, dataset) -> None:
     """The data-dependent part of :func:`check_task`: flipping twice is the identity."""
     import torch
+
+    from mtbench.data.augment import Augmentation, build
     image, target = dataset.load(0)
-    width = image.shape[-1]
-    back = task.flip_target(task.flip_target(target, width), width)
+    flip = build({"hflip": 1.0}, task, image.shape[-1])
+    back = target
+    for _ in range(2):
+        image, back = Augmentation.apply(flip, task, image, back)
 
     def equal(a, b) -> bool:  # float coordinates: width - (width - x) is x up to rounding
         return torch.allclose(a.double(), b.double(), atol=1e-4) if isinstance(b, torch.Tensor) else a == b
@@ -310,7 +323,8 @@ def _check_task_on(task, who: str, dataset) -> None:
     same = equal(back, target) if isinstance(target, torch.Tensor) else \
         set(back) == set(target) and all(equal(back[k], v) for k, v in target.items())
     if not same:
-        raise PluginContractError(f"{who}: flip_target applied twice does not give the target back")
+        raise PluginContractError(f"{who}: a horizontal flip applied twice (to_tv / from_tv) does not give the "
+                                  f"target back")
 
 
 def check_metric(factory: Callable[[], Any], preds: Any, targets: Any, name: str | None = None) -> None:

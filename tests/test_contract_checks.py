@@ -12,6 +12,7 @@ from mtbench.metrics.classification import Top1
 from mtbench.plugins import Spec, get_registry
 from mtbench.tasks import Task
 from mtbench.tasks.classification import Classification
+from mtbench.tasks.detection import Detection
 from mtbench.testing import check_metric, check_runtime, check_task
 
 BUILTIN_TASKS = get_registry(load_entrypoints=False).names("task")
@@ -50,12 +51,30 @@ def test_a_flip_that_does_not_invert_is_caught(registry):
     class Shifted(Task):
         name, metrics, headline, scored_by, default_loss = "det", {"det/mAP": True}, "det/mAP", "coco-map", "fcos"
 
-        def flip_target(self, target, width):
-            return {**target, "boxes": target["boxes"] + 1}
+        def to_tv(self, target, canvas_size):
+            return Detection().to_tv({**target, "boxes": target["boxes"] + 1}, canvas_size)
+
+        def from_tv(self, target):
+            return Detection().from_tv(target)
 
     ds = registry.create("dataset", "synthetic", task="det", split="val", root=None, image_size=64, num_images=2)
-    with pytest.raises(PluginError, match="flip_target applied twice"):
+    with pytest.raises(PluginError, match="flip applied twice"):
         check_task(Shifted, ds)
+
+
+def test_a_task_with_the_old_flip_rule_is_refused():
+    class Old(Classification):
+        def flip_target(self, target, width):
+            return target
+
+    with pytest.raises(PluginError, match="'flip_target' is no longer read"):
+        check_task(Old)
+
+    class Unclear(Classification):
+        follows = {"flip", "rotate"}
+
+    with pytest.raises(PluginError, match="'follows' must be a frozenset of 'flip' / 'crop'"):
+        check_task(Unclear)
 
 
 def test_builtin_metric_conforms():

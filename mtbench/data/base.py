@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from mtbench.data.cache import CacheMode, RamBudget, RamCache, make_cache
-from mtbench.data.transforms import hflip
+from mtbench.data.augment import DEFAULT, Augmentation
 from mtbench.errors import DataError
 
 TASKS = ("det", "seg", "cls")
@@ -156,7 +156,8 @@ class TaskDataset(Dataset):
 
     :param task: the task served.
     :param image_size: square input side in pixels (multiple of 32).
-    :param train: apply training augmentation (random horizontal flip, p = 0.5).
+    :param train: apply training augmentation (``augment``: :meth:`set_augment`; by default a
+        random horizontal flip, p = 0.5).
     """
 
     info: TaskInfo
@@ -167,6 +168,12 @@ class TaskDataset(Dataset):
         self.image_size = image_size
         self.train = train
         self.cache = RamCache(RamBudget())
+        self.augment = Augmentation(DEFAULT, task, image_size) if train else None
+
+    def set_augment(self, options: dict) -> None:
+        """Augment training items as ``options`` (``fixed.augment``) say (a val split: nothing)."""
+        if self.train:
+            self.augment = Augmentation(options, self.task, self.image_size)
 
     def load(self, index: int) -> tuple[torch.Tensor, object]:
         """Return ``(uint8 (3, S, S) image, target)`` for ``index`` (no augmentation)."""
@@ -198,20 +205,13 @@ class TaskDataset(Dataset):
         """``(float32 (3, S, S) image in [0, 1], target)``; ``key`` is an index or ``(index, seed)``."""
         index, seed = key if isinstance(key, tuple) else (key, None)
         image, target = self.cache.get(index, self.load)
-        if self.train and _coin(seed):
-            image, target = hflip(image, self.task, target)
+        if self.augment is not None:
+            image, target = self.augment(image, target, seed)
         return image.float().div_(255.0), target
 
     def coco_gt(self) -> dict:
         """COCO-format ground truth in original image pixels (detection datasets only)."""
         raise NotImplementedError(f"{type(self).__name__} has no detection ground truth")
-
-
-def _coin(seed: int | None) -> bool:
-    """p = 0.5: from the global torch RNG (``seed`` None), else from a generator seeded with it."""
-    if seed is None:
-        return bool(torch.rand(()) < 0.5)
-    return bool(torch.rand((), generator=torch.Generator().manual_seed(seed)) < 0.5)
 
 
 def to_device(targets, device: torch.device):

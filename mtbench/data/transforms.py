@@ -36,14 +36,6 @@ def scale_boxes(boxes: torch.Tensor, sx: float, sy: float) -> torch.Tensor:
     return boxes * torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype)
 
 
-def hflip(image: torch.Tensor, task: str, target):
-    """Horizontally flip an image ``(3, H, W)`` and its target for ``task``: the target follows
-    the task's rule (:meth:`mtbench.tasks.Task.flip_target` of the active registry, e.g. det
-    boxes mirrored, a seg mask mirrored, a cls label unchanged)."""
-    from mtbench.plugins import active_registry  # here: the registry is built on first use, not at import
-    return image.flip(-1), active_registry().task(task).flip_target(target, image.shape[-1])
-
-
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear upsampling of ``(B, C, h, w)`` logits to ``(B, C, *size)``."""
     if logits.shape[-2:] == torch.Size(size):

@@ -20,6 +20,11 @@ every backward goes through :meth:`TrainContext.backward` declares ``grad_scalin
 the suite refuses fp16 for any other (:func:`mtbench.suite.check_precision`). At fp32 (the
 default) every one of these calls is exactly the plain PyTorch one.
 
+EMA of weights (``fixed.ema``): :meth:`TrainContext.step` updates an exponential moving average
+of the model after each optimiser step (timm's :class:`~timm.utils.model_ema.ModelEmaV3`, Polyak
+averaging as in its EfficientNet recipes); :attr:`TrainContext.deployed` is the model that is
+evaluated (per stage too), profiled and saved: the average when there is one, else the model.
+
 A loop that calls :meth:`TrainContext.resume` before its first step and
 :meth:`TrainContext.checkpoint` after each step (as the built-in joint, sequential and
 single-task loops do) survives interruption: the cell continues from its last checkpoint
@@ -73,7 +78,10 @@ class TrainContext:
         loop calls :meth:`resume` before its first step and :meth:`checkpoint` after each.
 
     ``scaler``: the :class:`torch.amp.GradScaler` of an fp16 cell (None otherwise), made from
-    ``fixed.precision`` when the context is; saved with the checkpoints.
+    ``fixed.precision`` when the context is; saved with the checkpoints. ``ema``: the
+    :class:`~timm.utils.model_ema.ModelEmaV3` of ``fixed.ema`` (None when unset), made when the
+    context is (a copy of the model as it is then), and ``ema_steps`` the updates it has had;
+    both saved with the checkpoints.
 
     Every tensor a strategy owns (learned task weights, log-variances, gradient buffers) lives
     on ``device`` with ``dtype`` (the model's floating-point dtype); the conformance checks in
@@ -94,10 +102,22 @@ class TrainContext:
     checkpoints: Any = None
     _first_loss: dict = field(default_factory=dict)
     scaler: Any = None
+    ema: Any = None
+    ema_steps: int = 0
 
     def __post_init__(self):
         if self.precision == "fp16" and self.scaler is None:
             self.scaler = torch.amp.GradScaler(self.device.type)
+        options = self.fixed.get("ema")
+        if options and self.ema is None:
+            from timm.utils.model_ema import ModelEmaV3
+            self.ema = ModelEmaV3(self.model, decay=options["decay"], use_warmup=options["warmup"])
+
+    @property
+    def deployed(self) -> nn.Module:
+        """The model evaluated, profiled and saved: the weights' moving average (``fixed.ema``,
+        in eval mode), else :attr:`model` itself."""
+        return self.ema.module if self.ema is not None else self.model
 
     @property
     def precision(self) -> str:
@@ -248,7 +268,8 @@ class TrainContext:
         self.history.append(row)
 
     def step(self, opt, sched) -> None:
-        """Clip gradients (``fixed.grad_clip``), step the optimiser and the schedule.
+        """Clip gradients (``fixed.grad_clip``), step the optimiser and the schedule, then update
+        the weights' moving average (``fixed.ema``; timm's step-dependent warm-up decay).
 
         With fp16 the gradients are unscaled first, and the optimiser step is skipped (the loss
         scale halved) when one of them is inf/NaN, as :class:`torch.amp.GradScaler` does."""
@@ -262,4 +283,7 @@ class TrainContext:
         else:
             opt.step()
         sched.step()
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.ema_steps)
+            self.ema_steps += 1
 

@@ -5,8 +5,9 @@ as ``Spec(kind="task", name, factory=<a Task subclass>)``; the core never branch
 task's name, it asks the task. :class:`Task` names:
 
 - ``target`` / ``prediction``: the schemas, in words (shapes, dtypes, units; DESIGN.md);
-- :meth:`Task.flip_target`: how the target follows a horizontal flip of its image (the
-  image itself and the random draw are the dataset's, :class:`mtbench.data.base.TaskDataset`);
+- :meth:`Task.to_tv` / :meth:`Task.from_tv`, ``follows``, ``with_boxes``: how the target
+  follows a flip, crop or scale of its image (torchvision.transforms.v2 moves its tv_tensors;
+  the pipeline and its random draws are :mod:`mtbench.data.augment`'s);
 - :meth:`Task.decode`: raw head output -> predictions;
 - :meth:`Task.metric`: a fresh metric for a val split, the registered metric it is
   ``scored_by`` (hook ``mtbench_register_metrics``; the per-sample record contract of
@@ -34,7 +35,7 @@ from typing import Any, ClassVar, Iterable
 
 class Task:
     """Base class of a task's contract; a subclass sets the class attributes and implements
-    :meth:`metric` (and :meth:`flip_target` / :meth:`decode` where the defaults do not fit).
+    :meth:`metric` (and :meth:`to_tv` / :meth:`from_tv` / :meth:`decode` where the defaults do not fit).
 
     :cvar name: the name suites use (``tasks: {name: ...}``).
     :cvar target: the target schema of one image, in words.
@@ -50,6 +51,13 @@ class Task:
         them; otherwise MSE on the raw maps).
     :cvar image_level: a dense head's map for this task is averaged over space to ``(B, ch)``
         (cls logits); otherwise it is kept ``(B, ch, h, w)``.
+    :cvar follows: the geometric augmentations (``"flip"``, ``"crop"``: a crop resized back, i.e.
+        scale jitter) whose effect the target follows through :meth:`to_tv` / :meth:`from_tv`;
+        a suite whose ``fixed.augment`` has one the task leaves out refuses it
+        (:func:`mtbench.data.augment.refusals`); e.g. an object count follows a flip, not a crop.
+    :cvar with_boxes: None: the target has no boxes; else the target keys whose rows go with the
+        rows of its ``"boxes"`` (kept or dropped with them when a crop leaves a box degenerate,
+        :class:`torchvision.transforms.v2.SanitizeBoundingBoxes`).
     """
 
     name: ClassVar[str]
@@ -62,6 +70,8 @@ class Task:
     columns: ClassVar[tuple[tuple[str, str, int], ...]] = ()
     class_logits: ClassVar[bool] = False
     image_level: ClassVar[bool] = False
+    follows: ClassVar[frozenset[str]] = frozenset({"flip", "crop"})
+    with_boxes: ClassVar[tuple[str, ...] | None] = None
 
     def head_channels(self, num_classes: int) -> int:
         """Channels the task occupies in a shared dense head's output (``unified-onehead``,
@@ -74,9 +84,17 @@ class Task:
         return {"metrics": dict(self.metrics), "headline": self.headline,
                 "columns": [[t, w if isinstance(w, str) else list(w), d] for t, w, d in self.columns]}
 
-    def flip_target(self, target: Any, width: int) -> Any:
-        """The target of the horizontally flipped image (``width`` pixels wide). Default: unchanged
-        (image-level labels)."""
+    def to_tv(self, target: Any, canvas_size: tuple[int, int]) -> Any:
+        """``target`` with its geometric parts wrapped as :mod:`torchvision.tv_tensors`
+        (``BoundingBoxes``, ``Mask``, ``KeyPoints`` of an image ``canvas_size = (H, W)`` pixels), so
+        that a v2 transform of the image moves them with it; other entries pass through unchanged.
+        Default: unchanged (image-level labels do not move)."""
+        return target
+
+    def from_tv(self, target: Any) -> Any:
+        """The inverse of :meth:`to_tv` after the transform: plain tensors in the task's target
+        schema (rows whose geometry left the image dropped where the schema needs it). Default:
+        unchanged."""
         return target
 
     def decode(self, raw: Any, *, num_classes: int, stride: int | list[int], image_size: int, **options) -> Any:

@@ -17,11 +17,11 @@ if TYPE_CHECKING:
     import torch
 
 
-def flip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
-    """``float32 (N, 4)`` xyxy boxes mirrored in an image ``width`` pixels wide."""
-    out = boxes.clone()
-    out[:, [0, 2]] = width - boxes[:, [2, 0]]
-    return out
+def tv_boxes(boxes: torch.Tensor, canvas_size: tuple[int, int]):
+    """``float32 (N, 4)`` xyxy pixel boxes of an image ``canvas_size = (H, W)`` as a
+    :class:`torchvision.tv_tensors.BoundingBoxes` (what a v2 transform moves with the image)."""
+    from torchvision import tv_tensors
+    return tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=canvas_size)
 
 
 class Detection(Task):
@@ -33,13 +33,18 @@ class Detection(Task):
     scored_by = "coco-map"
     default_loss = "fcos"
     columns = (("det mAP@[.5:.95]", "det/mAP", 4), ("det AP50", "det/AP50", 4))
+    with_boxes = ("labels",)
 
     def head_channels(self, num_classes: int) -> int:
         """C class logits + 4 box distances + 1 centre-ness (:mod:`mtbench.models.dense`)."""
         return num_classes + 5
 
-    def flip_target(self, target: dict, width: int) -> dict:
-        return {**target, "boxes": flip_boxes(target["boxes"], width)}
+    def to_tv(self, target: dict, canvas_size: tuple[int, int]) -> dict:
+        return {**target, "boxes": tv_boxes(target["boxes"], canvas_size)}
+
+    def from_tv(self, target: dict) -> dict:
+        import torch
+        return {**target, "boxes": target["boxes"].as_subclass(torch.Tensor)}
 
     def decode(self, raw, *, num_classes, stride, image_size, **options):
         from mtbench.models.dense import postprocess

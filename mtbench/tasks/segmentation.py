@@ -27,8 +27,13 @@ class Segmentation(Task):
     columns = (("seg mIoU", "seg/mIoU", 4),)
     class_logits = True
 
-    def flip_target(self, target: torch.Tensor, width: int) -> torch.Tensor:
-        return target.flip(-1)
+    def to_tv(self, target: torch.Tensor, canvas_size: tuple[int, int]):
+        from torchvision import tv_tensors
+        return tv_tensors.Mask(target)  # moved with nearest-neighbour sampling, 255 (ignore) kept
+
+    def from_tv(self, target) -> torch.Tensor:
+        import torch
+        return target.as_subclass(torch.Tensor)
 
     def decode(self, raw, *, num_classes, stride, image_size, **options):
         from mtbench.data.transforms import upsample_logits

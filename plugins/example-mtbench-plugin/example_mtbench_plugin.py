@@ -81,6 +81,7 @@ class Count(Task):
     columns = (("count acc", "count/acc", 4), ("count MAE", "count/MAE", 3),
                ("count acc chance", ("chance", "count/acc"), 4))
     image_level = True  # one channel, averaged over the map: (B, 1)
+    follows = frozenset({"flip"})  # a flip keeps the count; a crop (fixed.augment.scale) would change it
 
     def decode(self, raw, *, num_classes, stride, image_size, **options):
         return raw[:, 0]

@@ -3,7 +3,7 @@
 Everything about point targets lives here, registered through mtbench's hooks (entry points
 in ``pyproject.toml``), so the core knows nothing of points:
 
-- :mod:`.task`: the task ``points`` (target schema, flip rule, decode, metrics, headline
+- :mod:`.task`: the task ``points`` (target schema, how targets move with augmentation, decode, metrics, headline
   ``points/F1``, default loss, table columns);
 - :mod:`.sirst`: the SIRST loader (``dataset: sirst``);
 - :mod:`.metrics` / :mod:`.mask_metrics`: point-level Pd / FA per image / F1 / Pd-FA AUC

@@ -2,7 +2,9 @@
 through mtbench's task contract (:class:`mtbench.tasks.Task`).
 
 Target: ``{"points": float32 (N, 2) xy input pixels, "boxes": float32 (N, 4), "mask": uint8
-(S, S), "image_id": int, "scale": (sx, sy)}``; a horizontal flip mirrors points, boxes and mask.
+(S, S), "image_id": int, "scale": (sx, sy)}``; a flip, crop or scale of the image moves points
+(``KeyPoints``), boxes and mask with it (torchvision.transforms.v2, :mod:`mtbench.data.augment`);
+a target whose point or box leaves the image is dropped (point and box together).
 
 Prediction: list (one per image) of ``{"points": float32 (K, 2) xy input pixels, "scores":
 float32 (K,) probabilities in [0, 1]}`` (for the heatmap encoding of
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from mtbench.plugins import Spec, hookimpl
 from mtbench.tasks import Task
-from mtbench.tasks.detection import flip_boxes
+from mtbench.tasks.detection import tv_boxes
 
 
 class Points(Task):
@@ -39,10 +41,26 @@ class Points(Task):
     columns = (("points Pd", "points/Pd", 4), ("points FA/img", "points/FA_per_image", 3),
                ("points F1", "points/F1", 4), ("points Pd-FA AUC", "points/Pd_FA_AUC", 4))
 
-    def flip_target(self, target: dict, width: int) -> dict:
-        pts = target["points"].clone()
-        pts[:, 0] = width - pts[:, 0]
-        return {**target, "boxes": flip_boxes(target["boxes"], width), "points": pts, "mask": target["mask"].flip(-1)}
+    with_boxes = ()  # boxes (the XML's) and points (the mask's components) are not row-aligned
+
+    def to_tv(self, target: dict, canvas_size: tuple[int, int]) -> dict:
+        """Points are continuous pixel coordinates (a pixel's centre at +0.5, as the heatmap encoder
+        reads them; a flip maps x to W - x); v2's ``KeyPoints`` flip as pixel indices (x to W - 1 - x),
+        so they travel shifted by -0.5 and come back +0.5 (exact for the flip; a crop resized by s
+        moves them by 0.5 (1 - s) px more than the continuous rule, since v2 resizes key points as
+        continuous coordinates)."""
+        from torchvision import tv_tensors
+        return {**target, "boxes": tv_boxes(target["boxes"], canvas_size), "mask": tv_tensors.Mask(target["mask"]),
+                "points": tv_tensors.KeyPoints(target["points"] - 0.5, canvas_size=canvas_size)}
+
+    def from_tv(self, target: dict) -> dict:
+        """Plain tensors again; a point the crop left outside the image is dropped."""
+        import torch
+        points = target["points"].as_subclass(torch.Tensor) + 0.5
+        h, w = target["mask"].shape[-2:]
+        inside = (points[:, 0] >= 0) & (points[:, 0] <= w) & (points[:, 1] >= 0) & (points[:, 1] <= h)
+        return {**target, "points": points[inside], "boxes": target["boxes"].as_subclass(torch.Tensor),
+                "mask": target["mask"].as_subclass(torch.Tensor)}
 
     def decode(self, raw, *, num_classes, stride, image_size, **options):
         from mtbench_point_heatmap.heatmap import decode_heatmap
