@@ -184,26 +184,42 @@ def _child(args) -> dict:
 
 
 def _interleaved(args) -> dict:
-    """torchvision vs mtbench (``--mode``) with 0 workers in one process, a batch of each in
-    turn, each batch timed: load that drifts on a shared machine falls on both alike."""
+    """torchvision vs mtbench (``--mode``) in one process, in turn, so load that drifts on a shared
+    machine falls on both alike. 0 workers: a batch of each in turn, each batch timed. With
+    workers: whole epochs in turn (``--epochs`` rounds of torchvision then mtbench; two loaders'
+    workers never run at once), each timed from ``iter()`` (the workers' start, as in training
+    without ``persistent_workers``) to its last batch. ``ratios``: mtbench / torchvision per round."""
     import torch
     torch.set_num_threads(1)
-    iters = {}
+    loaders = {}
     for loader in ("torchvision", "mtbench"):
         args.loader = loader
-        iters[loader] = iter(_loader(args))
-    seconds, images = {k: 0.0 for k in iters}, {k: 0 for k in iters}
-    while iters:
-        for name in list(iters):
-            t = time.perf_counter()
-            batch = next(iters[name], None)
-            if batch is None:
-                del iters[name]
-                continue
-            seconds[name] += time.perf_counter() - t
-            images[name] += batch[0].shape[0]
+        loaders[loader] = _loader(args)
+    seconds, images = {k: 0.0 for k in loaders}, {k: 0 for k in loaders}
+    if args.workers == 0:
+        iters = {k: iter(v) for k, v in loaders.items()}
+        while iters:
+            for name in list(iters):
+                t = time.perf_counter()
+                batch = next(iters[name], None)
+                if batch is None:
+                    del iters[name]
+                    continue
+                seconds[name] += time.perf_counter() - t
+                images[name] += batch[0].shape[0]
+        rounds = []
+    else:
+        rounds = []
+        for _ in range(args.epochs):
+            ips = {}
+            for name, loader in loaders.items():
+                t, n = time.perf_counter(), sum(batch[0].shape[0] for batch in loader)
+                seconds[name] += time.perf_counter() - t
+                images[name] += n
+                ips[name] = n / (time.perf_counter() - t)
+            rounds.append(ips["mtbench"] / ips["torchvision"])
     ips = {k: images[k] / seconds[k] for k in seconds}
-    return {"images_per_s": ips, "ratio": ips["mtbench"] / ips["torchvision"]}
+    return {"images_per_s": ips, "ratio": ips["mtbench"] / ips["torchvision"], "ratios": rounds}
 
 
 def _run_one(args, layout: str, n: int, loader: str, mode: str, workers: int) -> dict:
@@ -234,8 +250,9 @@ def main(argv=None) -> None:
     ap.add_argument("--data", default=str(Path(platformdirs.user_cache_dir("mtbench")) / "bench"))
     ap.add_argument("--out", help="also write the rows as JSON here")
     ap.add_argument("--interleaved", action="store_true",
-                    help="instead: torchvision vs mtbench (first of --loaders' modes), 0 workers, batches "
-                         "alternated in one process, one epoch each, for each layout and size")
+                    help="instead: torchvision vs mtbench (first of --loaders' modes) in one process for each "
+                         "layout, size and worker count: 0 workers, batches alternated over one epoch each; "
+                         "with workers, --epochs rounds of one epoch each, alternated")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--layout", "--n", "--loader", "--mode"):
         ap.add_argument(hidden, help=argparse.SUPPRESS)
@@ -248,13 +265,15 @@ def main(argv=None) -> None:
     workers = [int(w) for w in args.workers.split(",")]
     generate(Path(args.data), sizes)
     if args.interleaved:
-        args.mode, args.workers = next(m for m in args.loaders.split(",") if m != "torchvision"), 0
+        args.mode = next(m for m in args.loaders.split(",") if m != "torchvision")
         for args.layout in args.layouts.split(","):
             for args.n in sizes:
-                r = _interleaved(args)
-                print(f"{args.layout:<11} {args.n:>6} interleaved, 0 workers: torchvision "
-                      f"{r['images_per_s']['torchvision']:.0f} img/s, mtbench {args.mode} "
-                      f"{r['images_per_s']['mtbench']:.0f} img/s: {r['ratio']:.2f}x", flush=True)
+                for args.workers in workers:
+                    r = _interleaved(args)
+                    rounds = f" (per round {', '.join(f'{x:.2f}' for x in r['ratios'])})" if r["ratios"] else ""
+                    print(f"{args.layout:<11} {args.n:>6} interleaved, {args.workers} workers: torchvision "
+                          f"{r['images_per_s']['torchvision']:.0f} img/s, mtbench {args.mode} "
+                          f"{r['images_per_s']['mtbench']:.0f} img/s: {r['ratio']:.2f}x{rounds}", flush=True)
         return
     rows = []
     for layout in args.layouts.split(","):
