@@ -18,6 +18,13 @@ the epochs, sampled every 50 ms: RSS (a page shared copy-on-write counts once pe
 PSS (it counts once in all); ``base_mib`` is the RSS after building the data set, before the
 first epoch, and ``build_s`` includes filling a ``ram`` cache before workers start. The ``disk``
 cache is written to a fresh folder under ``--data`` and deleted after its run.
+
+``disk`` epochs in one process (second epoch vs first without the machine's drift between
+processes): ``--rounds R`` runs the ``disk`` configurations' epochs R times in their process,
+deleting the cached files before each round; ``--cold`` adds to each round one more epoch after
+the cache files are written out and dropped from the page cache (``posix_fadvise(DONTNEED)``,
+their pages only), i.e. the second epoch as it is when the cache does not fit in the memory the
+machine leaves to its page cache. Each round prints ``fill / warm [/ cold]`` images/s.
 """
 
 from __future__ import annotations
@@ -172,38 +179,81 @@ def _child(args) -> dict:
     loader = _loader(args)
     build_s = time.perf_counter() - t0
     base_mib = psutil.Process().memory_info().rss / 2**20
-    epochs = []
+    disk = args.loader == "mtbench" and args.mode == "disk"
+    cache = Path(os.environ.get("MTBENCH_CACHE", "."))
+    rounds = []
     with _PeakRss() as peak:
-        for _ in range(args.epochs):
-            t, n = time.perf_counter(), 0
-            for images, _targets in loader:
-                n += images.shape[0]
-            epochs.append(n / (time.perf_counter() - t))
+        for r in range(args.rounds if disk else 1):
+            for path in cache.rglob("*.pt") if r else ():
+                path.unlink()
+            epochs = [_rate(loader) for _ in range(args.epochs)]
+            if disk and args.cold:
+                _drop_from_page_cache(cache)
+                epochs.append(_rate(loader))
+            rounds.append(epochs)
     return {"build_s": build_s, "base_mib": base_mib, "peak_mib": peak.peak / 2**20,
-            "peak_pss_mib": peak.peak_pss / 2**20, "images_per_s": epochs}
+            "peak_pss_mib": peak.peak_pss / 2**20, "images_per_s": rounds[0], "rounds": rounds}
+
+
+def _epoch(loader) -> tuple[int, float]:
+    """Images and seconds of one pass over ``loader``."""
+    t, n = time.perf_counter(), 0
+    for images, _targets in loader:
+        n += images.shape[0]
+    return n, time.perf_counter() - t
+
+
+def _rate(loader) -> float:
+    n, dt = _epoch(loader)
+    return n / dt
+
+
+def _drop_from_page_cache(folder: Path) -> None:
+    """Write ``folder``'s ``.pt`` files to disk and drop them from the page cache (their pages only)."""
+    for path in folder.rglob("*.pt"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def _interleaved(args) -> dict:
-    """torchvision vs mtbench (``--mode``) with 0 workers in one process, a batch of each in
-    turn, each batch timed: load that drifts on a shared machine falls on both alike."""
+    """torchvision vs mtbench (``--mode``) in one process, in turn, so load that drifts on a shared
+    machine falls on both alike. 0 workers: a batch of each in turn, each batch timed. With
+    workers: whole epochs in turn (``--epochs`` rounds of torchvision then mtbench; two loaders'
+    workers never run at once), each timed from ``iter()`` (the workers' start, as in training
+    without ``persistent_workers``) to its last batch. ``ratios``: mtbench / torchvision per round."""
     import torch
     torch.set_num_threads(1)
-    iters = {}
+    loaders = {}
     for loader in ("torchvision", "mtbench"):
         args.loader = loader
-        iters[loader] = iter(_loader(args))
-    seconds, images = {k: 0.0 for k in iters}, {k: 0 for k in iters}
-    while iters:
-        for name in list(iters):
-            t = time.perf_counter()
-            batch = next(iters[name], None)
-            if batch is None:
-                del iters[name]
-                continue
-            seconds[name] += time.perf_counter() - t
-            images[name] += batch[0].shape[0]
+        loaders[loader] = _loader(args)
+    seconds, images = {k: 0.0 for k in loaders}, {k: 0 for k in loaders}
+    if args.workers == 0:
+        iters = {k: iter(v) for k, v in loaders.items()}
+        while iters:
+            for name in list(iters):
+                t = time.perf_counter()
+                batch = next(iters[name], None)
+                if batch is None:
+                    del iters[name]
+                    continue
+                seconds[name] += time.perf_counter() - t
+                images[name] += batch[0].shape[0]
+        rounds = []
+    else:
+        rounds = []
+        for _ in range(args.epochs):
+            ips = {}
+            for name, loader in loaders.items():
+                n, dt = _epoch(loader)
+                images[name], seconds[name], ips[name] = images[name] + n, seconds[name] + dt, n / dt
+            rounds.append(ips["mtbench"] / ips["torchvision"])
     ips = {k: images[k] / seconds[k] for k in seconds}
-    return {"images_per_s": ips, "ratio": ips["mtbench"] / ips["torchvision"]}
+    return {"images_per_s": ips, "ratio": ips["mtbench"] / ips["torchvision"], "ratios": rounds}
 
 
 def _run_one(args, layout: str, n: int, loader: str, mode: str, workers: int) -> dict:
@@ -211,7 +261,8 @@ def _run_one(args, layout: str, n: int, loader: str, mode: str, workers: int) ->
     cmd = [sys.executable, __file__, "--child", "--data", args.data, "--layout", layout, "--n", str(n),
            "--loader", loader, "--mode", mode, "--workers", str(workers),
            "--epochs", str(args.epochs if mode in ("ram", "disk") else 1),
-           "--image-size", str(args.image_size), "--batch", str(args.batch)]
+           "--image-size", str(args.image_size), "--batch", str(args.batch), "--rounds", str(args.rounds)]
+    cmd += ["--cold"] * args.cold
     try:
         out = subprocess.run(cmd, check=True, capture_output=True, text=True,
                              env={**os.environ, "MTBENCH_CACHE": str(cache)})
@@ -234,8 +285,12 @@ def main(argv=None) -> None:
     ap.add_argument("--data", default=str(Path(platformdirs.user_cache_dir("mtbench")) / "bench"))
     ap.add_argument("--out", help="also write the rows as JSON here")
     ap.add_argument("--interleaved", action="store_true",
-                    help="instead: torchvision vs mtbench (first of --loaders' modes), 0 workers, batches "
-                         "alternated in one process, one epoch each, for each layout and size")
+                    help="instead: torchvision vs mtbench (first of --loaders' modes) in one process for each "
+                         "layout, size and worker count: 0 workers, batches alternated over one epoch each; "
+                         "with workers, --epochs rounds of one epoch each, alternated")
+    ap.add_argument("--rounds", type=int, default=1, help="disk: repeat its epochs this many times in its process")
+    ap.add_argument("--cold", action="store_true",
+                    help="disk: one more epoch per round with the cache dropped from the page cache")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--layout", "--n", "--loader", "--mode"):
         ap.add_argument(hidden, help=argparse.SUPPRESS)
@@ -248,13 +303,15 @@ def main(argv=None) -> None:
     workers = [int(w) for w in args.workers.split(",")]
     generate(Path(args.data), sizes)
     if args.interleaved:
-        args.mode, args.workers = next(m for m in args.loaders.split(",") if m != "torchvision"), 0
+        args.mode = next(m for m in args.loaders.split(",") if m != "torchvision")
         for args.layout in args.layouts.split(","):
             for args.n in sizes:
-                r = _interleaved(args)
-                print(f"{args.layout:<11} {args.n:>6} interleaved, 0 workers: torchvision "
-                      f"{r['images_per_s']['torchvision']:.0f} img/s, mtbench {args.mode} "
-                      f"{r['images_per_s']['mtbench']:.0f} img/s: {r['ratio']:.2f}x", flush=True)
+                for args.workers in workers:
+                    r = _interleaved(args)
+                    rounds = f" (per round {', '.join(f'{x:.2f}' for x in r['ratios'])})" if r["ratios"] else ""
+                    print(f"{args.layout:<11} {args.n:>6} interleaved, {args.workers} workers: torchvision "
+                          f"{r['images_per_s']['torchvision']:.0f} img/s, mtbench {args.mode} "
+                          f"{r['images_per_s']['mtbench']:.0f} img/s: {r['ratio']:.2f}x{rounds}", flush=True)
         return
     rows = []
     for layout in args.layouts.split(","):
@@ -270,7 +327,7 @@ def main(argv=None) -> None:
 
 
 def _fmt(r: dict) -> str:
-    ips = " / ".join(f"{v:.0f}" for v in r["images_per_s"])
+    ips = "; ".join(" / ".join(f"{v:.0f}" for v in epochs) for epochs in r.get("rounds", [r["images_per_s"]]))
     return (f"{r['layout']:<11} {r['images']:>6} {r['loader']:<11} {r['cache']:<4} w={r['workers']}  "
             f"img/s per epoch {ips:<11} peak RSS {r['peak_mib']:.0f} MiB, PSS {r['peak_pss_mib']:.0f} "
             f"(base {r['base_mib']:.0f}, "

@@ -41,6 +41,16 @@ def test_same_items_with_0_1_2_workers(task):
     assert not _same(runs[0][:3], runs[0][3:])  # epoch 2 is another order/flip draw, not a replay
 
 
+def test_worker_batches_cross_as_one_block_per_target_key():
+    ds = SyntheticTask("det", "train", 64, 8)
+    worker, in_process = (next(iter(train_loader(ds, 4, torch.Generator().manual_seed(0), num_workers=w)))
+                          for w in (1, 0))
+    for key in ("boxes", "labels"):
+        assert len({t[key].untyped_storage().data_ptr() for t in worker[1]}) == 1
+        assert len({t[key].untyped_storage().data_ptr() for t in in_process[1]}) == 4
+    assert _same(worker, in_process)
+
+
 def test_seeded_item_is_a_function_of_index_and_seed(tmp_path, registry):
     ds = _coco(tmp_path, registry)
     flips = set()

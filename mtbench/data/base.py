@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate, get_worker_info
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from mtbench.data.cache import CacheMode, RamBudget, RamCache, make_cache
@@ -222,9 +222,32 @@ def to_device(targets, device: torch.device):
 
 
 def collate(batch: list) -> tuple[torch.Tensor, object]:
-    """Stack images to ``float32 (B, 3, S, S)``; stack seg/cls targets, keep det targets a list."""
-    images = torch.stack([b[0] for b in batch])
+    """Stack images to ``float32 (B, 3, S, S)``; stack seg/cls targets, keep det targets a list.
+
+    In a DataLoader worker the batch is laid out for its trip to the main process, values
+    unchanged: stacked tensors are made in shared memory (``default_collate``'s way), and each
+    key's per-image target tensors become views of one tensor (:func:`_one_block_per_key`), so a
+    batch crosses as a few shared-memory blocks instead of two per image (a 32-image det batch:
+    0.5-1.1 ms an image on the main process before, 0.16-0.19 ms after, measured interleaved).
+    """
+    images = default_collate([b[0] for b in batch])
     targets = [b[1] for b in batch]
     if isinstance(targets[0], torch.Tensor):
-        return images, torch.stack(targets)
-    return images, targets
+        return images, default_collate(targets)
+    return images, _one_block_per_key(targets) if get_worker_info() is not None else targets
+
+
+def _one_block_per_key(targets: list) -> list:
+    """Per-image target dicts with each key whose values are all tensors of one dtype and one
+    trailing shape (det ``boxes`` ``(N_i, 4)``, ``labels`` ``(N_i,)``) given as views (split along
+    dim 0) of one concatenated tensor; other values and non-dict targets are left as they are."""
+    if not all(isinstance(t, dict) for t in targets):
+        return targets
+    out = [dict(t) for t in targets]
+    for key, first in targets[0].items():
+        parts = [t.get(key) for t in targets]
+        if all(isinstance(p, torch.Tensor) and p.dim() and p.dtype == first.dtype and p.shape[1:] == first.shape[1:]
+               for p in parts):
+            for t, view in zip(out, torch.cat(parts).split([len(p) for p in parts])):
+                t[key] = view
+    return out

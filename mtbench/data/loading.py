@@ -7,8 +7,10 @@ drawn in the main process in sampling order, and each loader draws its order and
 from generators of its own (seeded from the cell's generator when the loader is built), so
 neither workers' prefetching nor other loaders' draws move them: an item (image and target)
 at a given step is the same with 0, 1 or 2 workers (tested); ``pin_memory`` / ``persistent_workers`` are passed to
-:class:`torch.utils.data.DataLoader`. With workers, ``cache: ram`` is filled before they
-start (:func:`mtbench.data.cache.warm`) so they share it.
+:class:`torch.utils.data.DataLoader`. What workers need is made before they start, so the
+forked workers inherit it instead of making it again each epoch: the active plugin registry,
+which the flip asks for its task's rule (built in each worker it took 2-5 s per worker and
+epoch), and with workers a ``cache: ram``, filled by :func:`mtbench.data.cache.warm`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch.utils.data import DataLoader, RandomSampler, Sampler
 
 from mtbench.data.base import TaskDataset, collate
 from mtbench.data.cache import warm
+from mtbench.plugins import active_registry
 
 
 class SeededSampler(Sampler):
@@ -55,6 +58,7 @@ def train_loader(dataset: TaskDataset, batch_size: int, generator: torch.Generat
         a pass from a checkpoint.
     """
     drop_last = len(dataset) >= batch_size
+    active_registry()
     if num_workers is None:
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler_cls(dataset, generator=generator),
                           collate_fn=collate, generator=generator, drop_last=drop_last)

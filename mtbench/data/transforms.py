@@ -18,7 +18,9 @@ def resize_image(img: Image.Image, size: int) -> torch.Tensor:
 
     :return: ``uint8 (3, size, size)``.
     """
-    img = img.convert("RGB").resize((size, size), Image.BILINEAR)
+    if img.mode != "RGB":  # convert() of an RGB image is a copy
+        img = img.convert("RGB")
+    img = img.resize((size, size), Image.BILINEAR)
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
