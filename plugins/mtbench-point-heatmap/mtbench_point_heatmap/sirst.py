@@ -8,6 +8,9 @@ Task ``points``. Target per image:
   of the resized input (computed at full resolution, then scaled);
 - ``boxes``: float32 ``(M, 4)`` xyxy of the XML boxes, resized pixels;
 - ``mask``: uint8 ``(S, S)`` 0/1 target mask (nearest resize);
+- ``native_mask`` (val split only): bool ``(H, W)`` the mask at the image's native size, so
+  mask-level metrics score at native resolution (:mod:`.mask_metrics`); not in the training
+  split, where augmentation transforms targets;
 - ``image_id`` and ``scale`` (sx, sy) as for detection.
 """
 
@@ -85,6 +88,8 @@ class SirstPoints(TaskDataset):
         target = {"points": torch.tensor(cents, dtype=torch.float32).reshape(-1, 2),
                   "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
                   "mask": mask, "image_id": index + 1, "scale": (sx, sy)}
+        if not self.train:
+            target["native_mask"] = torch.from_numpy(binary)
         return resize_image(img, self.image_size), target
 
 
