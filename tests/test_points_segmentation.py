@@ -31,6 +31,12 @@ def test_point_heatmap_passes_check_model(points_registry):
                 backbone="resnet18", neck_channels=16, **SYNTH)
 
 
+def test_acm_prior_sets_the_initial_probability(points_registry):
+    from mtbench.data.base import TaskInfo
+    model = points_registry.create_model("acm", tasks={"points": TaskInfo("points", 1, ("Target",))}, prior=1e-3)
+    assert torch.sigmoid(model.head[-1].bias).item() == pytest.approx(1e-3)
+
+
 def test_acm_rejects_another_level(points_registry):
     with pytest.raises(ValueError, match="multi"):
         points_registry.create_model("acm", tasks={"points": None}, level="P2")

@@ -2,13 +2,14 @@
 through mtbench's task contract (:class:`mtbench.tasks.Task`).
 
 Target: ``{"points": float32 (N, 2) xy input pixels, "boxes": float32 (N, 4), "mask": uint8
-(S, S), "image_id": int, "scale": (sx, sy)}``; a horizontal flip mirrors points, boxes and mask.
+(S, S), "image_id": int, "scale": (sx, sy)}`` (+ ``"native_mask"`` bool ``(H, W)`` in a val
+split, for mask-level scoring at native size); a horizontal flip mirrors points, boxes and masks.
 
 Prediction: list (one per image) of ``{"points": float32 (K, 2) xy input pixels, "scores":
 float32 (K,) probabilities in [0, 1]}`` (for the heatmap encoding of
 :mod:`mtbench_point_heatmap.heatmap`, by :func:`~mtbench_point_heatmap.heatmap.decode_heatmap`);
 scored point-level (:class:`mtbench_point_heatmap.metrics.PointLevelMetrics`). A model that
-predicts a real per-pixel target segmentation (a DNANet / ACM-style segmentation network,
+predicts a real per-pixel target segmentation (``acm``, :mod:`mtbench_point_heatmap.acm`,
 whose points are its components' centroids) adds ``"seg_mask": bool (S, S)`` to every image's
 dict; only then are the mask-level BasicIRSTD metrics (``points_mask/Pd``, ``Fa``, ``IoU``,
 ``nIoU``; :mod:`mtbench_point_heatmap.mask_metrics`) reported too. A thresholded point
@@ -37,12 +38,15 @@ class Points(Task):
     scored_by = "point-level"  # mtbench_point_heatmap.metrics.PointLevelMetrics
     default_loss = "focal-heatmap"
     columns = (("points Pd", "points/Pd", 4), ("points FA/img", "points/FA_per_image", 3),
-               ("points F1", "points/F1", 4), ("points Pd-FA AUC", "points/Pd_FA_AUC", 4))
+               ("points F1", "points/F1", 4), ("points Pd-FA AUC", "points/Pd_FA_AUC", 4),
+               ("mask Pd", "points_mask/Pd", 4), ("mask Fa", "points_mask/Fa", 7), ("mask IoU", "points_mask/IoU", 4),
+               ("mask nIoU", "points_mask/nIoU", 4))  # the mask columns: models with seg_mask only
 
     def flip_target(self, target: dict, width: int) -> dict:
         pts = target["points"].clone()
         pts[:, 0] = width - pts[:, 0]
-        return {**target, "boxes": flip_boxes(target["boxes"], width), "points": pts, "mask": target["mask"].flip(-1)}
+        flipped = {k: target[k].flip(-1) for k in ("mask", "native_mask") if k in target}
+        return {**target, "boxes": flip_boxes(target["boxes"], width), "points": pts, **flipped}
 
     def decode(self, raw, *, num_classes, stride, image_size, **options):
         from mtbench_point_heatmap.heatmap import decode_heatmap
