@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mtbench.data.base import TaskDataset, TaskInfo
+from mtbench.data.synthetic import split_counts
 from mtbench.plugins import Spec, hookimpl
 
 _SPLIT_OFFSET = {"train": 0, "val": 1_000_003}
@@ -78,9 +79,5 @@ def mtbench_register_datasets():
 
 def _build(task: str, split: str, root: Path | None, image_size: int, num_images: dict | int | None = None,
            seed: int = 0, max_targets: int = 3):
-    counts = {"train": 32, "val": 16}
-    if isinstance(num_images, int):
-        counts = {"train": num_images, "val": num_images}
-    elif isinstance(num_images, dict):
-        counts.update(num_images)
+    counts = split_counts(num_images, {"train": 32, "val": 16})
     return SyntheticPoints(split, image_size, counts[split], seed, max_targets)
