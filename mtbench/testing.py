@@ -53,15 +53,20 @@ def _default_loss(task: str) -> str:
     return _registry().task(task).default_loss
 
 
-def tiny_batch(tasks: Iterable[str], image_size: int = 64, batch: int = 2, seed: int = 0) -> tuple[dict, dict]:
+def tiny_batch(tasks: Iterable[str], image_size: int = 64, batch: int = 2, seed: int = 0,
+               dataset: str = "synthetic") -> tuple[dict, dict]:
     """Generated data for ``tasks``: ``(infos, batches)`` with ``infos[task]`` a
     :class:`~mtbench.data.base.TaskInfo` and ``batches[task]`` an ``(images float32 (B, 3, S, S),
-    targets)`` pair in the task's collated target format (:func:`mtbench.data.base.collate`)."""
+    targets)`` pair in the task's collated target format (:func:`mtbench.data.base.collate`).
+
+    :param dataset: the registered generated data set to draw from (``synthetic`` serves det,
+        seg and cls; a plugin task brings its own, e.g. ``synthetic-points``); it takes
+        ``num_images`` and ``seed`` as ``synthetic`` does."""
     from mtbench.data.base import collate
     registry = _registry()
     infos, batches = {}, {}
     for task in tasks:
-        data = registry.create("dataset", "synthetic", task=task, split="train", root=None, image_size=image_size,
+        data = registry.create("dataset", dataset, task=task, split="train", root=None, image_size=image_size,
                                num_images={"train": batch, "val": batch}, seed=seed)
         infos[task] = data.info
         batches[task] = collate([data[i] for i in range(batch)])
@@ -73,7 +78,8 @@ def _fail(what: str, message: str) -> None:
 
 
 def check_model(factory: Callable[..., Any], tasks: Iterable[str] = ("det", "seg", "cls"), level: str = "P3",
-                image_size: int = 64, **params: Any) -> torch.nn.Module:
+                image_size: int = 64, *, dataset: str = "synthetic", losses: dict[str, str] | None = None,
+                **params: Any) -> torch.nn.Module:
     """Build a model plugin as mtbench does and check it keeps the model contract.
 
     ``factory(tasks=dict[str, TaskInfo], level=level, **params)`` must return a
@@ -81,12 +87,15 @@ def check_model(factory: Callable[..., Any], tasks: Iterable[str] = ("det", "seg
     and ``infos``; then :func:`mtbench.models.contract.check_model` runs it on
     ``float32 (2, 3, image_size, image_size)`` and compares outputs with the declarations (one
     map per declared stride of the right size, channels for the declared classes, decode
-    shapes); last, one training step with each task's default loss must give finite losses
-    and a finite gradient that reaches the parameters.
+    shapes); last, one training step with each task's default loss (or ``losses[task]``) must
+    give finite losses and a finite gradient that reaches the parameters.
 
     :param tasks: task names the model is built for (generated data gives their classes).
     :param level: feature level ``P2``..``P5`` of the task heads.
     :param image_size: input side in pixels (a multiple of the largest stride).
+    :param dataset: generated data set of the tasks (:func:`tiny_batch`).
+    :param losses: task -> the loss to train with where the task's default loss does not fit
+        the model's outputs (e.g. ``{"points": "soft-iou"}`` for a segmentation model).
     :return: the model built (eval mode off, gradients zeroed).
     :raises PluginContractError: the first contract violation, naming task and expected vs got.
     """
@@ -95,7 +104,7 @@ def check_model(factory: Callable[..., Any], tasks: Iterable[str] = ("det", "seg
     from mtbench.models.contract import check_model as contract
     what = f"model {getattr(factory, '__name__', factory)!r}"
     tasks = list(tasks)
-    infos, batches = tiny_batch(tasks, image_size)
+    infos, batches = tiny_batch(tasks, image_size, dataset=dataset)
     model = factory(tasks=infos, level=level, **params)
     if not isinstance(model, MultiTaskModel):
         _fail(what, f"the factory returned {type(model).__name__}, expected a mtbench.models.base.MultiTaskModel")
@@ -107,7 +116,8 @@ def check_model(factory: Callable[..., Any], tasks: Iterable[str] = ("det", "seg
         _fail(what, f"declares tasks {sorted(model.tasks)}, infos {sorted(model.infos)}, strides "
                     f"{sorted(model.strides)}; expected {sorted(tasks)} in each")
     registry = _registry()
-    losses = {t: registry.create("loss", registry.loss_key(t, _default_loss(t)), num_classes=infos[t].num_classes)
+    names = {t: (losses or {}).get(t, _default_loss(t)) for t in tasks}
+    losses = {t: registry.create("loss", registry.loss_key(t, names[t]), num_classes=infos[t].num_classes)
               for t in tasks}
     try:
         contract(model, image_size, torch.device("cpu"), {t: getattr(losses[t], "decode_kwargs", {}) for t in tasks})
@@ -119,7 +129,7 @@ def check_model(factory: Callable[..., Any], tasks: Iterable[str] = ("det", "seg
         images, targets = batches[t]
         parts = losses[t](model(images)[t], targets, stride=model.strides[t])
         if not torch.isfinite(parts["total"]):
-            _fail(what, f"task {t}: the default loss {_default_loss(t)!r} on its output is {float(parts['total'])}")
+            _fail(what, f"task {t}: the loss {names[t]!r} on its output is {float(parts['total'])}")
         total = total + parts["total"]
     total.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
@@ -131,8 +141,8 @@ def check_model(factory: Callable[..., Any], tasks: Iterable[str] = ("det", "seg
     return model
 
 
-def check_loss(factory: Callable[..., Any], task: str, image_size: int = 64, level: str = "P3",
-               **params: Any) -> dict[str, torch.Tensor]:
+def check_loss(factory: Callable[..., Any], task: str, image_size: int = 64, level: str = "P3", *,
+               dataset: str = "synthetic", **params: Any) -> dict[str, torch.Tensor]:
     """Build a loss plugin as mtbench does and check it keeps the loss contract.
 
     ``factory(num_classes=int, **params)`` must return a module called as
@@ -143,11 +153,12 @@ def check_loss(factory: Callable[..., Any], task: str, image_size: int = 64, lev
     assigner that finds no positives trains nothing: the "classification loss silently 0"
     failure); one backward must give finite gradients.
 
+    :param dataset: generated data set of ``task`` (:func:`tiny_batch`).
     :return: the loss components of the check batch (detached).
     :raises PluginContractError: the first violation, naming the component and what was got.
     """
     what = f"{task} loss {getattr(factory, '__name__', factory)!r}"
-    infos, batches = tiny_batch([task], image_size)
+    infos, batches = tiny_batch([task], image_size, dataset=dataset)
     registry = _registry()
     name, model_params = TINY_MODEL
     model = registry.create_model(name, tasks=infos, level=level, **model_params).train()

@@ -17,10 +17,14 @@ from tests.conftest import POINTS_PLUGIN
 
 pytest.importorskip("mtbench_point_heatmap", reason=POINTS_PLUGIN)
 from mtbench_point_heatmap.heatmap import decode_heatmap, point_cells  # noqa: E402
+from mtbench_point_heatmap.losses import PointHeatmapLoss  # noqa: E402
 from mtbench_point_heatmap.metrics import PointLevelMetrics, match_points, pd_fa_auc, pd_fa_curve  # noqa: E402
 
-#: every registered point loss (the built-ins: bce-hard, focal-heatmap, gaussian-soft)
-POINT_LOSSES = get_registry().names("loss", "points/*")
+_REGISTRY = get_registry()
+#: every registered heatmap point loss (bce-hard, focal-heatmap, gaussian-soft); a mask loss
+#: (soft-iou) trains a segmentation model, scored in tests/test_points_segmentation.py
+POINT_LOSSES = [n for n in _REGISTRY.names("loss", "points/*")
+                if issubclass(_REGISTRY.get("loss", n).factory, PointHeatmapLoss)]
 
 
 def pred(points, scores, **extra) -> dict:

@@ -119,12 +119,16 @@ def mtbench_register_datasets():
     return [Spec("dataset", "synthetic", _build, "GENERATED shapes data for det/seg/cls (no download needed)")]
 
 
+def split_counts(num_images: dict[str, int] | int | None, defaults: dict[str, int]) -> dict[str, int]:
+    """Images per split of a generated data set: ``num_images`` for every split (an int), per
+    split (a dict; the splits it leaves out keep ``defaults``), or ``defaults`` (None)."""
+    if isinstance(num_images, int):
+        return {k: num_images for k in defaults}
+    return {**defaults, **(num_images or {})}
+
+
 def _build(task: str, split: str, root: Path | None, image_size: int,
            num_images: dict[Literal["train", "val"], PositiveInt] | PositiveInt | None = None,
            seed: int = 0, max_shapes: PositiveInt = 3):
-    counts = {"train": 96, "val": 48}
-    if isinstance(num_images, int):
-        counts = {"train": num_images, "val": num_images}
-    elif isinstance(num_images, dict):
-        counts.update(num_images)
+    counts = split_counts(num_images, {"train": 96, "val": 48})
     return SyntheticTask(task, split, image_size, counts[split], seed, max_shapes)

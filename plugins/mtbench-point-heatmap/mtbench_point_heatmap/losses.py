@@ -1,4 +1,6 @@
-"""Point-target heatmap losses: ``points/bce-hard``, ``points/focal-heatmap``, ``points/gaussian-soft``.
+"""Point-target losses: heatmap losses ``points/bce-hard``, ``points/focal-heatmap``,
+``points/gaussian-soft``, and the mask loss ``points/soft-iou`` of a segmentation model
+(:class:`SoftIoU`, last in this module).
 
 Called as ``loss(raw (B, 3, h, w), targets, stride=int)`` with ``targets`` a list of
 ``{"points": float32 (N, 2) xy pixels, ...}`` (see :mod:`mtbench_point_heatmap.heatmap`). Each
@@ -156,6 +158,43 @@ class GaussianSoft(PointHeatmapLoss):
                                                         "window": torch.tensor(float(window))}
 
 
+class SoftIoU(nn.Module):
+    """``points/soft-iou``: the soft-IoU loss of ACM (Dai et al., WACV 2021), as DNANet's and
+    BasicIRSTD's ``SoftIoULoss``: ``1 - (sum p*g + 1) / (sum p + sum g - sum p*g + 1)`` with
+    ``p = sigmoid(logit)`` and ``g`` the target mask, sums over the whole batch (smooth 1);
+    plus ``bce_weight`` x pixel-wise BCE (0 = the paper's loss alone).
+
+    Called as ``loss(raw float32 (B, C, h, w), targets, stride=int)``: channel 0 is the target
+    logit of each cell; ``targets`` per image carry ``"mask"`` uint8 ``(S, S)`` 0/1 at input
+    size, max-pooled to the map (``h = S / stride``; a cell is a target when any of its pixels
+    is; stride 1 for a full-resolution model such as ``acm``).
+    Components: ``iou`` (the soft-IoU term), ``bce``, ``total``, ``num_pos`` (target cells).
+
+    :param threshold: probability a pixel must exceed in decoding (0.5, as DNANet / BasicIRSTD).
+    """
+
+    declared_components = ("iou", "bce", "num_pos")
+
+    def __init__(self, num_classes: int = 1, bce_weight: float = 0.0, threshold: float = 0.5):
+        super().__init__()
+        self.bce_weight, self.threshold = bce_weight, threshold
+
+    @property
+    def decode_kwargs(self) -> dict:
+        return {"threshold": self.threshold}
+
+    def forward(self, raw: torch.Tensor, targets: list[dict], stride: int) -> dict[str, torch.Tensor]:
+        logits = raw[:, 0]
+        g = torch.stack([t["mask"].to(raw.device, torch.float32) for t in targets])
+        if g.shape[-2:] != logits.shape[-2:]:
+            g = F.adaptive_max_pool2d(g[:, None], logits.shape[-2:])[:, 0]
+        p = logits.sigmoid()
+        inter = (p * g).sum()
+        iou = 1 - (inter + 1) / (p.sum() + g.sum() - inter + 1)
+        bce = F.binary_cross_entropy_with_logits(logits, g)
+        return {"iou": iou, "bce": bce, "total": iou + self.bce_weight * bce, "num_pos": g.sum().detach()}
+
+
 @hookimpl
 def mtbench_register_losses():
     return [
@@ -163,6 +202,8 @@ def mtbench_register_losses():
         Spec("loss", "focal-heatmap", FocalHeatmap, "CenterNet penalty-reduced focal on a Gaussian target",
              task="points"),
         Spec("loss", "gaussian-soft", GaussianSoft, "BCE to Gaussian soft labels, optional sigma/window schedule",
+             task="points"),
+        Spec("loss", "soft-iou", SoftIoU, "soft-IoU of a target mask (ACM / DNANet), optional + BCE",
              task="points"),
     ]
 

@@ -11,8 +11,10 @@ target is detected when a predicted component's centroid lies within ``dist`` pi
 (strictly less; default 3) of its centroid; each predicted component matches at most one
 target (targets in label order take the first unmatched component in range), as
 BasicIRSTD's ``PD_FA`` and pyirstdmetrics' ``ProbabilityDetectionAndFalseAlarmRate`` do.
-Pixels are input pixels (the resized masks the model sees), so values stand beside
-published tables when the evaluation size is the data set's native size.
+Pixels are NATIVE pixels: a target that carries its native-resolution ground truth
+(``native_mask``, as the SIRST val split does) is scored against it, the predicted mask
+(``seg_mask``, at the input size ``S x S`` the model saw) mapped back by :func:`to_native`
+first, as BasicIRSTD scores un-resized images; otherwise both are the input-size masks.
 
 - ``points_mask/Pd`` = detected targets / targets (over the split).
 - ``points_mask/Fa`` = pixels of predicted components that matched no target / all pixels
@@ -27,12 +29,14 @@ published tables when the evaluation size is the data set's native size.
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
 from mtbench.errors import DataError
 from mtbench.metrics.base import SampleMetricBase, Samples
 
-_EIGHT = np.ones((3, 3), dtype=bool)
+EIGHT = np.ones((3, 3), dtype=bool)
 
 #: per-image columns of :class:`PointMaskMetrics`
 MASK_COLUMNS = ("targets", "detected", "fa_pixels", "pixels", "inter", "union")
@@ -41,7 +45,7 @@ MASK_COLUMNS = ("targets", "detected", "fa_pixels", "pixels", "inter", "union")
 def components(mask: np.ndarray) -> list[tuple[np.ndarray, int]]:
     """8-connected components of a binary ``(H, W)`` mask: ``[(centroid float64 (2,) (row, col), area px)]``
     in label order (raster order of each component's first pixel)."""
-    labels, n = ndimage.label(np.asarray(mask).astype(bool), structure=_EIGHT)
+    labels, n = ndimage.label(np.asarray(mask).astype(bool), structure=EIGHT)
     if n == 0:
         return []
     idx = np.arange(1, n + 1)
@@ -49,6 +53,30 @@ def components(mask: np.ndarray) -> list[tuple[np.ndarray, int]]:
     centroids = ndimage.center_of_mass(ones, labels, idx)
     areas = ndimage.sum_labels(ones, labels, idx)
     return [(np.asarray(c, dtype=np.float64), int(a)) for c, a in zip(centroids, areas)]
+
+
+def to_native(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A bool ``(S, S)`` mask predicted on the resized input, mapped to a native ``(H, W)`` image:
+    bilinear interpolation of the 0/1 mask (``align_corners=False``, the inverse of the input's
+    bilinear resize), kept where >= 0.5. Unchanged when the shapes agree.
+
+    :return: bool ``(H, W)``.
+    """
+    mask = np.asarray(mask).astype(bool)
+    if mask.shape == tuple(shape):
+        return mask
+    t = torch.from_numpy(mask.astype(np.float32))[None, None]
+    return (F.interpolate(t, size=tuple(shape), mode="bilinear", align_corners=False)[0, 0] >= 0.5).numpy()
+
+
+def native_pair(seg_mask, target: dict) -> tuple[np.ndarray, np.ndarray]:
+    """``(predicted, ground truth)`` bool masks of one image at native resolution: the target's
+    ``native_mask`` (H, W) when it has one, with ``seg_mask`` mapped to it by :func:`to_native`;
+    else ``seg_mask`` and the input-size ``mask``."""
+    gt = target.get("native_mask", target["mask"])
+    gt = (gt.detach().cpu().numpy() if isinstance(gt, torch.Tensor) else np.asarray(gt)).astype(bool)
+    pred = seg_mask.detach().cpu().numpy() if isinstance(seg_mask, torch.Tensor) else np.asarray(seg_mask)
+    return to_native(pred, gt.shape), gt
 
 
 def match_image(pred: np.ndarray, gt: np.ndarray, dist: float = 3.0) -> dict[str, int]:
@@ -80,8 +108,9 @@ class PointMaskMetrics(SampleMetricBase):
     """Mask-level Pd / Fa / IoU / nIoU (module docstring), metric contract of :mod:`mtbench.metrics.base`.
 
     ``update(preds, targets)``: ``preds`` per image with ``"seg_mask"``: bool ``(S, S)``,
-    ``targets`` with ``"mask"``: uint8/bool ``(S, S)``; or one image at a time with
-    ``add_image(pred, gt)``. Columns (one entry per image, ints): ``targets``, ``detected``,
+    ``targets`` with ``"mask"``: uint8/bool ``(S, S)`` and optionally ``"native_mask"`` bool
+    ``(H, W)`` (then scored at native size, :func:`native_pair`); or one image at a time with
+    ``add_image(pred, gt)`` (same shapes). Columns (one entry per image, ints): ``targets``, ``detected``,
     ``fa_pixels``, ``pixels``, ``inter``, ``union``.
 
     :param dist: matching distance in pixels (strictly less than; BasicIRSTD uses 3).
@@ -93,7 +122,7 @@ class PointMaskMetrics(SampleMetricBase):
 
     def update(self, preds: list[dict], targets: list[dict]) -> None:
         for p, t in zip(preds, targets):
-            self.add_image(p["seg_mask"].cpu().numpy(), t["mask"].cpu().numpy())
+            self.add_image(*native_pair(p["seg_mask"], t))
 
     def add_image(self, pred: np.ndarray, gt: np.ndarray) -> None:
         """Add one image: ``pred`` and ``gt`` binary ``(H, W)`` masks (nonzero = target)."""

@@ -43,7 +43,7 @@ from scipy.spatial.distance import cdist
 from mtbench.errors import DataError, PluginError
 from mtbench.metrics.base import SampleMetricBase, Samples
 from mtbench.plugins import Spec, hookimpl
-from mtbench_point_heatmap.mask_metrics import MASK_COLUMNS, PointMaskMetrics
+from mtbench_point_heatmap.mask_metrics import MASK_COLUMNS, PointMaskMetrics, native_pair
 
 #: K of ``points/Pd_FA_AUC``: the curve is integrated over [0, K] false alarms per image.
 FA_MAX_PER_IMAGE = 1.0
@@ -143,7 +143,8 @@ class PointLevelMetrics(SampleMetricBase):
     ``update(preds, targets)``: ``preds`` from ``model.decode("points", ...)``: per image
     ``{"points": float32 (K, 2) xy input pixels, "scores": float32 (K,) in [0, 1]}`` and
     optionally ``"seg_mask": bool (S, S)``; ``targets`` per image ``{"points": float32 (N, 2)
-    xy input pixels, "scale": (sx, sy)}`` (+ ``"mask"`` uint8 ``(S, S)`` for ``seg_mask``).
+    xy input pixels, "scale": (sx, sy)}`` (+ ``"mask"`` uint8 ``(S, S)`` for ``seg_mask``, and
+    ``"native_mask"`` bool ``(H, W)`` to score it at native size).
 
     Per-image columns: ``num_targets`` int; ``tp_scores`` / ``fp_scores`` float ``(W,)``: the
     scores of the image's matched / unmatched predictions, padded with -1 to the split's
@@ -186,7 +187,7 @@ class PointLevelMetrics(SampleMetricBase):
             raise PluginError("decoded points carry 'seg_mask' on some images only; a model that segments "
                               "targets returns it for every image")
         if self.mask is not None:
-            self.mask.add_image(p["seg_mask"].detach().cpu().numpy(), t["mask"].detach().cpu().numpy())
+            self.mask.add_image(*native_pair(p["seg_mask"], t))
 
     def samples(self) -> Samples:
         out = {"num_targets": list(self.num_targets), "tp_scores": _pad(self.tp), "fp_scores": _pad(self.fp)}

@@ -19,6 +19,9 @@ evaluate). Task ``points``. Target per image:
 - ``boxes``: float32 ``(M, 4)`` xyxy of the XML boxes (or, in layouts without them, of the
   mask's 8-connected components, pixel edges), resized pixels;
 - ``mask``: uint8 ``(S, S)`` 0/1 target mask (nearest resize);
+- ``native_mask`` (val split only): bool ``(H, W)`` the mask at the image's native size, so
+  mask-level metrics score at native resolution (:mod:`.mask_metrics`); not in the training
+  split, where augmentation transforms targets;
 - ``image_id`` and ``scale`` (sx, sy) as for detection.
 """
 
@@ -38,7 +41,7 @@ from mtbench.data.base import TaskDataset, TaskInfo, check_files_exist, check_sa
 from mtbench.data.cache import sha256_of
 from mtbench.data.transforms import resize_image, resize_mask
 from mtbench.errors import DataError
-from mtbench_point_heatmap.mask_metrics import _EIGHT, components
+from mtbench_point_heatmap.mask_metrics import EIGHT, components
 from mtbench.plugins import Spec, hookimpl
 
 
@@ -99,7 +102,7 @@ def find_layout(base: Path, layout: str = "auto") -> str:
 def mask_boxes(binary: np.ndarray) -> list[list[float]]:
     """``[[xmin, ymin, xmax, ymax], ...]`` (pixel edges) of the 8-connected components of a bool
     ``(H, W)`` mask, in the order of :func:`components`."""
-    labels, _ = ndimage.label(binary, structure=_EIGHT)
+    labels, _ = ndimage.label(binary, structure=EIGHT)
     return [[float(c.start), float(r.start), float(c.stop), float(r.stop)] for r, c in ndimage.find_objects(labels)]
 
 
@@ -152,6 +155,8 @@ class SirstPoints(TaskDataset):
         target = {"points": torch.tensor(cents, dtype=torch.float32).reshape(-1, 2),
                   "boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
                   "mask": mask, "image_id": index + 1, "scale": (sx, sy)}
+        if not self.train:
+            target["native_mask"] = torch.from_numpy(binary)
         return resize_image(img, self.image_size), target
 
 

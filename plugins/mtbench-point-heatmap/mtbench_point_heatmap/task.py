@@ -2,15 +2,17 @@
 through mtbench's task contract (:class:`mtbench.tasks.Task`).
 
 Target: ``{"points": float32 (N, 2) xy input pixels, "boxes": float32 (N, 4), "mask": uint8
-(S, S), "image_id": int, "scale": (sx, sy)}``; a flip, crop or scale of the image moves points
-(``KeyPoints``), boxes and mask with it (torchvision.transforms.v2, :mod:`mtbench.data.augment`);
-a target whose point or box leaves the image is dropped (point and box together).
+(S, S), "image_id": int, "scale": (sx, sy)}`` (+ ``"native_mask"`` bool ``(H, W)`` in a val
+split, for mask-level scoring at native size); a flip, crop or scale of a train image moves
+points (``KeyPoints``), boxes and mask with it (torchvision.transforms.v2,
+:mod:`mtbench.data.augment`); a target whose point or box leaves the image is dropped (point and
+box together).
 
 Prediction: list (one per image) of ``{"points": float32 (K, 2) xy input pixels, "scores":
 float32 (K,) probabilities in [0, 1]}`` (for the heatmap encoding of
 :mod:`mtbench_point_heatmap.heatmap`, by :func:`~mtbench_point_heatmap.heatmap.decode_heatmap`);
 scored point-level (:class:`mtbench_point_heatmap.metrics.PointLevelMetrics`). A model that
-predicts a real per-pixel target segmentation (a DNANet / ACM-style segmentation network,
+predicts a real per-pixel target segmentation (``acm``, :mod:`mtbench_point_heatmap.acm`,
 whose points are its components' centroids) adds ``"seg_mask": bool (S, S)`` to every image's
 dict; only then are the mask-level BasicIRSTD metrics (``points_mask/Pd``, ``Fa``, ``IoU``,
 ``nIoU``; :mod:`mtbench_point_heatmap.mask_metrics`) reported too. A thresholded point
@@ -39,7 +41,9 @@ class Points(Task):
     scored_by = "point-level"  # mtbench_point_heatmap.metrics.PointLevelMetrics
     default_loss = "focal-heatmap"
     columns = (("points Pd", "points/Pd", 4), ("points FA/img", "points/FA_per_image", 3),
-               ("points F1", "points/F1", 4), ("points Pd-FA AUC", "points/Pd_FA_AUC", 4))
+               ("points F1", "points/F1", 4), ("points Pd-FA AUC", "points/Pd_FA_AUC", 4),
+               ("mask Pd", "points_mask/Pd", 4), ("mask Fa", "points_mask/Fa", 7), ("mask IoU", "points_mask/IoU", 4),
+               ("mask nIoU", "points_mask/nIoU", 4))  # the mask columns: models with seg_mask only
 
     with_boxes = ()  # boxes (the XML's) and points (the mask's components) are not row-aligned
 
@@ -50,6 +54,8 @@ class Points(Task):
         moves them by 0.5 (1 - s) px more than the continuous rule, since v2 resizes key points as
         continuous coordinates)."""
         from torchvision import tv_tensors
+        if "native_mask" in target:  # val-only (scored at native size); augmentation runs on train items
+            raise ValueError("points: a target with 'native_mask' (a val item) cannot be augmented")
         return {**target, "boxes": tv_boxes(target["boxes"], canvas_size), "mask": tv_tensors.Mask(target["mask"]),
                 "points": tv_tensors.KeyPoints(target["points"] - 0.5, canvas_size=canvas_size)}
 
