@@ -222,7 +222,7 @@ class Augment(_Strict):
 
 
 class Ema(_Strict):
-    """An exponential moving average of the weights (:mod:`mtbench.ema`, timm's ``ModelEmaV3``),
+    """An exponential moving average of the weights (:class:`mtbench.strategies.base.TrainContext`, timm's ``ModelEmaV3``),
     the model evaluated, profiled and saved: ``decay`` per optimiser step; ``warmup`` (timm's
     ``use_warmup``): the decay at step t is ``min(decay, 1 - (1 + t) ** (-2/3))``, so a short run's
     average is not dominated by its random start. Part of the training identity when set."""

@@ -189,6 +189,18 @@ def test_a_task_whose_target_cannot_move_is_refused_by_name(write_suite, registr
     assert expand(load_suite(path), registry)
 
 
+def test_a_task_written_to_the_old_flip_contract_is_refused_not_left_unflipped():
+    """A plugin task that still defines ``flip_target`` (the contract before transforms.v2) would
+    see its image flipped and its target not: a suite that flips or crops refuses it, naming it."""
+    class OldMasks(Segmentation):
+        def flip_target(self, target, width):
+            return target.flip(-1)
+
+    (why,) = refusals(DEFAULT, {"seg": OldMasks(), "det": Detection()})
+    assert "task 'seg' defines flip_target" in why and "Task.to_tv" in why
+    assert refusals({**DEFAULT, "hflip": 0.0}, {"seg": OldMasks()}) == []
+
+
 @pytest.mark.parametrize("text, says", [
     ("{scale: [0.8, 0.5]}", "0 < low <= high"),
     ("{scale: [0.5, 1.5]}", "at most 1"),

@@ -50,10 +50,17 @@ _UNSET = {"flip": "set fixed.augment.hflip: 0", "crop": "leave fixed.augment.sca
 
 def refusals(options: dict, tasks: dict[str, Any]) -> list[str]:
     """Why ``options`` cannot train ``tasks`` (name -> :class:`mtbench.tasks.Task`): one line per
-    task and geometric step its target cannot follow (not in ``Task.follows``); [] when none."""
-    return [f"task {name!r} cannot move its target with a {step} of the image ({step!r} is not in its "
-            f"Task.follows); {_UNSET[step]}" for name, task in tasks.items() for step in geometric(options)
-            if step not in task.follows]
+    task and geometric step its target cannot follow (not in ``Task.follows``), and one per task
+    still written to the contract before transforms.v2 (a ``flip_target`` method, no longer
+    read: its target would silently stay unflipped); [] when none."""
+    steps = geometric(options)
+    old = [f"task {name!r} defines flip_target, which mtbench no longer reads (its target would stay "
+           f"unflipped while its image flips); its plugin must say how the target moves with Task.to_tv / "
+           f"Task.from_tv and Task.follows, or {_UNSET['flip']}" for name, task in tasks.items()
+           if steps and hasattr(task, "flip_target")]
+    return old + [f"task {name!r} cannot move its target with a {step} of the image ({step!r} is not in its "
+                  f"Task.follows); {_UNSET[step]}" for name, task in tasks.items() for step in steps
+                  if step not in task.follows and not hasattr(task, "flip_target")]
 
 
 def _rows(keys: tuple[str, ...], inputs: tuple) -> tuple[torch.Tensor, ...]:
