@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtbench.data.base import TaskDataset
+from mtbench.data.augment import Augmentation
+from mtbench.data.base import TaskDataset, collate, model_input
 from mtbench.data.cache import DiskCache, NoCache, RamBudget, RamCache, item_bytes, make_cache, warm
 from mtbench.data.loading import SeededSampler, train_loader
 from mtbench.data.synthetic import SyntheticTask
@@ -49,6 +50,54 @@ def test_worker_batches_cross_as_one_block_per_target_key():
         assert len({t[key].untyped_storage().data_ptr() for t in worker[1]}) == 1
         assert len({t[key].untyped_storage().data_ptr() for t in in_process[1]}) == 4
     assert _same(worker, in_process)
+
+
+_ALL_AUGMENTS = {"hflip": 0.5, "scale": [0.3, 1.0], "ratio": None,
+                 "color": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1}}
+
+
+@pytest.mark.parametrize("task", ["seg", "det"])
+def test_worker_batches_cross_compact_and_arrive_as_the_items_served(task):
+    ds = SyntheticTask(task, "train", 64, 8)
+    ds.set_augment(_ALL_AUGMENTS)  # crop, flip and colour jitter: all of them run before the conversion
+    keys = list(train_loader(ds, 4, torch.Generator().manual_seed(0), num_workers=0).sampler)
+    served = [collate([ds[k] for k in keys[i:i + 4]]) for i in (0, 4)]
+    for workers in (0, 2):
+        loader = train_loader(ds, 4, torch.Generator().manual_seed(0), num_workers=workers)
+        assert _same(list(loader), served)
+    images, targets = next(iter(loader.loader))  # what crossed from the workers
+    assert images.dtype == torch.uint8 and served[0][0].dtype == torch.float32
+    if task == "seg":
+        assert targets.dtype == torch.uint8 and served[0][1].dtype == torch.int64
+
+
+def test_model_input_divides_as_the_items_always_did():
+    values = torch.arange(256, dtype=torch.uint8)
+    floats, _ = model_input(values, None)
+    assert torch.equal(floats, values.float().div(255.0)) and floats.dtype == torch.float32
+
+
+def test_a_uint8_mask_is_augmented_as_its_int64_form():
+    ds = SyntheticTask("seg", "train", 64, 4)
+    aug = Augmentation(_ALL_AUGMENTS, "seg", 64)
+    for index in range(4):
+        image, mask = ds.load(index)
+        assert mask.dtype == torch.uint8
+        for seed in range(6):
+            (a_img, a_mask), (b_img, b_mask) = aug(image, mask, seed), aug(image, mask.long(), seed)
+            assert torch.equal(a_img, b_img) and b_mask.dtype == torch.int64 and torch.equal(a_mask.long(), b_mask)
+
+
+def test_disk_cache_folder_follows_the_item_format(tmp_path, monkeypatch):
+    from mtbench.data import cache
+    monkeypatch.setenv("MTBENCH_CACHE", str(tmp_path))
+    folders = []
+    for fmt in (cache.FORMAT, cache.FORMAT - 1):
+        monkeypatch.setattr(cache, "FORMAT", fmt)
+        ds = SyntheticTask("seg", "train", 64, 4)
+        ds.set_cache("disk")
+        folders.append(ds.cache.folder)
+    assert folders[0] != folders[1]
 
 
 def test_seeded_item_is_a_function_of_index_and_seed(tmp_path, registry):

@@ -12,7 +12,9 @@ One pipeline per training data set, the same options for every cell of a suite, 
 3. ``color: {brightness, contrast, saturation, hue}`` (off by default):
    :class:`~torchvision.transforms.v2.ColorJitter` (photometric: targets unchanged).
 
-Images are ``uint8 (3, S, S)`` (:mod:`mtbench.data.base` converts to float after); a task's
+Images are ``uint8 (3, S, S)`` and seg masks as loaded (``uint8``); :func:`mtbench.data.base.model_input`
+converts them after (with DataLoader workers, in the main process), so every step here, the colour
+jitter included, sees what it saw when items were converted in the data set; a task's
 target follows the geometric steps through its :meth:`~mtbench.tasks.Task.to_tv` /
 :meth:`~mtbench.tasks.Task.from_tv` (boxes as ``BoundingBoxes``, masks as ``Mask``, points as
 ``KeyPoints``); a task whose target cannot follow a flip or a crop (not in ``Task.follows``)

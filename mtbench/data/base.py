@@ -9,6 +9,13 @@ A :class:`TaskDataset` serves one task (``det``, ``seg`` or ``cls``) of one spli
 - seg target: ``int64 (S, S)`` class indices, 255 = ignore.
 - cls target: ``int64 ()`` class index.
 
+That is what ``dataset[i]`` serves. What is loaded, cached and sent from a DataLoader worker is
+smaller (:meth:`TaskDataset.item`): the ``uint8`` image, and a tensor target in the narrowest
+integer dtype that holds its values (seg masks: ``uint8``, classes < 255 and the ignore index
+255); :func:`model_input` makes the served form of either one item or a collated batch, in the
+main process (:class:`mtbench.data.loading.CompactLoader`), as timm's ``PrefetchLoader`` sends
+``uint8`` batches and converts them after.
+
 A loader that leaves annotations out (a degenerate box, one outside its image) leaves them
 out of training **and** of the evaluation ground truth alike, and says so in ``dropped``
 (:func:`dropped_record`); the runner stores every split's count with the cell's result
@@ -170,13 +177,18 @@ class TaskDataset(Dataset):
         self.cache = RamCache(RamBudget())
         self.augment = Augmentation(DEFAULT, task, image_size) if train else None
 
+    #: The dtype a tensor target is served in (:func:`model_input`) when :meth:`load` keeps it
+    #: narrower (seg masks: ``uint8`` loaded, ``int64`` served); None: as loaded.
+    target_dtype: torch.dtype | None = None
+
     def set_augment(self, options: dict) -> None:
         """Augment training items as ``options`` (``fixed.augment``) say (a val split: nothing)."""
         if self.train:
             self.augment = Augmentation(options, self.task, self.image_size)
 
     def load(self, index: int) -> tuple[torch.Tensor, object]:
-        """Return ``(uint8 (3, S, S) image, target)`` for ``index`` (no augmentation)."""
+        """Return ``(uint8 (3, S, S) image, target)`` for ``index`` (no augmentation); a tensor
+        target may be narrower than the task's dtype (then :attr:`target_dtype` names the latter)."""
         raise NotImplementedError
 
     def cache_identity(self) -> dict:
@@ -201,17 +213,40 @@ class TaskDataset(Dataset):
         """
         self.cache = make_cache(mode, self.cache_identity() if mode == "disk" else {}, budget)
 
-    def __getitem__(self, key: int | tuple[int, int]):
-        """``(float32 (3, S, S) image in [0, 1], target)``; ``key`` is an index or ``(index, seed)``."""
+    def item(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, object]:
+        """``(uint8 (3, S, S) image, target as loaded)``, augmented (training): what a DataLoader
+        worker sends; ``key`` is an index or ``(index, seed)``."""
         index, seed = key if isinstance(key, tuple) else (key, None)
         image, target = self.cache.get(index, self.load)
         if self.augment is not None:
             image, target = self.augment(image, target, seed)
-        return image.float().div_(255.0), target
+        return image, target
+
+    def __getitem__(self, key: int | tuple[int, int]):
+        """``(float32 (3, S, S) image in [0, 1], target)`` (:func:`model_input` of :meth:`item`)."""
+        return model_input(*self.item(key), self.target_dtype)
 
     def coco_gt(self) -> dict:
         """COCO-format ground truth in original image pixels (detection datasets only)."""
         raise NotImplementedError(f"{type(self).__name__} has no detection ground truth")
+
+
+def model_input(images: torch.Tensor, targets, target_dtype: torch.dtype | None = None,
+                pin_memory: bool = False) -> tuple[torch.Tensor, object]:
+    """The served form of one item or a collated batch (:meth:`TaskDataset.item`, :func:`collate`).
+
+    :param images: ``uint8 (..., 3, S, S)``.
+    :param targets: left as they are, except a tensor converted to ``target_dtype`` (when not None).
+    :param pin_memory: make the images in page-locked memory (a DataLoader's ``pin_memory``).
+    :return: ``(float32 (..., 3, S, S) images in [0, 1], targets)``; the images are ``x / 255``
+        in float32, the same bits the items always had (an element-wise division, so the same
+        whether made per item or per batch; not a multiplication by 1 / 255, which rounds 126 of
+        the 256 values differently).
+    """
+    floats = torch.empty(images.shape, dtype=torch.float32, pin_memory=pin_memory).copy_(images).div_(255.0)
+    if target_dtype is not None and isinstance(targets, torch.Tensor):
+        targets = targets.to(target_dtype)
+    return floats, targets
 
 
 def to_device(targets, device: torch.device):
@@ -222,7 +257,7 @@ def to_device(targets, device: torch.device):
 
 
 def collate(batch: list) -> tuple[torch.Tensor, object]:
-    """Stack images to ``float32 (B, 3, S, S)``; stack seg/cls targets, keep det targets a list.
+    """Stack images to ``(B, 3, S, S)`` (their dtype); stack seg/cls targets, keep det targets a list.
 
     In a DataLoader worker the batch is laid out for its trip to the main process, values
     unchanged: stacked tensors are made in shared memory (``default_collate``'s way), and each

@@ -14,8 +14,8 @@ so every mode serves the same pixels and targets (tested):
 - ``disk``: each item written once, atomically, as ``<cache dir>/<key>/<index>.pt``
   (``torch.save``), read back memory-mapped (``torch.load(mmap=True, weights_only=True)``).
   ``<key>`` hashes the data set's identity (:meth:`~mtbench.data.base.TaskDataset.cache_identity`:
-  its class, task, split, image size and source files' sizes and modification times, and
-  mtbench's version), so a changed annotation file or image size gets a fresh folder. The cache dir is
+  its class, task, split, image size and source files' sizes and modification times, mtbench's
+  version and :data:`FORMAT`), so a changed annotation file or image size gets a fresh folder. The cache dir is
   ``$MTBENCH_CACHE``, else the user cache folder (``~/.cache/mtbench/items`` on Linux).
   An image file replaced in place without touching what the identity names, or a loader edited
   in a development install, is not noticed: delete the folder.
@@ -41,6 +41,9 @@ from mtbench import __version__
 from mtbench.errors import DataError
 
 CacheMode = Literal["none", "ram", "disk"]
+#: What a cached item holds; part of a ``disk`` cache's key, so a cache of another format is
+#: rebuilt, never misread. 2: seg masks ``uint8`` (1: ``int64``).
+FORMAT = 2
 #: Default ``ram`` budget: this fraction of ``psutil.virtual_memory().available`` at cell start.
 RAM_FRACTION = 0.25
 
@@ -155,7 +158,7 @@ def make_cache(mode: CacheMode, identity: dict, budget: RamBudget | None = None)
     if mode == "ram":
         return RamCache(budget or RamBudget())
     if mode == "disk":
-        return DiskCache(cache_dir() / sha256_of({**identity, "mtbench": __version__})[:16])
+        return DiskCache(cache_dir() / sha256_of({**identity, "mtbench": __version__, "format": FORMAT})[:16])
     raise DataError(f"cache must be 'none', 'ram' or 'disk', not {mode!r}")
 
 

@@ -11,6 +11,12 @@ at a given step is the same with 0, 1 or 2 workers (tested); ``pin_memory`` / ``
 forked workers inherit it instead of making it again each epoch: the active plugin registry,
 which the flip asks for its task's rule (built in each worker it took 2-5 s per worker and
 epoch), and with workers a ``cache: ram``, filled by :func:`mtbench.data.cache.warm`.
+
+With ``num_workers`` set, batches are collated from :meth:`~mtbench.data.base.TaskDataset.item`
+(``uint8`` images, seg masks ``uint8``) and made float / ``int64`` in the main process by
+:class:`CompactLoader`, as timm's ``PrefetchLoader`` (``timm/data/loader.py``) sends ``uint8``
+batches and converts them after: a quarter of the image bytes crosses from the workers (an
+eighth of the mask bytes), and the values are those ``dataset[i]`` serves (tested).
 """
 
 from __future__ import annotations
@@ -18,9 +24,9 @@ from __future__ import annotations
 from typing import Callable, Iterator
 
 import torch
-from torch.utils.data import DataLoader, RandomSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
 
-from mtbench.data.base import TaskDataset, collate
+from mtbench.data.base import TaskDataset, collate, model_input
 from mtbench.data.cache import warm
 from mtbench.plugins import active_registry
 
@@ -41,17 +47,51 @@ class SeededSampler(Sampler):
             yield index, int(torch.randint(2**63 - 1, (), generator=self.generator))
 
 
+class _Items(Dataset):
+    """``dataset``'s items as loaded and augmented (:meth:`~mtbench.data.base.TaskDataset.item`)."""
+
+    def __init__(self, dataset: TaskDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        return self.dataset.item(key)
+
+
+class CompactLoader:
+    """A DataLoader of :class:`_Items` whose batches are given out as ``dataset[i]`` serves them:
+    each batch through :func:`~mtbench.data.base.model_input` (``float32`` images in [0, 1], in
+    page-locked memory when the loader pins; a tensor target in the data set's ``target_dtype``).
+    Length, ``sampler``, ``generator`` and ``batch_size`` are the DataLoader's; ``dataset`` is the
+    :class:`~mtbench.data.base.TaskDataset`."""
+
+    def __init__(self, loader: DataLoader, dataset: TaskDataset):
+        self.loader, self.dataset = loader, dataset
+        self.sampler, self.generator, self.batch_size = loader.sampler, loader.generator, loader.batch_size
+        self._pin = loader.pin_memory and torch.cuda.is_available()
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, object]]:
+        batches = iter(self.loader)  # now, not at the first batch: the loader draws its base seed here
+        return (model_input(images, targets, self.dataset.target_dtype, self._pin) for images, targets in batches)
+
+
 def train_loader(dataset: TaskDataset, batch_size: int, generator: torch.Generator,
                  num_workers: int | None = None, pin_memory: bool = False,
-                 persistent_workers: bool = False, sampler_cls: Callable[..., Sampler] = RandomSampler) -> DataLoader:
+                 persistent_workers: bool = False,
+                 sampler_cls: Callable[..., Sampler] = RandomSampler) -> DataLoader | CompactLoader:
     """A shuffled training loader (the last partial batch dropped when the split holds at
     least one batch).
 
     :param generator: the cell's generator. ``num_workers`` None: the order is drawn from it
         as each epoch starts (as before); else one draw from it seeds this loader's own order,
         item-seed and worker-seed generators.
-    :param num_workers: None: in-process, global-RNG augmentation (as before); else that
-        many worker processes with per-item seeds.
+    :param num_workers: None: in-process, global-RNG augmentation (as before), a DataLoader;
+        else that many worker processes with per-item seeds, a :class:`CompactLoader`.
     :param sampler_cls: the order of the items, called as ``sampler_cls(dataset, generator=g)``;
         default ``RandomSampler`` (what ``shuffle=True`` uses); the runner passes
         :class:`mtbench.checkpoint.ResumableSampler`, which draws the same order and can continue
@@ -66,7 +106,8 @@ def train_loader(dataset: TaskDataset, batch_size: int, generator: torch.Generat
         warm(dataset.cache, len(dataset), dataset.load, num_workers)
     root = int(torch.randint(2**62, (), generator=generator))
     sampler = SeededSampler(sampler_cls(dataset, generator=torch.Generator().manual_seed(root)), root + 1)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate,
-                      generator=torch.Generator().manual_seed(root + 2),
-                      drop_last=drop_last, num_workers=num_workers, pin_memory=pin_memory,
-                      persistent_workers=persistent_workers and num_workers > 0)
+    loader = DataLoader(_Items(dataset), batch_size=batch_size, sampler=sampler, collate_fn=collate,
+                        generator=torch.Generator().manual_seed(root + 2),
+                        drop_last=drop_last, num_workers=num_workers, pin_memory=pin_memory,
+                        persistent_workers=persistent_workers and num_workers > 0)
+    return CompactLoader(loader, dataset)

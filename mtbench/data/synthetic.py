@@ -31,7 +31,7 @@ def draw_sample(seed: int, split: str, index: int, size: int, max_shapes: int = 
     """Draw one sample.
 
     :return: ``(image uint8 (3, S, S), boxes float32 (N, 4) xyxy, labels int64 (N,),
-        mask int64 (S, S), image_label int)``.
+        mask uint8 (S, S), image_label int)``.
     """
     rng = random.Random(seed * 7_919 + _SPLIT_OFFSET[split] + index)
     nprng = np.random.default_rng(rng.randrange(2**32))
@@ -66,7 +66,7 @@ def draw_sample(seed: int, split: str, index: int, size: int, max_shapes: int = 
         image,
         torch.tensor(boxes, dtype=torch.float32),
         torch.tensor(labels, dtype=torch.int64),
-        torch.from_numpy(np.asarray(mask).astype(np.int64)),
+        torch.from_numpy(np.asarray(mask).copy()),
         labels[int(np.argmax(areas))],
     )
 
@@ -77,6 +77,8 @@ class SyntheticTask(TaskDataset):
     :param num_images: images in this split.
     :param seed: generator seed (the data, not the training run).
     """
+
+    target_dtype = torch.int64  # seg masks are drawn as uint8 (4 classes)
 
     def __init__(self, task: str, split: str, image_size: int, num_images: int, seed: int = 0,
                  max_shapes: int = 3):

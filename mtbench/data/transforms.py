@@ -1,7 +1,7 @@
 """Geometric transforms that keep images and task targets consistent.
 
 Images are ``uint8 (3, H, W)`` tensors here; conversion to ``float32`` in [0, 1] happens
-in :class:`mtbench.data.base.TaskDataset`. The model normalises (mean/std of its backbone).
+in :func:`mtbench.data.base.model_input`. The model normalises (mean/std of its backbone).
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ def resize_image(img: Image.Image, size: int) -> torch.Tensor:
 def resize_mask(mask: Image.Image, size: int) -> torch.Tensor:
     """Nearest-neighbour resize of a class-index mask (255 = ignore) to ``size x size``.
 
-    :return: ``int64 (size, size)``.
+    :return: ``uint8 (size, size)`` (a data set serves it as ``int64``:
+        :attr:`mtbench.data.base.TaskDataset.target_dtype`).
     """
     mask = mask.resize((size, size), Image.NEAREST)
-    return torch.from_numpy(np.asarray(mask, dtype=np.uint8).astype(np.int64))
+    return torch.from_numpy(np.asarray(mask, dtype=np.uint8).copy())
 
 
 def scale_boxes(boxes: torch.Tensor, sx: float, sy: float) -> torch.Tensor:

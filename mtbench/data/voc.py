@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 
 from mtbench.data.base import TaskDataset, TaskInfo, check_files_exist, check_same_size, open_image, resolve_dir
 from mtbench.data.cache import sha256_of
@@ -38,6 +39,8 @@ class VocSegmentation(TaskDataset):
         its image, a mask with a class index outside ``[0, num_classes)`` other than 255;
         each names the file.
     """
+
+    target_dtype = torch.int64  # masks are loaded as uint8 (21 classes and 255)
 
     def __init__(self, root: Path | None, path: str, split: str, image_size: int, train: bool, layout: str = "auto"):
         super().__init__("seg", image_size, train)
