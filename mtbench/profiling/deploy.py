@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtbench.data.base import model_input
 from mtbench.errors import RuntimeUnavailable
 from mtbench.plugins import Spec, hookimpl
 from mtbench.profiling.latency import Budget, StopRule
@@ -179,7 +180,7 @@ def calibration_images(train_sets: dict, count: int, seed: int) -> torch.Tensor:
     for k, ds in enumerate(sets):
         n = min(len(ds), count // len(sets) + (k < count % len(sets)))
         picks += [(ds, int(i)) for i in rng.choice(len(ds), size=n, replace=False)]
-    return torch.stack([ds.cache.get(i, ds.load)[0].float().div_(255.0) for ds, i in picks])
+    return torch.stack([model_input(ds.cache.get(i, ds.load)[0], None)[0] for ds, i in picks])
 
 
 @hookimpl
