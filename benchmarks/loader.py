@@ -25,6 +25,9 @@ deleting the cached files before each round; ``--cold`` adds to each round one m
 the cache files are written out and dropped from the page cache (``posix_fadvise(DONTNEED)``,
 their pages only), i.e. the second epoch as it is when the cache does not fit in the memory the
 machine leaves to its page cache. Each round prints ``fill / warm [/ cold]`` images/s.
+``--persistent`` keeps the workers between epochs (``persistent_workers``, what
+``fixed.persistent_workers: true`` does in training); without it, each epoch's time includes
+its workers' start.
 """
 
 from __future__ import annotations
@@ -160,7 +163,8 @@ def _loader(args):
         else:
             ds = datasets.ImageFolder(str(base / "train"), transform=tf)
         return DataLoader(ds, batch_size=args.batch, shuffle=True, num_workers=args.workers, collate_fn=_collate,
-                          generator=torch.Generator().manual_seed(seed))
+                          generator=torch.Generator().manual_seed(seed),
+                          persistent_workers=args.persistent and args.workers > 0)
     from mtbench.data.coco import CocoDetection
     from mtbench.data.imagefolder import ImageFolderClassification
     from mtbench.data.loading import train_loader
@@ -169,7 +173,8 @@ def _loader(args):
     else:
         ds = ImageFolderClassification(Path(args.data), base.name, "train", args.image_size, train=True)
     ds.set_cache(args.mode)
-    return train_loader(ds, args.batch, torch.Generator().manual_seed(seed), num_workers=args.workers)
+    return train_loader(ds, args.batch, torch.Generator().manual_seed(seed), num_workers=args.workers,
+                        persistent_workers=args.persistent)
 
 
 def _child(args) -> dict:
@@ -262,7 +267,7 @@ def _run_one(args, layout: str, n: int, loader: str, mode: str, workers: int) ->
            "--loader", loader, "--mode", mode, "--workers", str(workers),
            "--epochs", str(args.epochs if mode in ("ram", "disk") else 1),
            "--image-size", str(args.image_size), "--batch", str(args.batch), "--rounds", str(args.rounds)]
-    cmd += ["--cold"] * args.cold
+    cmd += ["--cold"] * args.cold + ["--persistent"] * args.persistent
     try:
         out = subprocess.run(cmd, check=True, capture_output=True, text=True,
                              env={**os.environ, "MTBENCH_CACHE": str(cache)})
@@ -291,6 +296,8 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=1, help="disk: repeat its epochs this many times in its process")
     ap.add_argument("--cold", action="store_true",
                     help="disk: one more epoch per round with the cache dropped from the page cache")
+    ap.add_argument("--persistent", action="store_true",
+                    help="keep the workers between epochs (persistent_workers, fixed.persistent_workers)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for hidden in ("--layout", "--n", "--loader", "--mode"):
         ap.add_argument(hidden, help=argparse.SUPPRESS)
