@@ -225,14 +225,15 @@ def train_lockstep(a: Side, b: Side, ref: Side | None, batches: list[tuple[np.nd
                    ) -> dict:
     """One SGD step per batch on each side in turn (A, B, A's float64 twin ``ref``), from a fresh
     optimiser each, and :func:`compare_curves` of their losses. Unless ``opts.curve_gates`` is
-    off, gated as the one-batch
-    gradients are (:func:`_gate_check`): where A and the other side both record their activation
-    gates (:meth:`Side.gates` after their last :meth:`Side.loss_and_grads`), each step's
-    A gates go to B and to the twin as :class:`~mtbench.parity.gates.ImposeRounding`, which
-    imposes A's piece on every input that flipped within float rounding (``opts.tol.forward``)
-    and leaves a flip beyond it as it is. Adds per step, for ``b`` and ``float64``:
-    ``imposed_*`` (flips imposed), ``beyond_*`` (flips not imposed) and ``beyond_rel_*`` (the
-    largest relative ``|x_a - x_b|`` among those), and ``gated`` (whether B was gated)."""
+    off, gated as the one-batch gradients are (:func:`_gate_check`): where A and the other side
+    both record their activation gates (:meth:`Side.gates` after their last
+    :meth:`Side.loss_and_grads`), each step's A gates go to B and to the twin as
+    :class:`~mtbench.parity.gates.ImposeRounding`, which imposes A's piece on every input that
+    flipped within float rounding (``opts.tol.forward``) and leaves a flip beyond it as it is.
+    Adds per step, for ``b`` and ``float64``: ``imposed_*`` (flips imposed), ``beyond_*`` (flips
+    not imposed), ``beyond_rel_*`` (the largest relative ``|x_a - x_b|`` among those) and
+    ``unmatched_*`` (activation calls A did not record alike: not gated), and ``gated``
+    (whether B was gated)."""
     others = [("b", b), *([("float64", ref)] if ref else [])]
     gated = {k: opts.curve_gates and _gates_of(a) is not None and _gates_of(s) is not None for k, s in others}
     for s in (a, *(s for _, s in others)):
@@ -240,7 +241,7 @@ def train_lockstep(a: Side, b: Side, ref: Side | None, batches: list[tuple[np.nd
     hist: dict[str, list] = defaultdict(list)
     for x, targets in batches:
         hist["a"].append(a.train_step(x, targets))
-        ga = a.gates()
+        ga = _gates_of(a)
         for k, s in others:
             force = ImposeRounding(ga, opts.tol.forward) if gated[k] else None
             hist[k].append(s.train_step(x, targets, gates=force))
@@ -304,6 +305,8 @@ def failures(report: dict) -> list[str]:
             + (f"rel {m['rel']:.3g} > {m['limit']:.3g}" if m["rel"] is not None else "missing on a side or reshaped")
             for m in report.get("grad_modules_gated" if gated else "grad_modules", []) if not m["ok"]]
     c = report.get("curves")
+    if c and any(c.get("unmatched_b", [])):
+        out.append(f"curve: {sum(c['unmatched_b'])} activation calls of B not recorded alike in A, not gated")
     if c and not curve_ok(c):
         d64 = c.get("float64_diverged_at")
         out.append(f"curve: total loss differs by rel {c['rel'][c['diverged_at']]:.3g} > "
