@@ -281,7 +281,7 @@ def cmd_parity(args) -> int:
     from mtbench.parity import Options, Tolerances, parity, render
     tol = Tolerances(args.tol_forward, args.tol_loss, args.tol_grad, args.tol_curve)
     opts = Options(steps=args.steps, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                   depth=args.depth, tol=tol, floor_factor=args.floor_factor)
+                   depth=args.depth, tol=tol, floor_factor=args.floor_factor, curve_gates=args.curve_gates)
     report = parity(args.a, args.b, _registry(args), data=args.data, image_size=args.image_size, loss=args.loss,
                     loss_params=dict(args.loss_param), seed=args.seed, opts=opts)
     print(render(report))
@@ -491,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     par.add_argument("--floor-factor", type=_amount, default=10.0,
                      help="a difference also passes up to this many times side A's own float32-vs-float64 "
                           "difference (default 10)")
+    par.add_argument("--no-curve-gates", dest="curve_gates", action="store_false",
+                     help="train without imposing side A's rounding-level activation gates on side B and the "
+                          "float64 twin at each step (default: imposed, as for the gradients)")
     par.add_argument("--json", default=None, help="write the full report (per parameter, every step) here")
     par.set_defaults(fn=cmd_parity)
 

@@ -14,7 +14,7 @@ from mtbench.losses.detection import VarifocalLoss
 from mtbench.parity import (Options, ParityError, Setup, build_side, load_batches, open_dataset, parity, parse_spec,
                             run_parity)
 from mtbench.parity.compare import compare_curves, compare_grads, curve_ok, grad_modules, judge, module_of, rel_diff
-from mtbench.parity.gates import compare_gates, pieces
+from mtbench.parity.gates import ImposeRounding, compare_gates, pieces
 from mtbench.errors import PluginError
 from mtbench.plugins import Spec, get_registry, hookimpl
 from mtbench.profiling.latency import StopRule
@@ -198,7 +198,7 @@ def test_gate_flip_reported(registry, b_value):
     b = build_side(parse_spec("gold-yolo[n]"), setup, reference=a)
     _pin(a, "neck.rep_n5.3.act", 1e-6)  # the last ReLU (the heads use SiLU): no flip downstream of it
     _pin(b, "neck.rep_n5.3.act", b_value)
-    rep = run_parity(a, b, load_batches(ds, 2, 1, 0), Options(steps=1, batch_size=2, warmup=1,
+    rep = run_parity(a, b, load_batches(ds, 2, 2, 0), Options(steps=2, batch_size=2, warmup=1,
                                                                timing=StopRule(max_s=0.0)))
     assert rep["gates_compared"]["modules"] == 55
     (row,) = rep["gates"]
@@ -206,9 +206,27 @@ def test_gate_flip_reported(registry, b_value):
     assert row["kink_dist_a"] == pytest.approx(1e-6, rel=0.1)
     assert "grad_modules_gated" in rep
     fails = "\n".join(rep["failures"])
+    c = rep["curves"]  # lockstep training: the same rule at every step
+    assert c["gated"] and c["unmatched_b"] == [0, 0]
     if b_value == -1e-6:
         assert row["ok"] and all(m["ok"] for m in rep["grad_modules_gated"])
         assert not any(f.startswith(("gates", "grads")) for f in rep["failures"]), fails
+        assert (c["imposed_b"][0], c["beyond_b"][0]) == (1, 0)  # the rounding flip imposed, nothing else
+        assert c["imposed_b"][1] >= 1  # and again at the next step (others may flip beyond rounding by then)
     else:
         assert not row["ok"] and "gates: neck.rep_n5.3.act 1 of 1024 inputs on another piece" in fails
         assert "(A gates imposed on B)" not in fails
+        assert (c["imposed_b"][0], c["beyond_b"][0]) == (0, 1) and c["beyond_rel_b"][0] > 1e-4  # left as it is
+
+
+def test_impose_rounding_only():
+    """Lockstep gating takes A's piece where an input flipped within rounding, keeps B's own
+    where it flipped beyond, and counts both."""
+    ga = {"act": [(np.array([4.0, 1e-6, -2.0, 1e-6]), None)]}
+    force = ImposeRounding(ga, 1e-4)
+    p = force("act", 0, lambda: np.array([4.0, -1e-6, -2.0, -1.0]), None)
+    assert p.tolist() == [1, 1, 0, 0]  # element 1 (rounding) imposed, element 3 (beyond) its own
+    assert (force.imposed, force.beyond) == ({"act": 1}, {"act": 1})
+    assert force.beyond_rel == pytest.approx((1 + 1e-6) / 4)
+    assert force("act", 0, lambda: np.array([4.0, 2e-6, -2.0, 1.0]), None) is None  # no flip: own output
+    assert force("other", 0, lambda: np.zeros(2), None) is None and force.unmatched == ["other[0]"]

@@ -56,7 +56,30 @@ def test_port_matches_pytorch(setup):
     loss = {r["component"]: r for r in rep["loss"]}
     assert loss["num_pos"]["a"] == loss["num_pos"]["b"] > 0
     assert loss["total"]["rel"] < 1e-3
-    assert len(rep["curves"]["b"]) == 2
+    c = rep["curves"]  # lockstep: A's gates of each step offered to B, and every call of B matched to A's
+    assert len(c["b"]) == 2 and c["gated"] and c["unmatched_b"] == [0, 0]
+
+
+def test_sgd_step_matches_torch(setup):
+    """jt.optim.SGD moves the weights as torch.optim.SGD does (lr 0.01, momentum 0.9) on the same
+    gradients, three steps: the optimisers are not where the curves part."""
+    a, b = _sides(setup)
+    state = a.state()
+    b.load(state)
+    rs = np.random.RandomState(0)
+    grads = {n: rs.randn(*shape).astype(np.float32) for n, shape in a.parameters().items()}
+    a.start_training(0.01, 0.9)
+    b.start_training(0.01, 0.9)
+    tp, jp = dict(a.model.named_parameters()), b._trainable()
+    for _ in range(3):  # a loss whose gradient is ``grads`` exactly
+        a.opt.zero_grad()
+        sum((tp[n] * torch.from_numpy(g)).sum() for n, g in grads.items()).backward()
+        a.opt.step()
+        b.opt.step(sum((jp[n] * b.jt.array(g)).sum() for n, g in grads.items()))
+    sa, sb = a.state(), b.state()
+    for n in grads:
+        np.testing.assert_allclose(sb[n] - state[n], sa[n] - state[n], rtol=0,
+                                   atol=1e-5 * np.abs(sa[n] - state[n]).max(), err_msg=n)
 
 
 class ThinPort(mj.JittorSide):

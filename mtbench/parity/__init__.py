@@ -29,8 +29,13 @@ fit (:class:`Transfer`). Then, on the same inputs:
    (a flip at a kink changes a gradient by far more than rounding: train-mode BatchNorm
    spreads it over the channel), otherwise the flip fails as ``gates:``;
 4. ``steps`` SGD steps (``lr``, momentum ``momentum``) on the same batches, weights
-   re-transferred first: both loss curves and the divergence step (first step whose
-   ``total`` differs beyond ``curve_rel``);
+   re-transferred first, the sides in lockstep (:meth:`Side.train_step`: A, then B, then A's
+   float64 twin, each step): both loss curves and the divergence step (first step whose
+   ``total`` differs beyond ``curve_rel``). Gated by the rule of step 3 (unless
+   ``Options.curve_gates`` is off): at each step, wherever an input of B (and of the twin)
+   lies on another piece than A's and the flip is float rounding, A's piece is imposed;
+   a flip beyond rounding is left as it is; both are counted per step
+   (:class:`~mtbench.parity.gates.ImposeRounding`);
 5. batch-1 latency and batch-``batch_size`` FPS of :meth:`Side.forward` (inputs and outputs
    as numpy: the same work in both), with :func:`mtbench.profiling.latency.sample_adaptive`
    under one :class:`~mtbench.profiling.latency.StopRule`, series interleaved A, B.

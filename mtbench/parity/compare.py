@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from tabulate import tabulate
 
-from mtbench.parity.gates import compare_gates, gate_pieces
+from mtbench.parity.gates import ImposeRounding, compare_gates, gate_pieces
 from mtbench.parity.sides import Side, Targets, Transfer
 from mtbench.profiling.latency import StopRule, fps_figures, latency_figures, sample_adaptive
 
@@ -29,7 +29,8 @@ class Tolerances:
 class Options:
     """``steps`` SGD steps (``lr``, ``momentum``) on batches of ``batch_size``; modules grouped to
     ``depth`` dotted name parts; timing series under ``timing`` after ``warmup`` untimed calls;
-    a difference passes up to ``max(tol, floor_factor * float32-vs-float64 difference)``."""
+    a difference passes up to ``max(tol, floor_factor * float32-vs-float64 difference)``;
+    ``curve_gates``: the training steps gated as the gradients are (:func:`train_lockstep`)."""
 
     steps: int = 50
     batch_size: int = 8
@@ -40,6 +41,7 @@ class Options:
     timing: StopRule = StopRule(ci_target=0.05, max_s=2.0, max_samples=50)
     tol: Tolerances = field(default_factory=Tolerances)
     floor_factor: float = 10.0
+    curve_gates: bool = True
 
 
 def rel_diff(a, b) -> float:
@@ -208,13 +210,48 @@ def run_parity(a: Side, b: Side, batches: list[tuple[np.ndarray, Targets]], opts
         _gate_check(report, (a, la), b, ref, x, targets, opts)
         for side in (a, b, *([ref] if ref else [])):
             side.load(state)  # the loss pass moved BatchNorm statistics: start training from the same weights
-        run = batches[:opts.steps]
-        report["curves"] = compare_curves(a.train(run, opts.lr, opts.momentum), b.train(run, opts.lr, opts.momentum),
-                                          tol.curve, ref.train(run, opts.lr, opts.momentum) if ref else None)
+        report["curves"] = train_lockstep(a, b, ref, batches[:opts.steps], opts)
     else:
         report["not_compared"] = f"{(a if la is None else b).label} runs inference only: no loss, gradients or training"
     report["failures"] = failures(report)
     return report
+
+
+def _gates_of(side: Side) -> dict | None:
+    return getattr(side, "gates", lambda: None)()
+
+
+def train_lockstep(a: Side, b: Side, ref: Side | None, batches: list[tuple[np.ndarray, Targets]], opts: Options
+                   ) -> dict:
+    """One SGD step per batch on each side in turn (A, B, A's float64 twin ``ref``), from a fresh
+    optimiser each, and :func:`compare_curves` of their losses. Unless ``opts.curve_gates`` is
+    off, gated as the one-batch gradients are (:func:`_gate_check`): where A and the other side
+    both record their activation gates (:meth:`Side.gates` after their last
+    :meth:`Side.loss_and_grads`), each step's A gates go to B and to the twin as
+    :class:`~mtbench.parity.gates.ImposeRounding`, which imposes A's piece on every input that
+    flipped within float rounding (``opts.tol.forward``) and leaves a flip beyond it as it is.
+    Adds per step, for ``b`` and ``float64``: ``imposed_*`` (flips imposed), ``beyond_*`` (flips
+    not imposed), ``beyond_rel_*`` (the largest relative ``|x_a - x_b|`` among those) and
+    ``unmatched_*`` (activation calls A did not record alike: not gated), and ``gated``
+    (whether B was gated)."""
+    others = [("b", b), *([("float64", ref)] if ref else [])]
+    gated = {k: opts.curve_gates and _gates_of(a) is not None and _gates_of(s) is not None for k, s in others}
+    for s in (a, *(s for _, s in others)):
+        s.start_training(opts.lr, opts.momentum)
+    hist: dict[str, list] = defaultdict(list)
+    for x, targets in batches:
+        hist["a"].append(a.train_step(x, targets))
+        ga = _gates_of(a)
+        for k, s in others:
+            force = ImposeRounding(ga, opts.tol.forward) if gated[k] else None
+            hist[k].append(s.train_step(x, targets, gates=force))
+            if force is not None:
+                hist[f"imposed_{k}"].append(sum(force.imposed.values()))
+                hist[f"beyond_{k}"].append(sum(force.beyond.values()))
+                hist[f"beyond_rel_{k}"].append(force.beyond_rel)
+                hist[f"unmatched_{k}"].append(len(force.unmatched))
+    out = compare_curves(hist.pop("a"), hist.pop("b"), opts.tol.curve, hist.pop("float64", None))
+    return {**out, **hist, "gated": gated["b"]}
 
 
 def _gate_check(report: dict, a_la: tuple, b: Side, ref: Side | None, x: np.ndarray, targets: Targets,
@@ -225,7 +262,7 @@ def _gate_check(report: dict, a_la: tuple, b: Side, ref: Side | None, x: np.ndar
     gradients again with A's pieces imposed on B
     (and on A's float64 twin, for the floor): ``grads_gated`` / ``grad_modules_gated``."""
     a, la = a_la
-    ga, gb = (getattr(s, "gates", lambda: None)() for s in (a, b))
+    ga, gb = _gates_of(a), _gates_of(b)
     if ga is None or gb is None:
         return
     report["gates_compared"] = {"modules": len(ga), "elements": sum(x.size for calls in ga.values() for x, _ in calls)}
@@ -268,6 +305,8 @@ def failures(report: dict) -> list[str]:
             + (f"rel {m['rel']:.3g} > {m['limit']:.3g}" if m["rel"] is not None else "missing on a side or reshaped")
             for m in report.get("grad_modules_gated" if gated else "grad_modules", []) if not m["ok"]]
     c = report.get("curves")
+    if c and any(c.get("unmatched_b", [])):
+        out.append(f"curve: {sum(c['unmatched_b'])} activation calls of B not recorded alike in A, not gated")
     if c and not curve_ok(c):
         d64 = c.get("float64_diverged_at")
         out.append(f"curve: total loss differs by rel {c['rel'][c['diverged_at']]:.3g} > "
@@ -321,17 +360,22 @@ def render(report: dict, every: int | None = None) -> str:
         step = every or max(1, n // 10)
         keep = sorted({*range(0, n, step), n - 1, *([c["diverged_at"]] if c["diverged_at"] is not None else [])})
         none = [None] * n
-        rows = [{"step": i, "total_a": c["a"][i], "total_b": c["b"][i], "rel": c["rel"][i],
-                 "total_a_float64": c.get("float64", none)[i], "rel_float64": c.get("float64_rel", none)[i],
-                 "num_pos_a": c.get("num_pos_a", none)[i], "num_pos_b": c.get("num_pos_b", none)[i]} for i in keep]
+        column = {"total_a": "a", "total_b": "b", "rel": "rel", "total_a_float64": "float64",
+                  "rel_float64": "float64_rel", **{k: k for k in ("num_pos_a", "num_pos_b", "imposed_b", "beyond_b",
+                                                                  "imposed_float64", "beyond_float64")}}
+        rows = [{"step": i, **{k: c.get(key, none)[i] for k, key in column.items()}} for i in keep]
 
         def at(d):
             return "never" if d is None else f"step {d}"
-        parts += [f"\nTraining: {n} SGD steps on the same batches; B departs from A (rel > "
-                  f"{report['options']['tol']['curve']:g}) at {at(c['diverged_at'])}"
+        parts += [f"\nTraining: {n} SGD steps on the same batches, in lockstep"
+                  + ("; at each step A's activation gates imposed on B and on A's float64 twin wherever an input "
+                     "flipped within rounding (imposed_*; beyond_*: flips beyond rounding, left as they are)"
+                     if c.get("gated") else " (activation gates not imposed)")
+                  + f"; B departs from A (rel > {report['options']['tol']['curve']:g}) at {at(c['diverged_at'])}"
                   + (f", A's float64 twin at {at(c['float64_diverged_at'])}" if "float64" in c else ""),
                   _table(rows, ["step", "total_a", "total_b", "rel", "total_a_float64", "rel_float64", "num_pos_a",
-                                "num_pos_b"])]
+                                "num_pos_b", *(["imposed_b", "beyond_b", "imposed_float64", "beyond_float64"]
+                                               if c.get("gated") else [])])]
     else:
         parts.append(f"\n{report['not_compared']}")
     timing = [{**r, "latency_ms_ci": "[{:.4g}, {:.4g}]".format(*r["latency_ms_ci"]) if r["latency_ms_ci"] else None}

@@ -91,9 +91,15 @@ class Side(Protocol):
         :meth:`loss_and_grads` (``{module name: [(array, upper kink), ...]}``, calls in order;
         :mod:`mtbench.parity.gates`), or None when the side does not record them."""
 
-    def train(self, batches: list[tuple[np.ndarray, Targets]], lr: float, momentum: float
-              ) -> list[dict[str, float]] | None:
-        """One SGD step per batch; the loss components of each step (before its update)."""
+    def start_training(self, lr: float, momentum: float) -> None:
+        """A fresh SGD optimiser (learning rate ``lr``, momentum ``momentum``, no weight decay,
+        momentum buffers empty) over the trainable parameters, for the :meth:`train_step` calls after it."""
+
+    def train_step(self, x: np.ndarray, targets: Targets, gates=None) -> dict[str, float] | None:
+        """One train-mode SGD step on one batch: the loss components (``total`` included) before
+        its update, or None when the side cannot train (a runtime). ``gates`` as in
+        :meth:`loss_and_grads`, also a :data:`mtbench.parity.gates.Force` (lockstep training,
+        :class:`mtbench.parity.gates.ImposeRounding`); :meth:`gates` then gives this pass's inputs."""
 
 
 def output_names(model) -> list[str]:
@@ -171,17 +177,24 @@ class TorchSide:
         tt = [{"boxes": torch.from_numpy(t["boxes"]), "labels": torch.from_numpy(t["labels"])} for t in targets]
         return self.loss(self._raw(x), tt, stride=self.model.strides[self.task])
 
-    def loss_and_grads(self, x, targets, gates=None):
+    def _pass(self, x, targets, gates) -> dict[str, torch.Tensor]:
+        """Train-mode loss components with gradients of ``total`` in ``.grad`` (activation gates
+        recorded, and imposed where ``gates`` says, in eager mode)."""
         self.model.train()
         self.model.zero_grad(set_to_none=True)
         compiled = self.call is not self.model
         if compiled and gates:
             raise ParityError(f"{self.label}: activation gates cannot be imposed under torch.compile")
         with (nullcontext({}) if compiled else record_gates(self.model.named_modules(), "forward",
-                                                           lambda t: t.detach().clone(), _impose, gates)) as rec:
+                                                           lambda t: t.detach().clone(), _impose, gates,
+                                                           lambda t: t.cpu().numpy())) as rec:
             parts = self._components(x, targets)
         self._gates = None if compiled else rec
         parts["total"].backward()
+        return parts
+
+    def loss_and_grads(self, x, targets, gates=None):
+        parts = self._pass(x, targets, gates)
         grads = {n: p.grad.numpy().copy() if p.grad is not None else np.zeros(tuple(p.shape), np.float32)
                  for n, p in self.model.named_parameters() if p.requires_grad}
         return _floats(parts), grads
@@ -193,17 +206,13 @@ class TorchSide:
             return None
         return {n: [(t.cpu().numpy(), upper) for t, upper in calls] for n, calls in self._gates.items()}
 
-    def train(self, batches, lr, momentum):
-        self.model.train()
-        opt = torch.optim.SGD([p for p in self.model.parameters() if p.requires_grad], lr=lr, momentum=momentum)
-        history = []
-        for x, targets in batches:
-            opt.zero_grad(set_to_none=True)
-            parts = self._components(x, targets)
-            parts["total"].backward()
-            opt.step()
-            history.append(_floats(parts))
-        return history
+    def start_training(self, lr, momentum):
+        self.opt = torch.optim.SGD([p for p in self.model.parameters() if p.requires_grad], lr=lr, momentum=momentum)
+
+    def train_step(self, x, targets, gates=None):
+        parts = self._pass(x, targets, gates)
+        self.opt.step()
+        return _floats(parts)
 
 
 class OnnxSide:
@@ -232,10 +241,13 @@ class OnnxSide:
             self.session = onnx_session(path, torch.device("cpu"), torch.get_num_threads())
         return dict(zip(self.names, self.session.run(None, {"images": x})))
 
-    def loss_and_grads(self, x, targets):
+    def loss_and_grads(self, x, targets, gates=None):
         return None
 
-    def train(self, batches, lr, momentum):
+    def start_training(self, lr, momentum):
+        pass
+
+    def train_step(self, x, targets, gates=None):
         return None
 
 

@@ -3,7 +3,7 @@
 ``mtbench parity gold-yolo[n] jittor:gold-yolo[n]`` compares the PyTorch plugin
 (plugins/mtbench-gold-yolo) with its Jittor port (:mod:`mtbench_jittor.gold_yolo`), trained
 with the Jittor port of ``det/varifocal`` (:mod:`mtbench_jittor.det_loss`) and
-``jt.optim.SGD``.
+``jt.optim.SGD``, one :meth:`JittorSide.train_step` at a time.
 
 Weight name mapping (PyTorch ``state_dict`` <-> Jittor parameters): the port mirrors the
 PyTorch module tree attribute for attribute, and Jittor names a parameter, as PyTorch does,
@@ -101,11 +101,19 @@ class JittorSide:
     def _floats(parts, counts):
         return {**{k: float(v.item()) for k, v in parts.items()}, **counts}
 
-    def loss_and_grads(self, x, targets, gates=None):
+    def _pass(self, x, targets, gates):
+        """Train-mode loss components and assigner counts, activation gates recorded (and
+        imposed where ``gates`` says; a :data:`~mtbench.parity.gates.Force` reads an input's
+        values, which runs the graph up to it)."""
         self.model.train()
-        with record_gates(self.model.named_modules(), "execute", lambda v: v, self._impose, gates) as rec:
+        with record_gates(self.model.named_modules(), "execute", lambda v: v, self._impose, gates,
+                          lambda v: v.numpy()) as rec:
             parts, counts = self._step(x, targets)
         self._gates = rec
+        return parts, counts
+
+    def loss_and_grads(self, x, targets, gates=None):
+        parts, counts = self._pass(x, targets, gates)
         params = self._trainable()
         grads = self.jt.grad(parts["total"], list(params.values()))
         return self._floats(parts, counts), {n: g.numpy() for n, g in zip(params, grads)}
@@ -121,15 +129,13 @@ class JittorSide:
         """``x`` on piece 1, the constant of pieces 0 and 2 elsewhere (:func:`mtbench.parity.gates.pieces`)."""
         return self.jt.ternary(self.jt.array(p == 1), x, self.jt.array((p == 2).astype(np.float32) * (upper or 0.0)))
 
-    def train(self, batches, lr, momentum):
-        self.model.train()
-        opt = self.jt.optim.SGD(list(self._trainable().values()), lr=lr, momentum=momentum)
-        history = []
-        for x, targets in batches:
-            parts, counts = self._step(x, targets)
-            opt.step(parts["total"])
-            history.append(self._floats(parts, counts))
-        return history
+    def start_training(self, lr, momentum):
+        self.opt = self.jt.optim.SGD(list(self._trainable().values()), lr=lr, momentum=momentum)
+
+    def train_step(self, x, targets, gates=None):
+        parts, counts = self._pass(x, targets, gates)
+        self.opt.step(parts["total"])
+        return self._floats(parts, counts)
 
 
 def side(spec: ImplSpec, num_classes: int, loss: str = "varifocal", loss_params: dict | None = None) -> JittorSide:
