@@ -5,7 +5,8 @@ timed alone in one process, then whole epochs with 0 and 2 workers.
 
 Uses the generated data of ``benchmarks/loader.py`` (run it first; ``--data`` as there); the
 disk cache goes to a fresh folder under it and is deleted after. One torch thread. Printed, in
-ms an image: ``torch.load(mmap=True)`` of a cached item, the seeded augmentation (of which
+ms an image: the read of a cached item (``np.load(mmap_mode="c")`` of its image, ``torch.load`` of
+its target, and each alone), the seeded augmentation (of which
 ``fork_rng`` + ``manual_seed``, and the v2 pipeline alone), ``collate`` of ``uint8`` items, the
 main process's :func:`mtbench.data.base.model_input` (and the same conversion into a reused
 buffer, i.e. without a fresh batch's page faults); then per epoch the images/s, the time to the
@@ -57,7 +58,13 @@ def main(argv=None) -> None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(i)
 
-        pieces = {"torch.load(mmap)": _ms(lambda i: ds.cache.get(i, ds.load), idx),
+        import numpy as np
+        folder = ds.cache.folder
+        pieces = {"cache read (image + target)": _ms(lambda i: ds.cache.get(i, ds.load), idx),
+                  "  of which np.load(mmap) of the image": _ms(
+                      lambda i: torch.from_numpy(np.load(folder / f"{i}.npy", mmap_mode="c", allow_pickle=False)), idx),
+                  "  of which torch.load of the target": _ms(
+                      lambda i: torch.load(folder / f"{i}.pt", weights_only=True), idx),
                   "seeded augmentation": _ms(lambda i: ds.augment(*items[i], i), idx),
                   "  of which fork_rng + manual_seed": _ms(seeded, idx),
                   "  of which the v2 pipeline": _ms(lambda i: ds.augment.apply(pipe, task, *items[i]), idx)}

@@ -127,8 +127,45 @@ def test_cache_modes_serve_the_same_items(tmp_path, registry, monkeypatch, mode)
         for i in range(len(ds)):
             assert _same(ds[i], ref[i]) and _same(ds.cache.get(i, ds.load), ref.load(i))
     if mode == "disk":
-        assert isinstance(ds.cache, DiskCache) and len(list(ds.cache.folder.glob("*.pt"))) == len(ds)
+        folder = ds.cache.folder
+        assert isinstance(ds.cache, DiskCache) and len(list(folder.glob("*.npy"))) == len(list(folder.glob("*.pt"))) == len(ds)
     assert type(ds.cache) is {"none": NoCache, "ram": RamCache, "disk": DiskCache}[mode]
+
+
+@pytest.mark.parametrize("task", ["det", "seg", "cls"])
+def test_disk_cache_serves_the_loaded_item(tmp_path, task):
+    ds = SyntheticTask(task, "train", 48, 3)
+    cache = DiskCache(tmp_path)
+    for i in range(3):
+        first, again = cache.get(i, ds.load), cache.get(i, ds.load)
+        assert _same(first, ds.load(i)) and _same(again, ds.load(i))
+    image = again[0]
+    image += 1  # copy-on-write pages: the tensor is writable, the file keeps its values
+    assert _same(cache.get(2, ds.load), ds.load(2))
+
+
+@pytest.mark.parametrize("fail_on", ["target", "image"])
+def test_disk_cache_write_that_fails_leaves_nothing_to_read(tmp_path, monkeypatch, fail_on):
+    import numpy as np
+    from mtbench.data import cache as cache_mod
+
+    ds = SyntheticTask("seg", "train", 48, 2)
+    cache = DiskCache(tmp_path)
+    real = {"target": torch.save, "image": np.save}[fail_on]
+
+    def half_then_crash(*args, **kwargs):  # torch.save(obj, f), np.save(f, array)
+        f = next(a for a in args if hasattr(a, "write"))
+        f.write(b"\x93NUMPY" if fail_on == "image" else b"PK")  # a partial file, then the crash
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache_mod.torch if fail_on == "target" else cache_mod.np, "save", half_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        cache.get(0, ds.load)
+    assert not list(tmp_path.glob("*.npy")) and not list(tmp_path.glob("*.tmp"))
+    monkeypatch.setattr(cache_mod.torch if fail_on == "target" else cache_mod.np, "save", real)
+    for _ in range(2):  # a later run writes the item afresh, then reads it back
+        assert _same(cache.get(0, ds.load), ds.load(0))
+    assert len(list(tmp_path.glob("0.npy"))) == len(list(tmp_path.glob("0.pt"))) == 1
 
 
 def test_disk_cache_folder_follows_identity(tmp_path, monkeypatch):
@@ -199,7 +236,7 @@ def test_a_cell_trains_the_same_with_2_workers_and_a_disk_cache(registry, write_
     a, b = records
     assert a["status"] == b["status"] == "ok" and a["hash"] == b["hash"]
     assert a["metrics"] == b["metrics"] and a["history"] == b["history"]
-    assert any((tmp_path / "cache").rglob("*.pt"))
+    assert any((tmp_path / "cache").rglob("*.npy"))
 
 
 def test_lean_coco_read_skips_unread_keys_and_falls_back_for_nan(tmp_path):

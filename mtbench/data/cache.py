@@ -11,8 +11,14 @@ so every mode serves the same pixels and targets (tested):
   Only the main process fills it: with DataLoader workers the runner fills it before the
   workers start (:func:`warm`, a thread pool), and the forked workers read the same pages
   (copy-on-write, never written, so not copied per worker).
-- ``disk``: each item written once, atomically, as ``<cache dir>/<key>/<index>.pt``
-  (``torch.save``), read back memory-mapped (``torch.load(mmap=True, weights_only=True)``).
+- ``disk``: each item written once, atomically (a temporary file, then ``os.replace``), as
+  ``<cache dir>/<key>/<index>.npy``: the image as a plain ``.npy`` (``np.save``, read back
+  memory-mapped by ``np.load(mmap_mode="c", allow_pickle=False)``: no pickle), as Ultralytics'
+  ``cache="disk"`` stores its images (``ultralytics/data/base.py``,
+  ``BaseDataset.cache_images_to_disk``), and ``<index>.pt``: the small target
+  (``torch.save``, read back by ``torch.load(weights_only=True)``, whose unpickler admits only
+  tensors and plain containers). The target is written first, so an image file that exists
+  has its target; a write that fails leaves no file under either name.
   ``<key>`` hashes the data set's identity (:meth:`~mtbench.data.base.TaskDataset.cache_identity`:
   its class, task, split, image size and source files' sizes and modification times, mtbench's
   version and :data:`FORMAT`), so a changed annotation file or image size gets a fresh folder. The cache dir is
@@ -33,6 +39,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import platformdirs
+import numpy as np
 import psutil
 import torch
 from torch.utils.data import get_worker_info
@@ -42,8 +49,9 @@ from mtbench.errors import DataError
 
 CacheMode = Literal["none", "ram", "disk"]
 #: What a cached item holds; part of a ``disk`` cache's key, so a cache of another format is
-#: rebuilt, never misread. 2: seg masks ``uint8`` (1: ``int64``).
-FORMAT = 2
+#: rebuilt, never misread. 3: image ``.npy`` + target ``.pt`` (2: one ``.pt``, seg masks
+#: ``uint8``; 1: ``int64``).
+FORMAT = 3
 #: Default ``ram`` budget: this fraction of ``psutil.virtual_memory().available`` at cell start.
 RAM_FRACTION = 0.25
 
@@ -122,7 +130,8 @@ class RamCache(NoCache):
 
 
 class DiskCache(NoCache):
-    """``cache: disk``: one memory-mapped ``torch.save`` file per item under ``folder``."""
+    """``cache: disk``: per item a memory-mapped image ``<index>.npy`` and its target
+    ``<index>.pt`` under ``folder`` (the module's docstring)."""
 
     mode = "disk"
 
@@ -135,15 +144,27 @@ class DiskCache(NoCache):
                             "to a writable folder)") from exc
 
     def get(self, index: int, load: Callable[[int], tuple]) -> tuple:
-        path = self.folder / f"{index}.pt"
-        if path.is_file():
-            return torch.load(path, mmap=True, weights_only=True)
-        item = load(index)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")  # atomic: workers may write the same item
-        with os.fdopen(fd, "wb") as f:
-            torch.save(item, f)
-        os.replace(tmp, path)
-        return item
+        image_path, target_path = self.folder / f"{index}.npy", self.folder / f"{index}.pt"
+        try:  # "c": copy-on-write pages, so the tensor is writable and the file never written
+            image = np.load(image_path, mmap_mode="c", allow_pickle=False)
+        except FileNotFoundError:
+            image, target = load(index)
+            self._write(target_path, lambda f: torch.save(target, f))  # first: an image file implies its target
+            self._write(image_path, lambda f: np.save(f, image.numpy(), allow_pickle=False))
+            return image, target
+        return torch.from_numpy(image), torch.load(target_path, weights_only=True)
+
+    def _write(self, path: Path, save: Callable) -> None:
+        """Atomically: ``save`` into a temporary file of the folder, renamed to ``path`` once
+        complete (DataLoader workers may write the same item); removed if ``save`` fails."""
+        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                save(f)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def make_cache(mode: CacheMode, identity: dict, budget: RamBudget | None = None) -> NoCache:
