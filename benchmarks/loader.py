@@ -214,8 +214,8 @@ def _rate(loader) -> float:
 
 
 def _cache_files(folder: Path) -> list[Path]:
-    """A ``disk`` cache's item files under ``folder`` (images ``.npy``, targets ``.pt``)."""
-    return [*folder.rglob("*.npy"), *folder.rglob("*.pt")]
+    """A ``disk`` cache's item files under ``folder`` (images ``.npy``, targets ``.safetensors``)."""
+    return [*folder.rglob("*.npy"), *folder.rglob("*.safetensors")]
 
 
 def _drop_from_page_cache(folder: Path) -> None:

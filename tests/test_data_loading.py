@@ -128,7 +128,7 @@ def test_cache_modes_serve_the_same_items(tmp_path, registry, monkeypatch, mode)
             assert _same(ds[i], ref[i]) and _same(ds.cache.get(i, ds.load), ref.load(i))
     if mode == "disk":
         folder = ds.cache.folder
-        assert isinstance(ds.cache, DiskCache) and len(list(folder.glob("*.npy"))) == len(list(folder.glob("*.pt"))) == len(ds)
+        assert isinstance(ds.cache, DiskCache) and len(list(folder.glob("*.npy"))) == len(list(folder.glob("*.safetensors"))) == len(ds)
     assert type(ds.cache) is {"none": NoCache, "ram": RamCache, "disk": DiskCache}[mode]
 
 
@@ -144,28 +144,52 @@ def test_disk_cache_serves_the_loaded_item(tmp_path, task):
     assert _same(cache.get(2, ds.load), ds.load(2))
 
 
-@pytest.mark.parametrize("fail_on", ["target", "image"])
-def test_disk_cache_write_that_fails_leaves_nothing_to_read(tmp_path, monkeypatch, fail_on):
-    import numpy as np
+@pytest.mark.parametrize("crash_in", [0, 1])  # the target's file (written first), the image's
+def test_disk_cache_write_that_fails_leaves_nothing_to_read(tmp_path, monkeypatch, crash_in):
+    import os
     from mtbench.data import cache as cache_mod
 
-    ds = SyntheticTask("seg", "train", 48, 2)
+    opened, fdopen = [], os.fdopen
+
+    class HalfThenCrash:  # writes half of the first chunk it is given, then the process "dies"
+        def __init__(self, f):
+            self.f = f
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(bytes(memoryview(data).cast("B")[: len(memoryview(data).cast("B")) // 2]))
+            raise KeyboardInterrupt
+
+    def fake_fdopen(fd, *args, **kwargs):
+        f = fdopen(fd, *args, **kwargs)
+        opened.append(f)
+        return HalfThenCrash(f) if len(opened) - 1 == crash_in else f
+
+    ds = SyntheticTask("det", "train", 48, 2)
     cache = DiskCache(tmp_path)
-    real = {"target": torch.save, "image": np.save}[fail_on]
-
-    def half_then_crash(*args, **kwargs):  # torch.save(obj, f), np.save(f, array)
-        f = next(a for a in args if hasattr(a, "write"))
-        f.write(b"\x93NUMPY" if fail_on == "image" else b"PK")  # a partial file, then the crash
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(cache_mod.torch if fail_on == "target" else cache_mod.np, "save", half_then_crash)
+    monkeypatch.setattr(cache_mod.os, "fdopen", fake_fdopen)
     with pytest.raises(KeyboardInterrupt):
         cache.get(0, ds.load)
+    monkeypatch.undo()
+    assert len(opened) == crash_in + 1
     assert not list(tmp_path.glob("*.npy")) and not list(tmp_path.glob("*.tmp"))
-    monkeypatch.setattr(cache_mod.torch if fail_on == "target" else cache_mod.np, "save", real)
     for _ in range(2):  # a later run writes the item afresh, then reads it back
         assert _same(cache.get(0, ds.load), ds.load(0))
-    assert len(list(tmp_path.glob("0.npy"))) == len(list(tmp_path.glob("0.pt"))) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0.npy", "0.safetensors"]
+
+
+def test_disk_cache_refuses_a_target_it_cannot_store_without_pickle(tmp_path):
+    with pytest.raises(DataError, match="cannot store a target holding object"):
+        DiskCache(tmp_path).get(0, lambda i: (torch.zeros(3, 4, 4, dtype=torch.uint8), {"x": object()}))
+    assert not list(tmp_path.iterdir())
 
 
 def test_disk_cache_folder_follows_identity(tmp_path, monkeypatch):
