@@ -186,9 +186,20 @@ def test_disk_cache_write_that_fails_leaves_nothing_to_read(tmp_path, monkeypatc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0.npy", "0.safetensors"]
 
 
+def test_disk_cache_round_trips_nested_targets(tmp_path):
+    image = torch.arange(48, dtype=torch.uint8).reshape(3, 4, 4)
+    target = {"a": [1, 2.5, 1 / 3, None, True, "s"], 3: (torch.zeros(0, 4), torch.tensor(7), torch.ones(2, 3).T)}
+    cache = DiskCache(tmp_path)
+    for _ in range(2):
+        got = cache.get(0, lambda i: (image, target))
+        assert _same(got, (image, target)) and [type(v) for v in got[1]["a"]] == [type(v) for v in target["a"]]
+
+
 def test_disk_cache_refuses_a_target_it_cannot_store_without_pickle(tmp_path):
-    with pytest.raises(DataError, match="cannot store a target holding object"):
-        DiskCache(tmp_path).get(0, lambda i: (torch.zeros(3, 4, 4, dtype=torch.uint8), {"x": object()}))
+    image = torch.zeros(3, 4, 4, dtype=torch.uint8)
+    for target, kind in (({"x": object()}, "object"), ({(1, 2): torch.ones(2)}, "dict")):
+        with pytest.raises(DataError, match=f"cannot store a target holding {kind} "):
+            DiskCache(tmp_path).get(0, lambda i: (image, target))
     assert not list(tmp_path.iterdir())
 
 

@@ -39,8 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Literal
 
-import platformdirs
 import numpy as np
+import platformdirs
 import psutil
 import torch
 from safetensors import safe_open
@@ -138,14 +138,14 @@ def _split(value, tensors: dict) -> object:
         name = str(len(tensors))
         tensors[name] = value.detach().contiguous().clone()  # own storage: safetensors refuses shared memory
         return {"tensor": name}
-    if isinstance(value, dict):
+    if isinstance(value, dict) and all(type(k) in (int, str) for k in value):
         return {"dict": [[k, _split(v, tensors)] for k, v in value.items()]}
     if isinstance(value, (tuple, list)):
         return {type(value).__name__: [_split(v, tensors) for v in value]}
     if value is None or type(value) in (bool, int, float, str):
         return {"value": value}
-    raise DataError(f"'cache: disk' cannot store a target holding {type(value).__name__} (tensors, dicts, "
-                    "tuples, lists, ints, floats, strings only); use 'cache: ram' or 'none'")
+    raise DataError(f"'cache: disk' cannot store a target holding {type(value).__name__} (tensors, dicts with "
+                    "int or str keys, tuples, lists, ints, floats, strings only); use 'cache: ram' or 'none'")
 
 
 def _join(skeleton: dict, tensors: Callable[[str], torch.Tensor]):
@@ -182,8 +182,8 @@ class DiskCache(NoCache):
             image, target = load(index)
             tensors = {}
             skeleton = json.dumps(_split(target, tensors))
-            self._write(target_path, lambda f: f.write(safetensors_bytes(tensors, {"target": skeleton})))  # first:
-            # an image file implies its target
+            # the target first: an image file that exists has its target
+            self._write(target_path, lambda f: f.write(safetensors_bytes(tensors, {"target": skeleton})))
             self._write(image_path, lambda f: np.save(f, image.numpy(), allow_pickle=False))
             return image, target
         with safe_open(target_path, "pt") as f:
