@@ -5,7 +5,8 @@ timed alone in one process, then whole epochs with 0 and 2 workers.
 
 Uses the generated data of ``benchmarks/loader.py`` (run it first; ``--data`` as there); the
 disk cache goes to a fresh folder under it and is deleted after. One torch thread. Printed, in
-ms an image: ``torch.load(mmap=True)`` of a cached item, the seeded augmentation (of which
+ms an image: the read of a cached item (``np.load(mmap_mode="c")`` of its image, safetensors read of
+its target, and each alone, and ``torch.load`` of the same target saved by ``torch.save``: FORMAT 2's way), the seeded augmentation (of which
 ``fork_rng`` + ``manual_seed``, and the v2 pipeline alone), ``collate`` of ``uint8`` items, the
 main process's :func:`mtbench.data.base.model_input` (and the same conversion into a reused
 buffer, i.e. without a fresh batch's page faults); then per epoch the images/s, the time to the
@@ -16,6 +17,7 @@ conversion.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import time
@@ -40,7 +42,10 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     cache = Path(args.data) / f"cache_pieces_{os.getpid()}"
     os.environ["MTBENCH_CACHE"] = str(cache)
+    import numpy as np
     import torch
+    from safetensors import safe_open
+
     from mtbench.data.base import collate, model_input
     from mtbench.data.coco import CocoDetection
     from mtbench.data.loading import train_loader
@@ -48,8 +53,11 @@ def main(argv=None) -> None:
     try:
         ds = CocoDetection(Path(args.data), f"coco_{args.n}", "train", args.image_size, train=True)
         ds.set_cache("disk")
+        folder = ds.cache.folder
         idx = list(range(len(ds)))
         items = [ds.cache.get(i, ds.load) for i in idx]  # fills the cache
+        for i in idx:  # the targets as FORMAT 2 held them, for comparison
+            torch.save(items[i][1], folder / f"{i}.pt")
         task, pipe = ds.augment._pipeline()
         ds.augment(*items[0], 0)  # first call builds the pipeline
 
@@ -57,7 +65,16 @@ def main(argv=None) -> None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(i)
 
-        pieces = {"torch.load(mmap)": _ms(lambda i: ds.cache.get(i, ds.load), idx),
+        def target(i):
+            with safe_open(folder / f"{i}.safetensors", "pt") as f:
+                return json.loads(f.metadata()["target"]), [f.get_tensor(k) for k in f.keys()]
+
+        pieces = {"cache read (image + target)": _ms(lambda i: ds.cache.get(i, ds.load), idx),
+                  "  of which np.load(mmap) of the image": _ms(
+                      lambda i: torch.from_numpy(np.load(folder / f"{i}.npy", mmap_mode="c", allow_pickle=False)), idx),
+                  "  of which the target (safetensors)": _ms(target, idx),
+                  "  the target by torch.load instead": _ms(
+                      lambda i: torch.load(folder / f"{i}.pt", weights_only=True), idx),
                   "seeded augmentation": _ms(lambda i: ds.augment(*items[i], i), idx),
                   "  of which fork_rng + manual_seed": _ms(seeded, idx),
                   "  of which the v2 pipeline": _ms(lambda i: ds.augment.apply(pipe, task, *items[i]), idx)}

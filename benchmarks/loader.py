@@ -189,7 +189,7 @@ def _child(args) -> dict:
     rounds = []
     with _PeakRss() as peak:
         for r in range(args.rounds if disk else 1):
-            for path in cache.rglob("*.pt") if r else ():
+            for path in _cache_files(cache) if r else ():
                 path.unlink()
             epochs = [_rate(loader) for _ in range(args.epochs)]
             if disk and args.cold:
@@ -213,9 +213,14 @@ def _rate(loader) -> float:
     return n / dt
 
 
+def _cache_files(folder: Path) -> list[Path]:
+    """A ``disk`` cache's item files under ``folder`` (images ``.npy``, targets ``.safetensors``)."""
+    return [*folder.rglob("*.npy"), *folder.rglob("*.safetensors")]
+
+
 def _drop_from_page_cache(folder: Path) -> None:
-    """Write ``folder``'s ``.pt`` files to disk and drop them from the page cache (their pages only)."""
-    for path in folder.rglob("*.pt"):
+    """Write ``folder``'s cache files to disk and drop them from the page cache (their pages only)."""
+    for path in _cache_files(folder):
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)

@@ -127,8 +127,80 @@ def test_cache_modes_serve_the_same_items(tmp_path, registry, monkeypatch, mode)
         for i in range(len(ds)):
             assert _same(ds[i], ref[i]) and _same(ds.cache.get(i, ds.load), ref.load(i))
     if mode == "disk":
-        assert isinstance(ds.cache, DiskCache) and len(list(ds.cache.folder.glob("*.pt"))) == len(ds)
+        folder = ds.cache.folder
+        assert isinstance(ds.cache, DiskCache) and len(list(folder.glob("*.npy"))) == len(list(folder.glob("*.safetensors"))) == len(ds)
     assert type(ds.cache) is {"none": NoCache, "ram": RamCache, "disk": DiskCache}[mode]
+
+
+@pytest.mark.parametrize("task", ["det", "seg", "cls"])
+def test_disk_cache_serves_the_loaded_item(tmp_path, task):
+    ds = SyntheticTask(task, "train", 48, 3)
+    cache = DiskCache(tmp_path)
+    for i in range(3):
+        first, again = cache.get(i, ds.load), cache.get(i, ds.load)
+        assert _same(first, ds.load(i)) and _same(again, ds.load(i))
+    image = again[0]
+    image += 1  # copy-on-write pages: the tensor is writable, the file keeps its values
+    assert _same(cache.get(2, ds.load), ds.load(2))
+
+
+@pytest.mark.parametrize("crash_in", [0, 1])  # the target's file (written first), the image's
+def test_disk_cache_write_that_fails_leaves_nothing_to_read(tmp_path, monkeypatch, crash_in):
+    import os
+    from mtbench.data import cache as cache_mod
+
+    opened, fdopen = [], os.fdopen
+
+    class HalfThenCrash:  # writes half of the first chunk it is given, then the process "dies"
+        def __init__(self, f):
+            self.f = f
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            self.f.write(bytes(memoryview(data).cast("B")[: len(memoryview(data).cast("B")) // 2]))
+            raise KeyboardInterrupt
+
+    def fake_fdopen(fd, *args, **kwargs):
+        f = fdopen(fd, *args, **kwargs)
+        opened.append(f)
+        return HalfThenCrash(f) if len(opened) - 1 == crash_in else f
+
+    ds = SyntheticTask("det", "train", 48, 2)
+    cache = DiskCache(tmp_path)
+    monkeypatch.setattr(cache_mod.os, "fdopen", fake_fdopen)
+    with pytest.raises(KeyboardInterrupt):
+        cache.get(0, ds.load)
+    monkeypatch.undo()
+    assert len(opened) == crash_in + 1
+    assert not list(tmp_path.glob("*.npy")) and not list(tmp_path.glob("*.tmp"))
+    for _ in range(2):  # a later run writes the item afresh, then reads it back
+        assert _same(cache.get(0, ds.load), ds.load(0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0.npy", "0.safetensors"]
+
+
+def test_disk_cache_round_trips_nested_targets(tmp_path):
+    image = torch.arange(48, dtype=torch.uint8).reshape(3, 4, 4)
+    target = {"a": [1, 2.5, 1 / 3, None, True, "s"], 3: (torch.zeros(0, 4), torch.tensor(7), torch.ones(2, 3).T)}
+    cache = DiskCache(tmp_path)
+    for _ in range(2):
+        got = cache.get(0, lambda i: (image, target))
+        assert _same(got, (image, target)) and [type(v) for v in got[1]["a"]] == [type(v) for v in target["a"]]
+
+
+def test_disk_cache_refuses_a_target_it_cannot_store_without_pickle(tmp_path):
+    image = torch.zeros(3, 4, 4, dtype=torch.uint8)
+    for target, kind in (({"x": object()}, "object"), ({(1, 2): torch.ones(2)}, "dict")):
+        with pytest.raises(DataError, match=f"cannot store a target holding {kind} "):
+            DiskCache(tmp_path).get(0, lambda i: (image, target))
+    assert not list(tmp_path.iterdir())
 
 
 def test_disk_cache_folder_follows_identity(tmp_path, monkeypatch):
@@ -199,7 +271,7 @@ def test_a_cell_trains_the_same_with_2_workers_and_a_disk_cache(registry, write_
     a, b = records
     assert a["status"] == b["status"] == "ok" and a["hash"] == b["hash"]
     assert a["metrics"] == b["metrics"] and a["history"] == b["history"]
-    assert any((tmp_path / "cache").rglob("*.pt"))
+    assert any((tmp_path / "cache").rglob("*.npy"))
 
 
 def test_lean_coco_read_skips_unread_keys_and_falls_back_for_nan(tmp_path):

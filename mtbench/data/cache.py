@@ -11,8 +11,15 @@ so every mode serves the same pixels and targets (tested):
   Only the main process fills it: with DataLoader workers the runner fills it before the
   workers start (:func:`warm`, a thread pool), and the forked workers read the same pages
   (copy-on-write, never written, so not copied per worker).
-- ``disk``: each item written once, atomically, as ``<cache dir>/<key>/<index>.pt``
-  (``torch.save``), read back memory-mapped (``torch.load(mmap=True, weights_only=True)``).
+- ``disk``: each item written once, atomically (a temporary file, then ``os.replace``), as
+  ``<cache dir>/<key>/<index>.npy``: the image as a plain ``.npy`` (``np.save``, read back
+  memory-mapped by ``np.load(mmap_mode="c", allow_pickle=False)``: no pickle), as Ultralytics'
+  ``cache="disk"`` stores its images (``ultralytics/data/base.py``,
+  ``BaseDataset.cache_images_to_disk``), and ``<index>.safetensors``: the small target, its
+  tensors in a safetensors file, its structure and plain values (dict keys, tuples, ints,
+  floats, strings) as JSON in the file's metadata: no pickle either, and a third of
+  ``torch.load(weights_only=True)``'s time to read (README). The target is written first, so
+  an image file that exists has its target; a write that fails leaves no file under either name.
   ``<key>`` hashes the data set's identity (:meth:`~mtbench.data.base.TaskDataset.cache_identity`:
   its class, task, split, image size and source files' sizes and modification times, mtbench's
   version and :data:`FORMAT`), so a changed annotation file or image size gets a fresh folder. The cache dir is
@@ -32,9 +39,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Literal
 
+import numpy as np
 import platformdirs
 import psutil
 import torch
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_bytes
 from torch.utils.data import get_worker_info
 
 from mtbench import __version__
@@ -42,8 +52,9 @@ from mtbench.errors import DataError
 
 CacheMode = Literal["none", "ram", "disk"]
 #: What a cached item holds; part of a ``disk`` cache's key, so a cache of another format is
-#: rebuilt, never misread. 2: seg masks ``uint8`` (1: ``int64``).
-FORMAT = 2
+#: rebuilt, never misread. 3: image ``.npy`` + target ``.safetensors`` (2: one ``.pt``, seg masks
+#: ``uint8``; 1: ``int64``).
+FORMAT = 3
 #: Default ``ram`` budget: this fraction of ``psutil.virtual_memory().available`` at cell start.
 RAM_FRACTION = 0.25
 
@@ -121,8 +132,37 @@ class RamCache(NoCache):
         return item
 
 
+def _split(value, tensors: dict) -> object:
+    """``value``'s structure as JSON, its tensors moved into ``tensors`` (named by position)."""
+    if isinstance(value, torch.Tensor):
+        name = str(len(tensors))
+        tensors[name] = value.detach().contiguous().clone()  # own storage: safetensors refuses shared memory
+        return {"tensor": name}
+    if isinstance(value, dict) and all(type(k) in (int, str) for k in value):
+        return {"dict": [[k, _split(v, tensors)] for k, v in value.items()]}
+    if isinstance(value, (tuple, list)):
+        return {type(value).__name__: [_split(v, tensors) for v in value]}
+    if value is None or type(value) in (bool, int, float, str):
+        return {"value": value}
+    raise DataError(f"'cache: disk' cannot store a target holding {type(value).__name__} (tensors, dicts with "
+                    "int or str keys, tuples, lists, ints, floats, strings only); use 'cache: ram' or 'none'")
+
+
+def _join(skeleton: dict, tensors: Callable[[str], torch.Tensor]):
+    """Inverse of :func:`_split`."""
+    (kind, body), = skeleton.items()
+    if kind == "tensor":
+        return tensors(body)
+    if kind == "dict":
+        return {k: _join(v, tensors) for k, v in body}
+    if kind in ("tuple", "list"):
+        return {"tuple": tuple, "list": list}[kind](_join(v, tensors) for v in body)
+    return body
+
+
 class DiskCache(NoCache):
-    """``cache: disk``: one memory-mapped ``torch.save`` file per item under ``folder``."""
+    """``cache: disk``: per item a memory-mapped image ``<index>.npy`` and its target
+    ``<index>.safetensors`` under ``folder`` (the module's docstring)."""
 
     mode = "disk"
 
@@ -135,15 +175,31 @@ class DiskCache(NoCache):
                             "to a writable folder)") from exc
 
     def get(self, index: int, load: Callable[[int], tuple]) -> tuple:
-        path = self.folder / f"{index}.pt"
-        if path.is_file():
-            return torch.load(path, mmap=True, weights_only=True)
-        item = load(index)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")  # atomic: workers may write the same item
-        with os.fdopen(fd, "wb") as f:
-            torch.save(item, f)
-        os.replace(tmp, path)
-        return item
+        image_path, target_path = self.folder / f"{index}.npy", self.folder / f"{index}.safetensors"
+        try:  # "c": copy-on-write pages, so the tensor is writable and the file never written
+            image = np.load(image_path, mmap_mode="c", allow_pickle=False)
+        except FileNotFoundError:
+            image, target = load(index)
+            tensors = {}
+            skeleton = json.dumps(_split(target, tensors))
+            # the target first: an image file that exists has its target
+            self._write(target_path, lambda f: f.write(safetensors_bytes(tensors, {"target": skeleton})))
+            self._write(image_path, lambda f: np.save(f, image.numpy(), allow_pickle=False))
+            return image, target
+        with safe_open(target_path, "pt") as f:
+            return torch.from_numpy(image), _join(json.loads(f.metadata()["target"]), f.get_tensor)
+
+    def _write(self, path: Path, save: Callable) -> None:
+        """Atomically: ``save`` into a temporary file of the folder, renamed to ``path`` once
+        complete (DataLoader workers may write the same item); removed if ``save`` fails."""
+        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                save(f)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def make_cache(mode: CacheMode, identity: dict, budget: RamBudget | None = None) -> NoCache:
