@@ -148,15 +148,13 @@ class Freeze:
         return None
 
 
+MITIGATIONS = {"lwf": LwF, "ewc": EWC, "replay": Replay}  # the options given as {parameter: value}
+
+
 def build_mitigations(lwf: dict | None, ewc: dict | None, replay: dict | None, freeze: list[str] | None) -> dict:
     """Name -> mitigation object for the options given (``{}`` or ``null`` = off)."""
-    out = {}
-    if lwf is not None:
-        out["lwf"] = LwF(**lwf)
-    if ewc is not None:
-        out["ewc"] = EWC(**ewc)
-    if replay is not None:
-        out["replay"] = Replay(**replay)
+    given = {"lwf": lwf, "ewc": ewc, "replay": replay}
+    out = {name: MITIGATIONS[name](**opts) for name, opts in given.items() if opts is not None}
     if freeze:
         out["freeze"] = Freeze(freeze)
     return out
