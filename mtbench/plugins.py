@@ -267,22 +267,7 @@ class Registry:
         Annotations that do not resolve at run time are not checked.
         """
         factory = self.get(kind, name).factory
-        sig = inspect.signature(factory)
-        reserved = RESERVED[kind]
-        takes = {n: p for n, p in sig.parameters.items()
-                 if n not in reserved and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-        errors = {}
-        if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
-            errors.update({k: f"unknown parameter {k!r} for {kind} {name!r}; its parameters: "
-                              f"{', '.join(takes) or '(none)'}" for k in params if k not in takes})
-        errors.update({n: f"{kind} {name!r} needs parameter {n!r}" for n, p in takes.items()
-                       if p.default is p.empty and n not in params})
-        hints = _annotations(factory)
-        for k, v in params.items():
-            if k in takes and k in hints and k not in errors:
-                problem = _type_problem(hints[k], v)
-                if problem:
-                    errors[k] = f"parameter {k!r} of {kind} {name!r}: {problem} (got {_short(v)})"
+        errors = call_problems(factory, params, f"{kind} {name!r}", RESERVED[kind])
         check = getattr(factory, "param_problems", None)
         if inspect.isclass(factory) and "param_problems" not in vars(factory):
             check = None  # a base class's check: this subclass may take other parameters
@@ -299,6 +284,33 @@ class Registry:
 
     def list_models(self, pattern: str = "*") -> list[str]:
         return self.names("model", pattern)
+
+
+def call_problems(factory: Callable, params: dict[str, Any], owner: str,
+                  reserved: Iterable[str] = ()) -> dict[str, str]:
+    """Why ``factory(**params)`` would be a mistake, from its signature alone: ``{parameter:
+    problem}`` for a name it does not take (unless it takes ``**kwargs``), a required parameter
+    left out, and a value that does not fit the parameter's annotation (:func:`_type_problem`).
+    ``owner`` names the factory in the messages (``"strategy 'sequential'"``); ``reserved``
+    parameters are the harness's to pass, not the suite's. Used by
+    :meth:`Registry.param_errors` and for a plugin's nested options (``sequential``'s ``ewc``).
+    """
+    sig = inspect.signature(factory)
+    takes = {n: p for n, p in sig.parameters.items()
+             if n not in reserved and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    errors = {}
+    if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+        errors.update({k: f"unknown parameter {k!r} for {owner}; its parameters: "
+                          f"{', '.join(takes) or '(none)'}" for k in params if k not in takes})
+    errors.update({n: f"{owner} needs parameter {n!r}" for n, p in takes.items()
+                   if p.default is p.empty and n not in params})
+    hints = _annotations(factory)
+    for k, v in params.items():
+        if k in takes and k in hints and k not in errors:
+            problem = _type_problem(hints[k], v)
+            if problem:
+                errors[k] = f"parameter {k!r} of {owner}: {problem} (got {_short(v)})"
+    return errors
 
 
 def _source_of(factory: Callable) -> str | None:
@@ -322,6 +334,9 @@ def _annotations(factory: Callable) -> dict[str, Any]:
         return {}
 
 
+_YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE]\d+")  # PyYAML (YAML 1.1): a str, not a float
+
+
 def _type_problem(annotation: Any, value: Any) -> str | None:
     """Why ``value`` does not fit ``annotation`` (pydantic's words), or None."""
     try:
@@ -335,6 +350,9 @@ def _type_problem(annotation: Any, value: Any) -> str | None:
         deep = [f"{msg} at {'.'.join(map(str, at))}" for at, msg in found if at]
         return deep[0] if deep else " or ".join(dict.fromkeys(msg for _, msg in found))
     if isinstance(value, str) and isinstance(out, (int, float)):
+        if _YAML11_EXPONENT.fullmatch(value.strip()):
+            return (f"YAML reads {value} (an exponent without its sign) as a string: write "
+                    f"{value.lower().replace('e', 'e+')} or {float(value)!r}")
         return f"a quoted {type(out).__name__} (write it without quotes)"
     if isinstance(value, bool) and not isinstance(out, bool):
         return f"a boolean where {type(out).__name__} is expected (YAML reads unquoted yes/no/on/off as booleans)"

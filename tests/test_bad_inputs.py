@@ -130,6 +130,12 @@ CASES = [
     ("sequential-order-unknown-task",
      validate(T.replace(STRAT, "strategy: [{name: sequential, params: {order: [seg, det, clss]}}]")), 2,
      ["suite.yaml:12", "matrix.strategy.0.params.order", "'clss'", "Did you mean 'cls'"]),
+    ("sequential-ewc-yaml-exponent",  # PyYAML reads 1.0e4 as a string: refused, not a TypeError mid-run
+     validate(T.replace(STRAT, "strategy: [{name: sequential, params: {ewc: {weight: 1.0e4}}}]")), 2,
+     ["suite.yaml:12", "sequential's ewc", "'weight'", "write 1.0e+4 or 10000.0"]),
+    ("sequential-lwf-unknown-option",
+     validate(T.replace(STRAT, "strategy: [{name: sequential, params: {lwf: {temp: 2}}}]")), 2,
+     ["suite.yaml:12", "unknown parameter 'temp' for sequential's lwf", "temperature"]),
     ("single-task-unknown-task",
      validate(T.replace(STRAT, "strategy: [{name: single-task, params: {task: points}}]")), 2,
      ["suite.yaml:12", "params.task", "'points'"]),

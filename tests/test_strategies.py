@@ -129,6 +129,21 @@ def test_sequential_mitigations(write_suite, registry, option, params):
     assert rec["extra"]["mitigations"] == [option]
 
 
+def test_freeze_keeps_frozen_batchnorm_statistics():
+    from types import SimpleNamespace
+
+    from mtbench.strategies.continual import Freeze
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1), nn.BatchNorm2d(2))
+    Freeze(["0", "1"]).after_stage(SimpleNamespace(model=model), "seg")
+    before = model[1].running_mean.clone(), model[3].running_mean.clone()
+    model.train()
+    model(torch.randn(2, 3, 8, 8) + 5)
+    assert not any(p.requires_grad for p in [*model[0].parameters(), *model[1].parameters()])
+    assert not model[1].training and torch.equal(model[1].running_mean, before[0])  # frozen: eval statistics
+    assert model[3].training and not torch.equal(model[3].running_mean, before[1])  # trainable: still tracks
+
+
 def test_single_task_and_delta_m(write_suite, registry, tmp_path):
     from mtbench.executors.local import run_local
     from mtbench.metrics.delta_m import delta_m

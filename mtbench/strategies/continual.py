@@ -12,7 +12,10 @@
   add ``weight / 2 * sum_i F_i (theta_i - theta*_i)^2`` for every earlier task.
 - ``replay``: a buffer of ``batches`` training batches per finished task; each later step
   adds the loss of one replayed batch of every earlier task (cycled), times ``weight``.
-- ``freeze``: parameter-name prefixes (e.g. ``[backbone]``) frozen after the first stage.
+- ``freeze``: parameter-name prefixes (e.g. ``[backbone]``) frozen after the first stage;
+  BatchNorm layers under them are kept in eval mode from then on (running statistics no
+  longer follow the later tasks' images), as Detectron2's ``FREEZE_AT`` and
+  :class:`mtbench.models.blocks.Backbone` do.
 """
 
 from __future__ import annotations
@@ -122,6 +125,10 @@ class Replay:
         return self.weight * sum(ctx.task_loss(t, self._next(t))["total"] for t in self.buffers)
 
 
+def _keep_eval(module: torch.nn.Module, _inputs) -> None:
+    module.train(False)
+
+
 class Freeze:
     def __init__(self, prefixes: list[str]):
         self.prefixes = tuple(prefixes)
@@ -132,21 +139,22 @@ class Freeze:
             for n, p in ctx.model.named_parameters():
                 if n.startswith(self.prefixes):
                     p.requires_grad_(False)
+            for n, m in ctx.model.named_modules():  # frozen BatchNorm: eval mode before every forward
+                if n.startswith(self.prefixes) and isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.register_forward_pre_hook(_keep_eval)
             self.done = True
 
     def loss(self, ctx, images, outputs):
         return None
 
 
+MITIGATIONS = {"lwf": LwF, "ewc": EWC, "replay": Replay}  # the options given as {parameter: value}
+
+
 def build_mitigations(lwf: dict | None, ewc: dict | None, replay: dict | None, freeze: list[str] | None) -> dict:
     """Name -> mitigation object for the options given (``{}`` or ``null`` = off)."""
-    out = {}
-    if lwf is not None:
-        out["lwf"] = LwF(**lwf)
-    if ewc is not None:
-        out["ewc"] = EWC(**ewc)
-    if replay is not None:
-        out["replay"] = Replay(**replay)
+    given = {"lwf": lwf, "ewc": ewc, "replay": replay}
+    out = {name: MITIGATIONS[name](**opts) for name, opts in given.items() if opts is not None}
     if freeze:
         out["freeze"] = Freeze(freeze)
     return out

@@ -10,9 +10,9 @@ computed from those per-stage scores (see :mod:`mtbench.metrics.forgetting`).
 from __future__ import annotations
 
 from mtbench.errors import SuiteError, did_you_mean
-from mtbench.plugins import Spec, hookimpl
+from mtbench.plugins import Spec, call_problems, hookimpl
 from mtbench.strategies.base import StrategyReport, TrainContext
-from mtbench.strategies.continual import build_mitigations
+from mtbench.strategies.continual import MITIGATIONS, build_mitigations
 
 DEFAULT_ORDER = ("seg", "det", "cls")
 
@@ -47,10 +47,18 @@ class Sequential:
         self.options = (lwf, ewc, replay, freeze)
 
     @staticmethod
-    def param_problems(tasks: list[str], order: list[str] | None = None, **_) -> dict[str, str]:
-        """The suite-time check of ``order`` (:meth:`mtbench.plugins.Registry.param_errors`)."""
+    def param_problems(tasks: list[str], order: list[str] | None = None, **options) -> dict[str, str]:
+        """The suite-time check of ``order`` and of each mitigation's options against its
+        class's signature, e.g. ``ewc: {weight: 1.0e4}`` (a string in YAML 1.1)
+        (:meth:`mtbench.plugins.Registry.param_errors`)."""
         problem = order_problem(order, tasks)
-        return {"order": problem} if problem else {}
+        problems = {"order": problem} if problem else {}
+        for name, cls in MITIGATIONS.items():
+            given = options.get(name)
+            if isinstance(given, dict):
+                problems.update({f"{name}.{k}": msg for k, msg in
+                                 call_problems(cls, given, f"sequential's {name}").items()})
+        return problems
 
     def fit(self, ctx: TrainContext) -> StrategyReport:
         problem = order_problem(self.order, ctx.tasks)
