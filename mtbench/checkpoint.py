@@ -22,10 +22,8 @@ metrics as an uninterrupted run (``tests/test_checkpoint.py``).
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import RandomSampler
 
+from mtbench.atomic import atomic_path
 from mtbench.errors import MtbenchError
 
 CHECKPOINT, PROGRESS, WEIGHTS = "checkpoint.pt", "progress.json", "weights.safetensors"
@@ -291,15 +290,8 @@ class Checkpoints:
                  "first_loss": dict(ctx._first_loss), "streams": streams, "rng": rng_state(ctx.loaders),
                  "extra": extra, "scaler": ctx.scaler.state_dict() if ctx.scaler is not None else None,
                  "ema": ctx.ema.state_dict() if ctx.ema is not None else None, "ema_steps": ctx.ema_steps}
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT}.", suffix=".tmp", dir=self.dir)
-        os.close(fd)
-        try:
+        with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         _write_progress(self.dir, stage, step)
 
 
@@ -311,11 +303,9 @@ def _write_progress(folder: Path, stage: str, step: int) -> None:
 def save_weights(model: nn.Module, folder: Path) -> Path:
     """The trained model's weights as ``weights.safetensors`` (tensors sharing memory kept once)."""
     from safetensors.torch import save_model
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / WEIGHTS
-    tmp = folder / f".{WEIGHTS}.tmp"
-    save_model(model, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path, mode=0o644) as tmp:  # as before: an ordinary readable file
+        save_model(model, str(tmp))
     return path
 
 

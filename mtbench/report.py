@@ -24,6 +24,7 @@ from tabulate import tabulate
 
 from mtbench.diagnostics.binding import invalidated
 from mtbench.aggregate import aggregate_seeds, ci_columns, std_column
+from mtbench.atomic import atomic_path
 from mtbench.gates import check_gates
 from mtbench.metrics import headlines
 from mtbench.metrics.delta_m import attach_delta_m, setting_key
@@ -365,9 +366,8 @@ def _rounded(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    _rounded(frame).to_csv(tmp, index=False)
-    tmp.replace(path)
+    with atomic_path(path, mode=0o644) as tmp:
+        _rounded(frame).to_csv(tmp, index=False)
 
 
 def write_outputs(frame: pd.DataFrame, records: list[dict], out_dir: Path, suite: str) -> dict[str, Path]:

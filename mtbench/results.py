@@ -24,7 +24,6 @@ import json
 import math
 import os
 import socket
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from mtbench.atomic import atomic_path
 from mtbench.errors import ResultFileError, RunLocked
 
 if TYPE_CHECKING:
@@ -60,18 +60,10 @@ def _clean(obj):
 
 def write_json_atomic(path: Path, data) -> None:
     """Write ``data`` as JSON to ``path`` via a temporary file + rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_clean(data), f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are ordinary readable files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, mode=0o644) as tmp, open(tmp, "w") as f:  # results: ordinary readable files
+        json.dump(_clean(data), f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 class _Record(BaseModel):

@@ -146,10 +146,9 @@ def test_disk_cache_serves_the_loaded_item(tmp_path, task):
 
 @pytest.mark.parametrize("crash_in", [0, 1])  # the target's file (written first), the image's
 def test_disk_cache_write_that_fails_leaves_nothing_to_read(tmp_path, monkeypatch, crash_in):
-    import os
     from mtbench.data import cache as cache_mod
 
-    opened, fdopen = [], os.fdopen
+    opened = []
 
     class HalfThenCrash:  # writes half of the first chunk it is given, then the process "dies"
         def __init__(self, f):
@@ -168,14 +167,14 @@ def test_disk_cache_write_that_fails_leaves_nothing_to_read(tmp_path, monkeypatc
             self.f.write(bytes(memoryview(data).cast("B")[: len(memoryview(data).cast("B")) // 2]))
             raise KeyboardInterrupt
 
-    def fake_fdopen(fd, *args, **kwargs):
-        f = fdopen(fd, *args, **kwargs)
+    def fake_open(file, *args, **kwargs):
+        f = open(file, *args, **kwargs)
         opened.append(f)
         return HalfThenCrash(f) if len(opened) - 1 == crash_in else f
 
     ds = SyntheticTask("det", "train", 48, 2)
     cache = DiskCache(tmp_path)
-    monkeypatch.setattr(cache_mod.os, "fdopen", fake_fdopen)
+    monkeypatch.setattr(cache_mod, "open", fake_open, raising=False)  # the cache module's file opens
     with pytest.raises(KeyboardInterrupt):
         cache.get(0, ds.load)
     monkeypatch.undo()

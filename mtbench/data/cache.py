@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -48,6 +47,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch.utils.data import get_worker_info
 
 from mtbench import __version__
+from mtbench.atomic import atomic_path
 from mtbench.errors import DataError
 
 CacheMode = Literal["none", "ram", "disk"]
@@ -192,14 +192,8 @@ class DiskCache(NoCache):
     def _write(self, path: Path, save: Callable) -> None:
         """Atomically: ``save`` into a temporary file of the folder, renamed to ``path`` once
         complete (DataLoader workers may write the same item); removed if ``save`` fails."""
-        fd, tmp = tempfile.mkstemp(dir=self.folder, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                save(f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            save(f)
 
 
 def make_cache(mode: CacheMode, identity: dict, budget: RamBudget | None = None) -> NoCache:
