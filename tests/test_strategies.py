@@ -129,6 +129,19 @@ def test_sequential_mitigations(write_suite, registry, option, params):
     assert rec["extra"]["mitigations"] == [option]
 
 
+def test_sequential_stage_lr_mult(write_suite, registry):
+    """Each stage's optimiser starts from ``fixed.optimizer.lr`` times its own multiplier (the
+    history records the rate of the rest group, after warm-up and schedule)."""
+    strategies = "[sequential, {name: sequential, params: {stage_lr_mult: [1.0, 0.5, 0.25]}}]"
+    text = TINY_SUITE.replace("strategy: [equal, sequential]", f"strategy: {strategies}").replace(
+        "profile: {", "profile: {runtimes: [], ")
+    plain, scaled = (run_cell(c, registry, False) for c in expand(load_suite(write_suite(text)), registry))
+    assert plain["status"] == scaled["status"] == "ok", (plain.get("reason"), scaled.get("reason"))
+    for stage, mult in zip(["seg", "det", "cls"], [1.0, 0.5, 0.25]):
+        lrs = [(a["lr"], b["lr"]) for a, b in zip(plain["history"], scaled["history"]) if a["stage"] == stage]
+        assert lrs and all(b == pytest.approx(a * mult, rel=1e-12) for a, b in lrs)
+
+
 def test_freeze_keeps_frozen_batchnorm_statistics():
     from types import SimpleNamespace
 

@@ -198,21 +198,23 @@ class TrainContext:
         return float(self.scaler.get_scale()) if self.scaler is not None else 1.0
 
     # -- optimisation -------------------------------------------------------------------
-    def make_optimizer(self, total_steps: int, params=None):
+    def make_optimizer(self, total_steps: int, params=None, lr_mult: float = 1.0):
         """The registered optimizer ``fixed.optimizer.name`` (built-ins: :mod:`mtbench.optimizers`)
         with linear warm-up, then the registered ``schedule`` (cosine, constant, a plugin's).
 
-        Backbone parameters get ``lr * backbone_lr_mult``.
+        Backbone parameters get ``lr * backbone_lr_mult``; every group's rate is also multiplied
+        by ``lr_mult`` (a strategy's own scaling, e.g. ``sequential``'s per-stage ``stage_lr_mult``).
         """
         cfg = self.fixed["optimizer"]
+        lr = cfg["lr"] * lr_mult
         named = list(self.model.named_parameters()) if params is None else params
         bb = [p for n, p in named if n.startswith("backbone.") and p.requires_grad]
         rest = [p for n, p in named if not n.startswith("backbone.") and p.requires_grad]
-        groups = [{"params": rest, "lr": cfg["lr"]}]
+        groups = [{"params": rest, "lr": lr}]
         if bb:
-            groups.append({"params": bb, "lr": cfg["lr"] * cfg["backbone_lr_mult"]})
+            groups.append({"params": bb, "lr": lr * cfg["backbone_lr_mult"]})
         registry = active_registry()
-        opt = registry.create("optimizer", cfg["name"], params=groups, lr=cfg["lr"],
+        opt = registry.create("optimizer", cfg["name"], params=groups, lr=lr,
                               weight_decay=cfg["weight_decay"], momentum=cfg["momentum"])
         warm = cfg["warmup_steps"]
         schedule = registry.get("schedule", cfg["schedule"]).factory

@@ -2,7 +2,8 @@
 forgetting mitigations (LwF, EWC, replay, freezing; see :mod:`mtbench.strategies.continual`).
 
 Stages follow ``order`` (default seg -> det -> cls, the Unified-OneHead challenge's order);
-each stage trains its task, with a fresh optimiser, under the budget. After every stage
+each stage trains its task, with a fresh optimiser and schedule (its rate ``fixed.optimizer.lr``
+times the stage's ``stage_lr_mult``, default 1), under the budget. After every stage
 all tasks learned so far are evaluated on their val splits; forgetting and BWT are
 computed from those per-stage scores (see :mod:`mtbench.metrics.forgetting`).
 """
@@ -36,23 +37,33 @@ class Sequential:
     :param ewc: ``{weight, batches}`` for Elastic Weight Consolidation, or null.
     :param replay: ``{batches, weight}`` for a replay buffer of earlier tasks, or null.
     :param freeze: parameter-name prefixes frozen after the first stage (e.g. ``[backbone]``).
+    :param stage_lr_mult: one learning-rate multiplier per stage, in ``order`` (e.g. ``[1, 0.3,
+        0.3]``: later stages move the shared weights less), or null (1 for every stage).
+    :raises SuiteError: (at validation) ``order`` not the suite's tasks, ``stage_lr_mult`` not one
+        positive number per stage, a mitigation's options not its parameters.
     """
 
     needs_per_task_grads = False
     grad_scaling = True  # every backward through ctx.backward (EWC's Fisher unscaled): fp16 allowed
 
     def __init__(self, order: list[str] | None = None, lwf: dict | None = None, ewc: dict | None = None,
-                 replay: dict | None = None, freeze: list[str] | None = None):
+                 replay: dict | None = None, freeze: list[str] | None = None,
+                 stage_lr_mult: list[float] | None = None):
         self.order = list(order) if order else None
         self.options = (lwf, ewc, replay, freeze)
+        self.stage_lr_mult = list(stage_lr_mult) if stage_lr_mult else None
 
     @staticmethod
-    def param_problems(tasks: list[str], order: list[str] | None = None, **options) -> dict[str, str]:
-        """The suite-time check of ``order`` and of each mitigation's options against its
-        class's signature, e.g. ``ewc: {weight: 1.0e4}`` (a string in YAML 1.1)
-        (:meth:`mtbench.plugins.Registry.param_errors`)."""
+    def param_problems(tasks: list[str], order: list[str] | None = None,
+                       stage_lr_mult: list[float] | None = None, **options) -> dict[str, str]:
+        """The suite-time check of ``order``, of ``stage_lr_mult`` (one positive multiplier per
+        stage) and of each mitigation's options against its class's signature, e.g. ``ewc:
+        {weight: 1.0e4}`` (a string in YAML 1.1) (:meth:`mtbench.plugins.Registry.param_errors`)."""
         problem = order_problem(order, tasks)
         problems = {"order": problem} if problem else {}
+        if stage_lr_mult and (len(stage_lr_mult) != len(tasks) or min(stage_lr_mult) <= 0):
+            problems["stage_lr_mult"] = (f"sequential's stage_lr_mult {list(stage_lr_mult)} must give one positive "
+                                         f"multiplier per stage ({len(tasks)} stages: {list(order or tasks)})")
         for name, cls in MITIGATIONS.items():
             given = options.get(name)
             if isinstance(given, dict):
@@ -74,7 +85,7 @@ class Sequential:
             if k < saved["stage_index"]:
                 continue
             total = ctx.steps([task])
-            opt, sched = ctx.make_optimizer(total)
+            opt, sched = ctx.make_optimizer(total, lr_mult=self.stage_lr_mult[k] if self.stage_lr_mult else 1.0)
             stream = ctx.batches(task)
             ctx.model.train()
             stage = f"stage {k + 1}/{len(order)} {task}"
