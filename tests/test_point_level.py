@@ -18,7 +18,7 @@ from tests.conftest import POINTS_PLUGIN
 pytest.importorskip("mtbench_point_heatmap", reason=POINTS_PLUGIN)
 from mtbench_point_heatmap.heatmap import decode_heatmap, point_cells  # noqa: E402
 from mtbench_point_heatmap.losses import PointHeatmapLoss  # noqa: E402
-from mtbench_point_heatmap.metrics import PointLevelMetrics, match_points, pd_fa_auc, pd_fa_curve  # noqa: E402
+from mtbench_point_heatmap.metrics import PointLevelMetrics, match_points, pd_at_fa, pd_fa_auc, pd_fa_curve  # noqa: E402
 
 _REGISTRY = get_registry()
 #: every registered heatmap point loss (bce-hard, focal-heatmap, gaussian-soft); a mask loss
@@ -81,6 +81,7 @@ def test_values_hand_computed():
     # curve by threshold: 0.9 -> (0, 1/4); 0.7 -> (1/3, 1/4); 0.6 -> (2/3, 1/4); 0.5 -> (2/3, 2/4); then flat to 1
     area = 0 + 1 / 4 * (2 / 3) + 2 / 4 * (1 - 2 / 3)
     assert r["points/Pd_FA_AUC"] == pytest.approx(area)
+    assert r["points/Pd@0.1FA"] == pytest.approx(1 / 4)  # only the threshold 0.9 stays under 0.1 FA/img
 
 
 def test_empty_prediction_and_no_targets():
@@ -88,7 +89,7 @@ def test_empty_prediction_and_no_targets():
     m.update([pred([], [])], [target([[3, 3]])])
     r = m.compute()
     assert r["points/Pd"] == 0 and r["points/FA_per_image"] == 0 and r["points/precision"] == 0
-    assert r["points/F1"] == 0 and r["points/Pd_FA_AUC"] == 0
+    assert r["points/F1"] == 0 and r["points/Pd_FA_AUC"] == 0 and r["points/Pd@0.1FA"] == 0
     m = PointLevelMetrics()
     m.update([pred([[1, 1]], [0.5])], [target([])])
     r = m.compute()
@@ -122,6 +123,10 @@ def test_curve_is_torchmetrics_roc_rescaled_and_auc_is_its_area():
     k = k1 + (fa[last + 1] - k1) / 3
     at_k = pd[last] + (pd[last + 1] - pd[last]) / 3
     assert pd_fa_auc(fa, pd, k) == pytest.approx((area1 + (k - k1) * (pd[last] + at_k) / 2) / k, abs=1e-9)
+    # Pd at <= 0.1 false alarms per image: the best rescaled TPR among torchmetrics' ROC points there
+    for k in (0.0, 0.05, 0.1, 0.5, 10.0):
+        ok = torch.round(fpr.double() * len(fp)) <= k * m  # false alarms as counts (fpr is float32)
+        assert pd_at_fa(fa, pd, k) == pytest.approx(float((tpr.double()[ok] * len(tp) / n_t).max()), abs=1e-6)
 
 
 def test_sample_contract_json_and_bootstrap():
@@ -259,7 +264,8 @@ def test_evaluate_scores_points_point_level_on_sirst(points_registry, data_root)
 
     ds = points_registry.create("dataset", "sirst", task="points", split="val", root=data_root, image_size=64)
     out = evaluate(CentrePeak(), {"points": ds}, ["points"], 32, torch.device("cpu"), 64, {"points": {"threshold": 0.5}})
-    assert set(out) == {"points/Pd", "points/FA_per_image", "points/precision", "points/F1", "points/Pd_FA_AUC"}
+    assert set(out) == {"points/Pd", "points/FA_per_image", "points/precision", "points/F1", "points/Pd_FA_AUC",
+                        "points/Pd@0.1FA"}
     n_targets = sum(len(ds[i][1]["points"]) for i in range(len(ds)))
     tp = out["points/Pd"] * n_targets
     assert tp == pytest.approx(round(tp)) and tp + out["points/FA_per_image"] * len(ds) == pytest.approx(len(ds))

@@ -32,6 +32,12 @@ Values (over the split; per image counts, so a bootstrap can resample images):
   (0, 0). Past the lowest decoded score the curve stays at its last Pd: points below the
   decode threshold are not known, so a curve cut short by the threshold is credited no
   more than the Pd it reached. In [0, 1]; 1 = every target found before any false alarm.
+- ``points/Pd@0.1FA``: the FROC's sensitivity at ``PD_AT_FA`` (0.1) false alarms per image
+  (the read-out of FROC analysis, e.g. LUNA16's sensitivities at 1/8..8 false positives per
+  scan, Setio et al., MedIA 2017): the highest Pd of the curve's points (score thresholds)
+  whose false alarms per image are <= 0.1, not interpolated between them (each is a threshold a
+  user can set). As AP does, it reads the whole curve of the split, so no threshold is tuned
+  on it; it is what "Pd >= 0.95 at <= 0.1 false alarms per image" asks of a point model.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ from mtbench_point_heatmap.mask_metrics import MASK_COLUMNS, PointMaskMetrics, n
 
 #: K of ``points/Pd_FA_AUC``: the curve is integrated over [0, K] false alarms per image.
 FA_MAX_PER_IMAGE = 1.0
+#: false alarms per image at which ``points/Pd@0.1FA`` reads the curve
+PD_AT_FA = 0.1
 #: marks "no point" in the padded per-image score columns (scores are in [0, 1])
 PAD = -1.0
 _MASK_PREFIX = "mask_"
@@ -112,6 +120,13 @@ def pd_fa_auc(fa: np.ndarray, pd: np.ndarray, fa_max: float = FA_MAX_PER_IMAGE) 
         x.append(fa_max)
         y.append(pd[i - 1] + f * (pd[i] - pd[i - 1]))
     return float(trapezoid(y, x) / fa_max)
+
+
+def pd_at_fa(fa: np.ndarray, pd: np.ndarray, fa_max: float = PD_AT_FA) -> float:
+    """The highest Pd of a curve from :func:`pd_fa_curve` at a point with ``fa <= fa_max``
+    (its first point, (0, 0), always qualifies)."""
+    fa, pd = np.asarray(fa, np.float64), np.asarray(pd, np.float64)
+    return float(pd[fa <= fa_max].max())
 
 
 def _native(xy: np.ndarray, target: dict) -> np.ndarray:
@@ -205,9 +220,10 @@ class PointLevelMetrics(SampleMetricBase):
         pd = len(tp) / n_t if n_t else float("nan")
         precision = len(tp) / (len(tp) + len(fp)) if len(tp) + len(fp) else 0.0
         f1 = 2 * precision * pd / (precision + pd) if precision + pd > 0 else (0.0 if n_t else float("nan"))
-        auc = pd_fa_auc(*pd_fa_curve(tp, fp, n_t, m)[1:]) if n_t and m else float("nan")
+        curve = pd_fa_curve(tp, fp, n_t, m)[1:] if n_t and m else None
+        auc, at_fa = (pd_fa_auc(*curve), pd_at_fa(*curve)) if curve else (float("nan"), float("nan"))
         out = {"points/Pd": pd, "points/FA_per_image": len(fp) / m if m else float("nan"),
-               "points/precision": precision, "points/F1": f1, "points/Pd_FA_AUC": auc}
+               "points/precision": precision, "points/F1": f1, "points/Pd_FA_AUC": auc, "points/Pd@0.1FA": at_fa}
         if _MASK_PREFIX + MASK_COLUMNS[0] in samples:
             out.update(PointMaskMetrics.reduce({k: samples[_MASK_PREFIX + k] for k in MASK_COLUMNS}, index))
         return out
@@ -216,4 +232,4 @@ class PointLevelMetrics(SampleMetricBase):
 @hookimpl
 def mtbench_register_metrics():
     return [Spec("metric", "point-level", lambda dataset: PointLevelMetrics(),
-                 "point-level Pd, FA per image, precision, F1, Pd-FA AUC (+ mask level with seg_mask)", task="points")]
+                 "point-level Pd, FA per image, precision, F1, Pd-FA AUC, Pd@0.1FA (+ mask level with seg_mask)", task="points")]

@@ -34,7 +34,7 @@ class Points(Task):
               "scale (sx, sy)")
     prediction = "per image: points float32 (K, 2) xy input pixels, scores float32 (K,) in [0, 1]"
     metrics = {"points/Pd": True, "points/FA_per_image": False, "points/precision": True, "points/F1": True,
-               "points/Pd_FA_AUC": True, "points_mask/Pd": True, "points_mask/Fa": False, "points_mask/IoU": True,
+               "points/Pd_FA_AUC": True, "points/Pd@0.1FA": True, "points_mask/Pd": True, "points_mask/Fa": False, "points_mask/IoU": True,
                "points_mask/nIoU": True}
     #: point-level F1 of Pd and precision (Pd alone rewards predicting everywhere)
     headline = "points/F1"
@@ -42,6 +42,7 @@ class Points(Task):
     default_loss = "focal-heatmap"
     columns = (("points Pd", "points/Pd", 4), ("points FA/img", "points/FA_per_image", 3),
                ("points F1", "points/F1", 4), ("points Pd-FA AUC", "points/Pd_FA_AUC", 4),
+               ("points Pd@0.1FA", "points/Pd@0.1FA", 4),
                ("mask Pd", "points_mask/Pd", 4), ("mask Fa", "points_mask/Fa", 7), ("mask IoU", "points_mask/IoU", 4),
                ("mask nIoU", "points_mask/nIoU", 4))  # the mask columns: models with seg_mask only
 
