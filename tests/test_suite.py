@@ -120,3 +120,15 @@ def test_include_adds_a_new_strategy_with_checked_params(write_suite, registry):
                               "    - {strategy: {name: sequential, params: {order: [cls, det, seg]}}}\n")
     cells = expand(load_suite(write_suite(text)), registry)
     assert [c.config["strategy"]["params"].get("order") for c in cells] == [None, ["cls", "det", "seg"]]
+
+
+def test_every_shipped_suite_validates(data_root, monkeypatch, capsys):
+    """Every file under ``suites/`` is a valid suite on the real data (as ``mtbench validate``)."""
+    from mtbench.cli import main
+    from tests.conftest import REPO
+
+    suites = sorted(str(p) for p in (REPO / "suites").glob("*.yaml"))
+    monkeypatch.setenv("MTBENCH_DATA", str(data_root))
+    assert main(["validate", *suites]) == 0
+    out = capsys.readouterr().out
+    assert out.count(": valid,") == len(suites) >= 11, out
