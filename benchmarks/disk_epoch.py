@@ -3,15 +3,17 @@ timed alone in one process, then whole epochs with 0 and 2 workers.
 
     python benchmarks/disk_epoch.py            # COCO layout of benchmarks/loader.py, 1k images
 
-Uses the generated data of ``benchmarks/loader.py`` (run it first; ``--data`` as there); the
-disk cache goes to a fresh folder under it and is deleted after. One torch thread. Printed, in
-ms an image: the read of a cached item (``np.load(mmap_mode="c")`` of its image, safetensors read of
-its target, and each alone, and ``torch.load`` of the same target saved by ``torch.save``: FORMAT 2's way), the seeded augmentation (of which
-``fork_rng`` + ``manual_seed``, and the v2 pipeline alone), ``collate`` of ``uint8`` items, the
-main process's :func:`mtbench.data.base.model_input` (and the same conversion into a reused
-buffer, i.e. without a fresh batch's page faults); then per epoch the images/s, the time to the
-first batch (the workers' start) and, with workers, the images/s of the same loader without the
-conversion.
+Uses the generated data of ``benchmarks/loader.py`` (run it first; ``--data`` as there); the disk
+cache goes to a fresh folder under it and is deleted after. One torch thread. Printed, in ms an
+image: the read of a cached item (``np.load(mmap_mode="c")`` of its image, safetensors read of its
+target, and each alone, and ``torch.load`` of the same target saved by ``torch.save``: FORMAT 2's
+way), the seeded augmentation in the main process, the per-item seeding as it was (``fork_rng`` +
+``torch.manual_seed``) and as it is in the main process and in a worker, the v2 pipeline alone,
+``collate`` of ``uint8`` items, the main process's :func:`mtbench.data.base.model_input` into a
+fresh batch, into :class:`~mtbench.data.loading.BatchBuffers` (reused, as
+:class:`~mtbench.data.loading.CompactLoader` does) and fresh again (load that drifts shows as a gap
+between the two fresh readings); then per epoch the images/s, the time to the first batch (the
+workers' start) and, with workers, the images/s of the same loader without the conversion.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def main(argv=None) -> None:
 
     from mtbench.data.base import collate, model_input
     from mtbench.data.coco import CocoDetection
-    from mtbench.data.loading import train_loader
+    from mtbench.data.loading import BatchBuffers, train_loader
     torch.set_num_threads(1)
     try:
         ds = CocoDetection(Path(args.data), f"coco_{args.n}", "train", args.image_size, train=True)
@@ -61,9 +63,14 @@ def main(argv=None) -> None:
         task, pipe = ds.augment._pipeline()
         ds.augment(*items[0], 0)  # first call builds the pipeline
 
-        def seeded(i):
+        def fork_rng_seeded(i):  # the per-item seeding before: every device's generators, state kept
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(i)
+
+        def kept_state_seeded(i):  # the main process's now: the CPU generator, its state kept
+            state = torch.default_generator.get_state()
+            torch.default_generator.manual_seed(i)
+            torch.default_generator.set_state(state)
 
         def target(i):
             with safe_open(folder / f"{i}.safetensors", "pt") as f:
@@ -75,15 +82,19 @@ def main(argv=None) -> None:
                   "  of which the target (safetensors)": _ms(target, idx),
                   "  the target by torch.load instead": _ms(
                       lambda i: torch.load(folder / f"{i}.pt", weights_only=True), idx),
-                  "seeded augmentation": _ms(lambda i: ds.augment(*items[i], i), idx),
-                  "  of which fork_rng + manual_seed": _ms(seeded, idx),
-                  "  of which the v2 pipeline": _ms(lambda i: ds.augment.apply(pipe, task, *items[i]), idx)}
+                  "seeded augmentation (main process)": _ms(lambda i: ds.augment(*items[i], i), idx),
+                  "  fork_rng + manual_seed (before)": _ms(fork_rng_seeded, idx),
+                  "  CPU generator, state kept (main)": _ms(kept_state_seeded, idx),
+                  "  CPU generator alone (a worker)": _ms(torch.default_generator.manual_seed, idx),
+                  "  the v2 pipeline alone": _ms(lambda i: ds.augment.apply(pipe, task, *items[i]), idx)}
         b = args.batch
         batches = [collate([ds.item((i, i)) for i in idx[s:s + b]]) for s in range(0, len(idx) - b + 1, b)]
         pieces["collate"] = _ms(lambda s: collate([items[i] for i in idx[s:s + b]]), range(0, len(idx) - b + 1, b)) / b
         pieces["model_input (main process)"] = _ms(lambda x: model_input(*x), batches) / b
-        out = torch.empty(batches[0][0].shape, dtype=torch.float32)
-        pieces["  into a reused buffer"] = _ms(lambda x: out.copy_(x[0]).div_(255.0), batches) / b
+        buffers = BatchBuffers()
+        pieces["  into BatchBuffers (CompactLoader)"] = _ms(
+            lambda x: model_input(*x, out=buffers.empty(x[0].shape)), batches) / b
+        pieces["model_input, fresh batch, again"] = _ms(lambda x: model_input(*x), batches) / b
         for name, ms in pieces.items():
             print(f"{name:36s} {ms:.3f} ms an image")
         for workers in (0, 2):

@@ -8,7 +8,7 @@ import torch
 from mtbench.data.augment import Augmentation
 from mtbench.data.base import TaskDataset, collate, model_input
 from mtbench.data.cache import DiskCache, NoCache, RamBudget, RamCache, item_bytes, make_cache, warm
-from mtbench.data.loading import SeededSampler, train_loader
+from mtbench.data.loading import BatchBuffers, SeededSampler, train_loader
 from mtbench.data.synthetic import SyntheticTask
 from mtbench.errors import DataError
 from tests._coco_files import write_coco
@@ -75,6 +75,39 @@ def test_model_input_divides_as_the_items_always_did():
     values = torch.arange(256, dtype=torch.uint8)
     floats, _ = model_input(values, None)
     assert torch.equal(floats, values.float().div(255.0)) and floats.dtype == torch.float32
+
+
+#: every way a consumer can keep a batch's memory (a replay buffer keeps batches in a list)
+_HOLDERS = {"the tensor": lambda x: x, "a view": lambda x: x[0], "a detach": lambda x: x.detach(),
+            "a numpy array": lambda x: x.numpy(), "a DLPack capsule": torch.utils.dlpack.to_dlpack,
+            "its storage": lambda x: x.untyped_storage(), "a replay list": lambda x: [(x, None)],
+            "an autograd graph": lambda x: (x.requires_grad_() ** 2).sum()}
+
+
+@pytest.mark.parametrize("holder", _HOLDERS)
+def test_a_batch_buffer_is_handed_out_again_only_when_nothing_holds_it(holder):
+    buffers, shape = BatchBuffers(), torch.Size((2, 3, 4))
+    first = buffers.empty(shape).fill_(1.0)
+    first_ptr, held = first.data_ptr(), _HOLDERS[holder](first)
+    del first
+    second = buffers.empty(shape)
+    second_ptr = second.data_ptr()
+    assert second_ptr != first_ptr  # held: a new buffer, the holder's values stay
+    del held, second
+    assert buffers.empty(shape).data_ptr() in {first_ptr, second_ptr}  # held by nothing: reused
+
+
+def test_an_epoch_serves_the_items_whether_or_not_its_batches_are_kept():
+    ds = SyntheticTask("seg", "train", 64, 24)
+    keys = list(train_loader(ds, 4, torch.Generator().manual_seed(0), num_workers=0).sampler)
+    served = [collate([ds[k] for k in keys[i:i + 4]]) for i in range(0, len(keys), 4)]
+    for workers in (0, 2):
+        loader = train_loader(ds, 4, torch.Generator().manual_seed(0), num_workers=workers)
+        kept = []
+        for step, batch in enumerate(loader):  # compared as it comes, then every other one kept
+            assert _same(batch, served[step])
+            kept += [(step, batch)] if step % 2 else []
+        assert all(_same(batch, served[step]) for step, batch in kept)
 
 
 def test_a_uint8_mask_is_augmented_as_its_int64_form():

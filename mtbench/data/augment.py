@@ -20,10 +20,16 @@ target follows the geometric steps through its :meth:`~mtbench.tasks.Task.to_tv`
 ``KeyPoints``); a task whose target cannot follow a flip or a crop (not in ``Task.follows``)
 refuses it when the suite is loaded (:func:`refusals`).
 
-Random draws: v2 draws from torch's global generator. For an index without a seed the
+Random draws: v2 draws from torch's global (CPU) generator. For an index without a seed the
 pipeline draws from it directly (``fixed.num_workers`` unset); with a per-item seed
-(:class:`mtbench.data.loading.SeededSampler`) it runs inside :func:`torch.random.fork_rng`
-seeded with it, so an item does not depend on the worker count. The default (``hflip: 0.5``,
+(:class:`mtbench.data.loading.SeededSampler`) that generator is seeded with it
+(``torch.default_generator.manual_seed``, the CPU part of ``torch.manual_seed``; no device
+generator is touched), so an item does not depend on the worker count. In the main process
+its state is saved before and restored after (what ``torch.random.fork_rng(devices=[])`` does);
+in a DataLoader worker, whose generator draws for nothing but these seeded items, it is
+seeded alone. ``torch.manual_seed`` also seeds every device's generators (without CUDA
+initialised it records a stack trace for later, each call), which made the seeding cost more than
+the flip itself (README "Data at full scale"). The default (``hflip: 0.5``,
 nothing else) draws exactly one ``torch.rand(1)`` per item and flips when it is below 0.5,
 as the hand-written flip of earlier versions did (``torch.rand(()) < 0.5``): the same numbers
 from the same generator, so earlier results reproduce bit for bit (tested; the regression
@@ -112,14 +118,22 @@ class Augmentation:
 
     def __call__(self, image: torch.Tensor, target: Any, seed: int | None) -> tuple[torch.Tensor, Any]:
         import torch
+        from torch.utils.data import get_worker_info
         task, pipe = self._pipeline()
         if pipe is None:
             return image, target
         if seed is None:
             return self.apply(pipe, task, image, target)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        generator = torch.default_generator  # v2 draws CPU numbers from it; no device generator is touched
+        if get_worker_info() is not None:  # a worker's global generator serves its items alone, all seeded
+            generator.manual_seed(seed)
             return self.apply(pipe, task, image, target)
+        state = generator.get_state()
+        generator.manual_seed(seed)
+        try:
+            return self.apply(pipe, task, image, target)
+        finally:
+            generator.set_state(state)
 
     @staticmethod
     def apply(pipe, task, image: torch.Tensor, target: Any) -> tuple[torch.Tensor, Any]:

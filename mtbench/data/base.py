@@ -232,18 +232,22 @@ class TaskDataset(Dataset):
 
 
 def model_input(images: torch.Tensor, targets, target_dtype: torch.dtype | None = None,
-                pin_memory: bool = False) -> tuple[torch.Tensor, object]:
+                pin_memory: bool = False, out: torch.Tensor | None = None) -> tuple[torch.Tensor, object]:
     """The served form of one item or a collated batch (:meth:`TaskDataset.item`, :func:`collate`).
 
     :param images: ``uint8 (..., 3, S, S)``.
     :param targets: left as they are, except a tensor converted to ``target_dtype`` (when not None).
     :param pin_memory: make the images in page-locked memory (a DataLoader's ``pin_memory``).
+    :param out: write the images into this ``float32`` tensor of their shape instead of a new one
+        (:class:`mtbench.data.loading.CompactLoader`'s reused buffers; ``pin_memory`` is then ignored).
     :return: ``(float32 (..., 3, S, S) images in [0, 1], targets)``; the images are ``x / 255``
         in float32, the same bits the items always had (an element-wise division, so the same
         whether made per item or per batch; not a multiplication by 1 / 255, which rounds 126 of
         the 256 values differently).
     """
-    floats = torch.empty(images.shape, dtype=torch.float32, pin_memory=pin_memory).copy_(images).div_(255.0)
+    if out is None:
+        out = torch.empty(images.shape, dtype=torch.float32, pin_memory=pin_memory)
+    floats = out.copy_(images).div_(255.0)
     if target_dtype is not None and isinstance(targets, torch.Tensor):
         targets = targets.to(target_dtype)
     return floats, targets
