@@ -18,10 +18,15 @@ from mtbench.strategies.continual import MITIGATIONS, build_mitigations
 DEFAULT_ORDER = ("seg", "det", "cls")
 
 
+def resolved_order(order: list[str] | None, tasks: list[str]) -> list[str]:
+    """``order`` as given, or (None) :data:`DEFAULT_ORDER`'s tasks that the suite has."""
+    return list(order) if order else [t for t in DEFAULT_ORDER if t in tasks]
+
+
 def order_problem(order: list[str] | None, tasks: list[str]) -> str | None:
     """Why ``order`` (None: :data:`DEFAULT_ORDER`'s tasks of the suite) is not an order of
     ``tasks`` (each exactly once), or None."""
-    resolved = list(order) if order else [t for t in DEFAULT_ORDER if t in tasks]
+    resolved = resolved_order(order, tasks)
     if sorted(resolved) == sorted(tasks):
         return None
     unknown = [t for t in resolved if t not in tasks]
@@ -63,7 +68,7 @@ class Sequential:
         problems = {"order": problem} if problem else {}
         if stage_lr_mult and (len(stage_lr_mult) != len(tasks) or min(stage_lr_mult) <= 0):
             problems["stage_lr_mult"] = (f"sequential's stage_lr_mult {list(stage_lr_mult)} must give one positive "
-                                         f"multiplier per stage ({len(tasks)} stages: {list(order or tasks)})")
+                                         f"multiplier per stage ({len(tasks)} stages: {resolved_order(order, tasks)})")
         for name, cls in MITIGATIONS.items():
             given = options.get(name)
             if isinstance(given, dict):
@@ -75,7 +80,8 @@ class Sequential:
         problem = order_problem(self.order, ctx.tasks)
         if problem:
             raise SuiteError(problem)
-        order = self.order or [t for t in DEFAULT_ORDER if t in ctx.tasks]
+        order = resolved_order(self.order, ctx.tasks)
+        lr_mults = self.stage_lr_mult or [1.0] * len(order)
         self.mitigations = mitigations = build_mitigations(*self.options)
         saved = ctx.saved_extra() or {"stages": [], "stage_index": 0}  # a checkpoint mid-stage: go there
         stages = list(saved["stages"])
@@ -85,7 +91,7 @@ class Sequential:
             if k < saved["stage_index"]:
                 continue
             total = ctx.steps([task])
-            opt, sched = ctx.make_optimizer(total, lr_mult=self.stage_lr_mult[k] if self.stage_lr_mult else 1.0)
+            opt, sched = ctx.make_optimizer(total, lr_mult=lr_mults[k])
             stream = ctx.batches(task)
             ctx.model.train()
             stage = f"stage {k + 1}/{len(order)} {task}"
