@@ -59,7 +59,7 @@ def group_key(rec: dict) -> str:
     return re.sub(r"\|s[^|]*$", "", rec["label"])
 
 
-def _group_label(recs: list[dict]) -> str:
+def group_label(recs: list[dict]) -> str:
     """``arch|loss|level|strategy|s0,1,2`` from the members' labels and seeds."""
     seeds = [seed_of(r) for r in recs]
     base = re.sub(r"\|s[^|]*$", "", recs[0]["label"])
@@ -131,7 +131,7 @@ def aggregate_seeds(frame: pd.DataFrame, records: list[dict], figures: list[str]
             continue
         recs = [records[i] for i in members]
         seeds = [seed_of(r) for r in recs]
-        row = {"cell": _group_label(recs), "hash": " ".join(frame.loc[members, "hash"].astype(str)),
+        row = {"cell": group_label(recs), "hash": " ".join(frame.loc[members, "hash"].astype(str)),
                "seeds": len(members), "CI method": T_METHOD}
         for col in frame.columns:
             if col in ("cell", "hash") or col in derived:

@@ -221,9 +221,15 @@ def cmd_report(args) -> int:
     records = _records(args.run)
     if out.exists() and not out.is_dir():
         raise ResultFileError(f"--out {out}: is a file; give a folder for report.md and its plots")
-    path = write_report(records, out, title=run.resolve().name, by_seed=args.by_seed)
+    if args.versus:
+        from mtbench.versus import parse_baseline
+        parse_baseline(args.versus, records)  # a bad AXIS=VALUE fails before anything is written
+    path = write_report(records, out, title=run.resolve().name, by_seed=args.by_seed, versus=args.versus)
     frame = build_frame(records, gates_of(records))
     print(render(frame if args.by_seed else aggregate_table(frame, records)))
+    if args.versus:
+        from mtbench import versus
+        print(f"\nversus {args.versus}:\n" + versus.render(versus.versus(frame, records, args.versus), args.versus))
     print("\nprovenance:\n" + tabulate(summary(records), tablefmt="plain"))
     print(f"\nwrote {path}")
     if args.html:
@@ -440,6 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, help="output folder (default: the run folder)")
     rep.add_argument("--by-seed", action="store_true",
                      help="print (and put first in report.md) one row per seed instead of seeds aggregated")
+    rep.add_argument("--versus", metavar="AXIS=VALUE", default=None,
+                     help="also compare every row with the row of the same setting whose AXIS is VALUE "
+                          "(e.g. strategy=equal), over seeds: paired t-tests, Holm-adjusted, better/worse/tie "
+                          "(report.md section and versus.csv)")
     rep.add_argument("--html", action=argparse.BooleanOptionalAction, default=True,
                      help="also write the static HTML report, OUT/html/index.html + its SVG figures (default: on)")
     _tracker_option(rep)

@@ -313,7 +313,7 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(shown, dtype=object)
 
 
-def _escape_pipes(frame: pd.DataFrame) -> pd.DataFrame:
+def escape_pipes(frame: pd.DataFrame) -> pd.DataFrame:
     """``|`` in cells (cell labels ``arch|loss|level|strategy|s0``) escaped, so Markdown
     viewers keep them inside their column."""
     return frame.map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v)
@@ -321,7 +321,7 @@ def _escape_pipes(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _table(frame: pd.DataFrame, markdown: bool = False) -> str:
     shown = display_frame(frame)
-    shown = _escape_pipes(shown) if markdown else shown
+    shown = escape_pipes(shown) if markdown else shown
     digits = digits_of()
     align = ["right" if c in digits or c == "seeds" else "left" for c in shown.columns]
     return tabulate(shown, headers="keys", tablefmt="github", showindex=False, missingval="-",
@@ -415,11 +415,14 @@ def _overrides_md(records: list[dict]) -> list[str]:
 
 
 def write_report(records: list[dict], out_dir: Path, title: str, gates: list[str] | None = None,
-                 by_seed: bool = False) -> Path:
+                 by_seed: bool = False, versus: str | None = None) -> Path:
     """``report.md`` in ``out_dir``: the table (seeds aggregated, or per seed with ``by_seed``;
     ``gates``: those the records were run under unless given;
-    the other one too when seeds were merged), failure reasons, and the plots (PNG beside it;
-    the Pareto plot's point ids listed under it)."""
+    the other one too when seeds were merged), with ``versus`` (``AXIS=VALUE``) every row
+    against its baseline row over seeds (:mod:`mtbench.versus`; also ``versus.csv``), failure
+    reasons, and the plots (PNG beside it; the Pareto plot's point ids listed under it).
+
+    :raises UsageError: ``versus`` names no axis or value of the records."""
     from mtbench.plots import PLOTS, pareto_table, plot_all
     from mtbench.provenance import markdown as provenance_markdown
 
@@ -427,13 +430,18 @@ def write_report(records: list[dict], out_dir: Path, title: str, gates: list[str
     agg = aggregate_table(frame, records)
     plots = plot_all(records, out_dir)
     lines = [f"# {title}", "", *_overrides_md(records), *_tables_md(frame, agg, by_seed)]
+    if versus:
+        from mtbench import versus as vs
+        table = vs.versus(frame, records, versus)
+        _write_csv(table, out_dir / "versus.csv")
+        lines += [f"## Versus {versus}", "", vs.render(table, versus, markdown=True), ""]
     failed = [r for r in records if r.get("status") != "ok"]
     if failed:
         lines += ["## Failed cells", ""] + [f"- `{r['label']}`: {r.get('reason')}" for r in failed] + [""]
     for name, path in plots.items():
         lines += [f"## {PLOTS[name][1]}", "", f"![{name}]({path.name})", ""]
         if name == "pareto":  # the params plot numbers the same rows unless a cell lacks a latency
-            ids = _escape_pipes(pareto_table(records)[["id", "cell"]])
+            ids = escape_pipes(pareto_table(records)[["id", "cell"]])
             lines += [tabulate(ids, headers="keys", tablefmt="github", showindex=False), ""]
     lines += provenance_markdown(records)
     out = out_dir / "report.md"
