@@ -16,7 +16,8 @@ same axes except ``strategy`` = ``equal`` (any axis works: ``--versus level=P3``
   sequentially rejective multiple test procedure", Scand. J. Statist. 6), which controls the
   family-wise error rate at ``1 - level``.
 - **verdict**: ``better`` / ``worse`` (the metric's declared direction,
-  :func:`mtbench.metrics.higher_is_better`) when the Holm-adjusted p is below ``1 - level``,
+  :func:`mtbench.metrics.higher_is_better`; ``higher`` / ``lower`` for a metric that declares
+  none) when the Holm-adjusted p is below ``1 - level``,
   ``tie`` otherwise (no difference beyond the seed noise at this many seeds: not a proof of
   equality); ``not meaningful`` when a diagnostic finding invalidates the metric in any seed of
   either group (:mod:`mtbench.diagnostics.binding`: a difference between two numbers at chance
@@ -156,7 +157,7 @@ def versus(frame: pd.DataFrame, records: list[dict], baseline: str, level: float
             res.pop("spread", None)
             rows.append({"cell": group_label([records[i] for i in members]),
                          "baseline": group_label([records[i] for i in base]), "metric": metric, **res,
-                         "verdict": verdict, "_higher": directions.get(metric, True)})
+                         "verdict": verdict, "_higher": directions.get(metric)})
     out = pd.DataFrame(rows, columns=[*COLUMNS, "_higher"])
     if not len(out):
         return out[COLUMNS]
@@ -169,6 +170,8 @@ def versus(frame: pd.DataFrame, records: list[dict], baseline: str, level: float
         p, diff, higher = out.at[i, "p (Holm)"], out.at[i, "difference"], out.at[i, "_higher"]
         if not (isinstance(p, float) and math.isfinite(p)):
             out.at[i, "verdict"] = "no test"
+        elif p < alpha and higher is None:  # a metric that declares no direction: say which way it moved
+            out.at[i, "verdict"] = "higher" if diff > 0 else "lower"
         elif p < alpha:
             out.at[i, "verdict"] = "better" if (diff > 0) == bool(higher) else "worse"
         else:
