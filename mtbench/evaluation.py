@@ -39,6 +39,15 @@ class TaskEvaluation:
     targets: list = field(default_factory=list)
     make_metric: object = None
     task: object = None  # the mtbench.tasks.Task (its chance predictor)
+    _entry: dict | None = None
+
+    def sample_entry(self) -> dict | None:
+        """The metric's per-image records as a record stores them
+        (:func:`mtbench.metrics.base.sample_entry`), computed once (for det, ``samples()`` runs
+        pycocotools' matching); None for a metric that keeps none."""
+        if self._entry is None and hasattr(self.metric, "samples"):
+            self._entry = sample_entry(self.metric)
+        return self._entry
 
 
 @torch.no_grad()
@@ -92,7 +101,7 @@ def verdict_inputs(detail: dict[str, TaskEvaluation], seed: int, resamples: int 
         if not hasattr(metric, "samples"):  # a metric without per-image records: no CI, no measured chance
             chance_methods[task] = "none (metric keeps no per-image records)"
             continue
-        entry = sample_entry(metric)  # samples() once: for det it runs pycocotools' matching
+        entry = ev.sample_entry()
         out["samples"][task] = entry
         ci = bootstrap_ci(type(metric).reduce, entry["columns"], None, resamples, level, seed, method)
         out["ci"].update({k: list(v) for k, v in ci.items() if k in ev.values})

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 LOCK, LOCK_INFO = ".lock", ".lock.json"
 
 
-def _clean(obj):
+def json_safe(obj):
     """JSON-safe copy: non-finite floats become None (JSON has no NaN); numpy scalars and
     arrays become Python numbers and lists."""
     if isinstance(obj, np.generic):
@@ -52,16 +52,16 @@ def _clean(obj):
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     return obj
 
 
 def write_json_atomic(path: Path, data) -> None:
     """Write ``data`` as JSON to ``path`` via a temporary file + rename."""
     with atomic_path(path, mode=0o644) as tmp, open(tmp, "w") as f:  # results: ordinary readable files
-        json.dump(_clean(data), f, indent=1)
+        json.dump(json_safe(data), f, indent=1)
         f.flush()
         os.fsync(f.fileno())
 

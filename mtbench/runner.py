@@ -26,7 +26,7 @@ from mtbench.diagnostics.overfit import SHARE, budget_steps, overfit_one_batch
 from mtbench.evaluation import evaluate_detailed, runtime_val, verdict_inputs
 from mtbench.errors import CellFailure, MtbenchError, PluginError
 from mtbench.metrics import headlines
-from mtbench.metrics.forgetting import forgetting
+from mtbench.metrics.forgetting import forgetting, forgetting_ci
 from mtbench.models.contract import ContractError, check_model
 from mtbench.plugins import Registry, use_registry
 from mtbench.profiling.complexity import count_flops, count_params, matmul_peak_gflops
@@ -36,7 +36,7 @@ from mtbench.profiling.reference import reference_entries
 from mtbench.profiling.deploy import calibration_images
 from mtbench.profiling.runtimes import measure_runtimes
 from mtbench.provenance import environment, plugins_in_play
-from mtbench.results import cell_identity_record
+from mtbench.results import cell_identity_record, json_safe
 from mtbench.strategies.base import TrainContext
 from mtbench.suite import Cell
 
@@ -161,8 +161,11 @@ def _run_cell(cell: Cell, registry: Registry, show_progress: bool, workdir: Path
             last_eval.update(evaluate_detailed(ctx.deployed, val_sets, ts, eval_bs, device, size, dkw))
             return {k: v for ev in last_eval.values() for k, v in ev.values.items()}
 
+        def evaluation_samples() -> dict[str, dict]:  # JSON-safe: stages go into checkpoints and the record
+            return json_safe({t: ev.sample_entry() for t, ev in last_eval.items() if ev.sample_entry() is not None})
+
         ctx = TrainContext(model=model, tasks=tasks, loaders=loaders, losses=losses, fixed=fixed, device=device,
-                           evaluate=evaluate_tasks, progress=progress, seed=cfg["seed"], checkpoints=checkpoints)
+                           evaluate=evaluate_tasks, evaluation_samples=evaluation_samples, progress=progress, seed=cfg["seed"], checkpoints=checkpoints)
         result["loss_components"] = {t: list(losses[t].declared_components) for t in tasks
                                      if hasattr(losses[t], "declared_components")}
         result["overfit"] = _overfit(cfg.get("checks") or {}, strategy, ctx, model, losses, train_sets, device)
@@ -187,6 +190,10 @@ def _run_cell(cell: Cell, registry: Registry, show_progress: bool, workdir: Path
                                      unc.get("resamples", 200), unc.get("level", 0.95),
                                      unc.get("method", "percentile")))
         metrics.update(forgetting(report.stages, headlines()))
+        t_ci = time.perf_counter()
+        result["ci"].update(forgetting_ci(report.stages, headlines(), unc.get("resamples", 200),
+                                          unc.get("level", 0.95), cfg["seed"]))
+        result["uncertainty"]["seconds"] += time.perf_counter() - t_ci  # the harness's own work (budget)
         result["metrics"] = metrics
         result["extra"] = report.extra
         if result["overfit"]:

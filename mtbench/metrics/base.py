@@ -139,17 +139,50 @@ def paired_bootstrap_ci(reduce: Reducer, new: Samples, base: Samples, keys: list
     return _intervals(statistic, n, keys, resamples, level, seed, "percentile")
 
 
-def _intervals(statistic: Callable[[np.ndarray], np.ndarray], n: int, keys: list[str], resamples: int,
+def _intervals(statistic: Callable[..., np.ndarray], n: int | tuple[int, ...], keys: list[str], resamples: int,
                level: float, seed: int, method: str) -> dict[str, tuple[float, float]]:
     """``scipy.stats.bootstrap`` over image indices ``0..n-1`` of a vector ``statistic`` (one
     value per key); a key whose value is the same on every resample (scipy: NaN bounds) gets a
-    zero-width interval, a key without a finite value none."""
-    res = stats.bootstrap((np.arange(n),), statistic, n_resamples=resamples, confidence_level=level,
+    zero-width interval; a key without a finite value, or undefined (NaN) on some resample, gets
+    none (its percentiles would be NaN, not a measured zero width). With a tuple ``n`` (several
+    val splits, e.g. one per task), each split's indices are resampled independently and passed
+    to ``statistic`` as separate arguments (scipy's multi-sample bootstrap)."""
+    ns = (n,) if isinstance(n, int) else tuple(n)
+    data = tuple(np.arange(k) for k in ns)
+    res = stats.bootstrap(data, statistic, n_resamples=resamples, confidence_level=level,
                           method=method, vectorized=False, random_state=np.random.default_rng(seed))
     lo, hi = np.atleast_1d(res.confidence_interval.low), np.atleast_1d(res.confidence_interval.high)
-    point = statistic(np.arange(n))
+    undefined = np.isnan(np.atleast_2d(res.bootstrap_distribution)).any(axis=-1)
+    point = statistic(*data)
     return {k: ((float(low), float(high)) if np.isfinite(low) and np.isfinite(high) else (float(p), float(p)))
-            for k, low, high, p in zip(keys, lo, hi, point) if np.isfinite(p)}
+            for k, low, high, p, nan in zip(keys, lo, hi, point, undefined) if np.isfinite(p) and not nan}
+
+
+def resampler(entry: dict) -> tuple[Callable[[np.ndarray], dict[str, float]], int]:
+    """A stored samples entry (:func:`sample_entry`) as ``(score, N)``: ``score(index)`` is the
+    metric's ``reduce`` over the images at ``index`` (int64 ``(M,)``, repeats allowed) and ``N``
+    its number of images.
+
+    :raises ValueError: see :func:`reducer_of`.
+    """
+    reduce, data = reducer_of(entry), _as_arrays(entry["columns"])
+    return (lambda index: reduce(data, np.asarray(index, dtype=np.int64))), num_samples(entry["columns"])
+
+
+def split_bootstrap_ci(statistic: Callable[..., np.ndarray], ns: tuple[int, ...], keys: list[str],
+                       resamples: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL, seed: int = 0
+                       ) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap CIs of a vector ``statistic(index_1, ..., index_k)`` (one value per
+    key) of several val splits with ``ns`` images, each resampled independently (a task's own
+    split), the same resample of a split going to every score computed from it (e.g. one task's
+    scores after each stage of sequential training: paired across stages).
+
+    :return: ``{key: (low, high)}``, rules as :func:`bootstrap_ci`'s; empty when a split has
+        fewer than 2 images.
+    """
+    if not ns or min(ns) < 2:
+        return {}
+    return _intervals(statistic, tuple(ns), keys, resamples, level, seed, "percentile")
 
 
 def sample_entry(metric: object) -> dict:

@@ -29,8 +29,11 @@ is 0), so a task is never dropped from one column without the record saying so.
 
 from __future__ import annotations
 
+import numpy as np
+
 from mtbench.errors import MetricError
 from mtbench.metrics import higher_is_better
+from mtbench.metrics.base import DEFAULT_LEVEL, DEFAULT_RESAMPLES, resampler, split_bootstrap_ci
 
 
 def _score(stage: dict, k: int, key: str) -> float:
@@ -85,3 +88,52 @@ def forgetting(stages: list[dict], primary: dict[str, str]) -> dict[str, float |
     out["forgetting_rel_n"] = len(rels)
     out["BWT"] = sum(bwts) / len(bwts)
     return out
+
+
+def forgetting_ci(stages: list[dict], primary: dict[str, str], resamples: int = DEFAULT_RESAMPLES,
+                  level: float = DEFAULT_LEVEL, seed: int = 0) -> dict[str, list[float]]:
+    """Bootstrap CIs over the val images of every figure :func:`forgetting` gives.
+
+    Each task's val split is resampled (images with replacement, percentile interval), and one
+    resample of a task's images re-scores that task after every stage from the stage's stored
+    per-image records (``stage["samples"][task]``, :func:`mtbench.metrics.base.sample_entry`):
+    every stage scores the same images in the same order, so the drop is paired across stages,
+    and :func:`forgetting` itself computes the figures of each resample. The tasks' splits are
+    resampled independently (the means over tasks: a stratified bootstrap).
+
+    :param stages: as :func:`forgetting`, each stage also holding ``samples`` (task -> entry)
+        of every task it scored.
+    :param primary: task -> headline metric name.
+    :return: ``{metric: [low, high]}`` for ``forgetting/<task>``, ``forgetting_rel/<task>``,
+        ``BWT/<task>``, ``forgetting``, ``forgetting_rel``, ``BWT`` (metric units; relative: a
+        fraction); a figure undefined on some resample (``forgetting_rel`` when a resampled best
+        score is 0) gets none. Empty with fewer than 2 stages, or when a stage lacks the records
+        of a task it must score (a strategy that stores no ``samples``, a metric that keeps no
+        per-image records) or a task's stages scored different numbers of images.
+    :raises MetricError: as :func:`forgetting`.
+    """
+    point = forgetting(stages, primary)
+    if not point:
+        return {}
+    scorers, ns = [], []
+    for j, stage in enumerate(stages[:-1]):
+        task = stage["task"]
+        entries = [(s.get("samples") or {}).get(task) for s in stages[j:]]
+        if any(e is None for e in entries):
+            return {}
+        made = [resampler(e) for e in entries]
+        if len({n for _, n in made}) != 1:
+            return {}
+        scorers.append((j, task, [score for score, _ in made]))
+        ns.append(made[0][1])
+    keys = [k for k in point if k != "forgetting_rel_n"]
+
+    def statistic(*indices):
+        scored = [{"task": s["task"], "metrics": {}} for s in stages]
+        for (j, task, scores), index in zip(scorers, indices):
+            for stage, score in zip(scored[j:], scores):
+                stage["metrics"][primary[task]] = score(index).get(primary[task], np.nan)
+        figures = forgetting(scored, primary)
+        return np.array([np.nan if figures[k] is None else float(figures[k]) for k in keys])
+
+    return {k: list(v) for k, v in split_bootstrap_ci(statistic, tuple(ns), keys, resamples, level, seed).items()}

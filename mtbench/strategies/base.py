@@ -71,6 +71,10 @@ class TrainContext:
     :param losses: task -> loss module.
     :param fixed: the suite's ``fixed`` section (dict).
     :param evaluate: ``evaluate(tasks) -> dict[metric, float]`` on the val splits.
+    :param evaluation_samples: ``() -> {task: sample entry}``: the per-image records of the
+        latest ``evaluate`` call (:func:`mtbench.metrics.base.sample_entry`); a strategy that
+        reports ``stages`` stores them as each stage's ``samples``, from which the runner
+        bootstraps the CIs of forgetting and BWT (:func:`mtbench.metrics.forgetting.forgetting_ci`).
     :param progress: ``progress(total_steps, description) -> iterable`` (a tqdm bar).
     :param seed: the cell's seed; stochastic strategies draw from :meth:`generator`, never from
         torch's global generator, so their draws do not depend on unrelated random calls.
@@ -97,6 +101,7 @@ class TrainContext:
     evaluate: Callable[[list[str]], dict]
     progress: Callable[[int, str], Iterator[int]]
     seed: int = 0
+    evaluation_samples: Callable[[], dict] = dict
     history: list[dict] = field(default_factory=list)
     epochs: dict[str, int] = field(default_factory=dict)
     checkpoints: Any = None

@@ -113,7 +113,7 @@ class Sequential:
                 ctx.record(step, task, {task: comps}, opt)
                 ctx.step(opt, sched)
                 ctx.checkpoint(stage, step, opt, sched, self, live=[task], extra={"stages": stages, "stage_index": k})
-            stages.append({"task": task, "metrics": ctx.evaluate(order[: k + 1])})
+            stages.append({"task": task, "metrics": ctx.evaluate(order[: k + 1]), "samples": ctx.evaluation_samples()})
             if k < len(order) - 1:
                 for m in mitigations.values():
                     m.after_stage(ctx, task)
