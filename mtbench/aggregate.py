@@ -60,8 +60,10 @@ def group_key(rec: dict) -> str:
 
 
 def group_label(recs: list[dict]) -> str:
-    """``arch|loss|level|strategy|s0,1,2`` from the members' labels and seeds."""
-    seeds = [seed_of(r) for r in recs]
+    """``arch|loss|level|strategy|s0,1,2`` from the members' labels and seeds (in seed order,
+    whatever order the cells finished in)."""
+    seeds = sorted((seed_of(r) for r in recs), key=lambda s: (not str(s).lstrip("-").isdigit(),
+                                                               int(s) if str(s).lstrip("-").isdigit() else 0, str(s)))
     base = re.sub(r"\|s[^|]*$", "", recs[0]["label"])
     return f"{base}|s" + ",".join(str(s) for s in seeds)
 
