@@ -271,3 +271,35 @@ def test_at_least_15_joint_methods_each_documented():
             elif isinstance(p.default, str):
                 assert p.default in doc, (name, pname, p.default)
     assert len(joint) >= 15, joint
+
+
+@pytest.mark.parametrize("method", [m.name for m in __import__("mtbench.strategies.jacobian", fromlist=["METHODS"]).METHODS])
+def test_torchjd_strategy_update_is_its_aggregators_own(method):
+    """Each torchjd-backed strategy's shared update is what its aggregator returns on the same
+    Jacobian (same random draws): a ``weighting`` attribute is used only where the aggregator is
+    exactly ``weighting(J) @ J`` (ConFIG's is its preference vector's sum weighting, and using it
+    had made ConFIG plain summation)."""
+    import types
+
+    import torchjd.aggregation as agg
+
+    from mtbench.strategies.jacobian import METHODS, JacobianDescent
+
+    m = next(x for x in METHODS if x.name == method)
+    strategy = JacobianDescent(m)
+    strategy.tasks = ["det", "seg", "cls"]
+    strategy.init_state(types.SimpleNamespace(device=torch.device("cpu"), dtype=torch.float64))
+    strategy.cpu_gen, strategy.device_gen = torch.Generator().manual_seed(3), None
+    ref = JacobianDescent(m)
+    ref.tasks = strategy.tasks
+    ref.init_state(types.SimpleNamespace(device=torch.device("cpu"), dtype=torch.float64))
+    g = torch.Generator().manual_seed(0)
+    J = torch.randn(3, 40, generator=g, dtype=torch.float64)
+    J[1] -= 1.5 * J[0]  # conflicting gradients, unequal norms
+    d, w = strategy.combine(J, 0)
+    torch.manual_seed(3)
+    expect = ref.aggregator(J)
+    assert torch.allclose(d, expect, atol=1e-10), (d - expect).abs().max()
+    assert (w is not None) == isinstance(ref.aggregator, agg.WeightedAggregator)
+    if method == "config":
+        assert not torch.allclose(d, J.sum(0))

@@ -98,13 +98,15 @@ class JacobianDescent(GradientAggregation):
         if "n_tasks" in inspect.signature(cls).parameters:
             kwargs["n_tasks"] = len(self.tasks)
         self.aggregator = cls(**kwargs).to(device=ctx.device, dtype=ctx.dtype)
+        # torchjd's WeightedAggregator is exactly ``weighting(J) @ J``; another aggregator may have a
+        # ``weighting`` that is only one ingredient (ConFIG's is its preference vector's sum weighting)
+        self.weighted = isinstance(self.aggregator, agg.WeightedAggregator)
 
     def combine(self, J, step):
         with drawing_from(self.cpu_gen, self.device_gen):
-            weighting = getattr(self.aggregator, "weighting", None)
-            if weighting is None:  # GradDrop, ConFIG: no weights; least squares is recorded
+            if not self.weighted:  # GradDrop, ConFIG: no weights; least squares is recorded
                 return self.aggregator(J), None
-            w = weighting(J)
+            w = self.aggregator.weighting(J)
             return w @ J, w
 
 
