@@ -59,11 +59,16 @@ def group_key(rec: dict) -> str:
     return re.sub(r"\|s[^|]*$", "", rec["label"])
 
 
+def _seed_order(seed) -> tuple:
+    """Sort key of a seed: integers (stored as int or digit string) by value, then any other text."""
+    text = str(seed)
+    return (0, int(text), "") if text.lstrip("-").isdigit() else (1, 0, text)
+
+
 def group_label(recs: list[dict]) -> str:
     """``arch|loss|level|strategy|s0,1,2`` from the members' labels and seeds (in seed order,
     whatever order the cells finished in)."""
-    seeds = sorted((seed_of(r) for r in recs), key=lambda s: (not str(s).lstrip("-").isdigit(),
-                                                               int(s) if str(s).lstrip("-").isdigit() else 0, str(s)))
+    seeds = sorted((seed_of(r) for r in recs), key=_seed_order)
     base = re.sub(r"\|s[^|]*$", "", recs[0]["label"])
     return f"{base}|s" + ",".join(str(s) for s in seeds)
 

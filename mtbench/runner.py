@@ -162,7 +162,7 @@ def _run_cell(cell: Cell, registry: Registry, show_progress: bool, workdir: Path
             return {k: v for ev in last_eval.values() for k, v in ev.values.items()}
 
         def evaluation_samples() -> dict[str, dict]:  # JSON-safe: stages go into checkpoints and the record
-            return json_safe({t: ev.sample_entry() for t, ev in last_eval.items() if ev.sample_entry() is not None})
+            return json_safe({t: e for t, ev in last_eval.items() if (e := ev.sample_entry()) is not None})
 
         ctx = TrainContext(model=model, tasks=tasks, loaders=loaders, losses=losses, fixed=fixed, device=device,
                            evaluate=evaluate_tasks, evaluation_samples=evaluation_samples, progress=progress, seed=cfg["seed"], checkpoints=checkpoints)
