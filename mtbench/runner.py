@@ -165,7 +165,8 @@ def _run_cell(cell: Cell, registry: Registry, show_progress: bool, workdir: Path
             return json_safe({t: e for t, ev in last_eval.items() if (e := ev.sample_entry()) is not None})
 
         ctx = TrainContext(model=model, tasks=tasks, loaders=loaders, losses=losses, fixed=fixed, device=device,
-                           evaluate=evaluate_tasks, evaluation_samples=evaluation_samples, progress=progress, seed=cfg["seed"], checkpoints=checkpoints)
+                           evaluate=evaluate_tasks, evaluation_samples=evaluation_samples, progress=progress,
+                           seed=cfg["seed"], checkpoints=checkpoints)
         result["loss_components"] = {t: list(losses[t].declared_components) for t in tasks
                                      if hasattr(losses[t], "declared_components")}
         result["overfit"] = _overfit(cfg.get("checks") or {}, strategy, ctx, model, losses, train_sets, device)
