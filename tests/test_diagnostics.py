@@ -192,6 +192,46 @@ def test_overfit_one_batch_flags_a_model_that_cannot_learn(registry):
     assert findings[0].evidence["task"] == "cls" and findings[0].evidence["fraction_left"] > 0.9
 
 
+def _failed_check_record(value_ci, chance_ci):
+    """A points cell whose overfit check failed (the ACM soft-IoU case: the loss barely moved in
+    the check's 40 steps) with the trained model's val scores and measured chance levels."""
+    run = {"steps": 40, "images": 2, "lr": 0.01, "tasks": {"points": {
+        "initial": 0.9936, "final": 0.9832, "rolled": 0.9833, "floor": 0.0, "fraction_left": 0.9895,
+        "input_gain": 5.2e-5, "images": 2}}}
+    meta = {"points": {"metrics": {"points/F1": True, "points_mask/IoU": True, "points_mask/Fa": False},
+                       "headline": "points/F1"}}
+    keys = list(meta["points"]["metrics"])
+    return {"overfit": run, "task_meta": meta, "metrics": {k: value_ci[k][0] for k in keys},
+            "ci": {k: value_ci[k][1] for k in keys}, "chance": {k: chance_ci[k][0] for k in keys},
+            "chance_ci": {k: chance_ci[k][1] for k in keys}}
+
+
+def test_overfit_forecast_refuted_by_the_trained_models_scores(monkeypatch):
+    """A failed overfit check whose task beats its measured chance on every score (by both CIs)
+    is a warning that invalidates nothing; one score at chance keeps it an error that invalidates
+    every metric the task declares, the mask-level ones under another prefix included."""
+    from mtbench.diagnostics.checks import overfit
+    monkeypatch.setattr("mtbench.tasks._SEEN", {})  # the records' partial task_meta stays in this test
+    chance = {"points/F1": (0.0, [0.0, 0.0]), "points_mask/IoU": (0.0, [0.0, 0.0]),
+              "points_mask/Fa": (6.5e-4, [5.5e-4, 7.7e-4])}
+    trained = {"points/F1": (0.948, [0.908, 0.978]), "points_mask/IoU": (0.67, [0.625, 0.72]),
+               "points_mask/Fa": (2.5e-5, [0.0, 5.7e-5])}
+    [f] = overfit(_failed_check_record(trained, chance))
+    assert f.severity == "warning" and f.invalidates == [] and "refuted by the trained model" in f.message
+    assert set(f.evidence["refuted_by"]) == set(trained)
+
+    # the mask's false-alarm rate overlaps its chance (lower is better): no refutation
+    at_chance = {**trained, "points_mask/Fa": (5e-4, [2e-4, 6e-4])}
+    [f] = overfit(_failed_check_record(at_chance, chance))
+    assert f.severity == "error" and "refuted_by" not in f.evidence
+    assert {"points/F1", "points_mask/IoU", "points_mask/Fa"} <= set(f.invalidates)
+
+    # no interval (a record from before CIs): the forecast stands
+    rec = _failed_check_record(trained, chance)
+    del rec["ci"]["points_mask/IoU"]
+    assert overfit(rec)[0].severity == "error"
+
+
 def test_soft_target_floors(registry):
     """Losses with soft targets report the entropy floor; hard-target losses report none."""
     fcos = registry.create("loss", "det/fcos", num_classes=3)

@@ -9,7 +9,7 @@ result) on a not-meaningful gate or an ``error`` finding.
 
 | check | flags | invalidates |
 |---|---|---|
-| ``overfit-one-batch`` | before the run, a copy trained on 2 fixed images per task (10 % of the budget's steps per task, 4 to 40) kept > 80 % of its loss above the floor (cannot learn), or is < 5 % better on its batch than on the same batch with the images rolled (ignores its input) (:mod:`.overfit`) | the task's metrics |
+| ``overfit-one-batch`` | before the run, a copy trained on 2 fixed images per task (10 % of the budget's steps per task, 4 to 40) kept > 80 % of its loss above the floor (cannot learn), or is < 5 % better on its batch than on the same batch with the images rolled (ignores its input) (:mod:`.overfit`); a warning when the trained task beats its measured chance on every score | the task's metrics (none when refuted) |
 | ``dead-loss`` | a loss component exactly 0 or missing in >= 25 % of a stage's steps (or all of the last 20), a declared component never reported, the assigner's positives absent in >= 25 % of the steps; constant over the last 20 (warning) | the task's metrics |
 | ``positive-ratio`` | dense-head positives : negatives per level below 1 : 1000 in >= 25 % of the steps (error when some had none) | the task's metrics (error) |
 | ``chance-level`` | a score whose CI overlaps its measured chance level's CI (float32-safe point rule for old records) (:mod:`.chance_level`) | the score; forgetting/BWT from a stage score at chance |

@@ -43,11 +43,14 @@ class Finding:
 
 
 def task_metrics(rec: dict, task: str) -> list[str]:
-    """Every metric of ``task`` in the record (``t/...`` keys and its headline metric) plus the
-    cell metrics derived from them: ``delta_m`` (from the headline metric) and, when the cell
-    trained sequentially, ``forgetting``, ``BWT`` and ``forgetting/<task>`` (a broken stage
-    makes what the later stages did to earlier tasks a measurement of a broken run)."""
-    keys = {k for k in (rec.get("metrics") or {}) if k.startswith(f"{task}/")}
+    """Every metric of ``task`` in the record (``t/...`` keys, the metrics the task declares in
+    ``record["task_meta"]`` under other prefixes, e.g. the points task's ``points_mask/IoU``, and
+    its headline metric) plus the cell metrics derived from them: ``delta_m`` (from the headline
+    metric) and, when the cell trained sequentially, ``forgetting``, ``BWT`` and
+    ``forgetting/<task>`` (a broken stage makes what the later stages did to earlier tasks a
+    measurement of a broken run)."""
+    declared = set(((rec.get("task_meta") or {}).get(task) or {}).get("metrics") or {})
+    keys = {k for k in (rec.get("metrics") or {}) if k.startswith(f"{task}/") or k in declared}
     primary = headlines([rec])
     if task in primary:
         keys |= {primary[task], "delta_m"}

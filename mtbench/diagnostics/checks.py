@@ -14,10 +14,11 @@ from statistics import fmean
 from typing import Callable
 
 from mtbench.diagnostics.binding import SPEED_METRICS, Finding, task_metrics
-from mtbench.diagnostics.chance_level import chance_level
+from mtbench.diagnostics.chance_level import at_chance, chance_level
 from mtbench.diagnostics.data import dropped_annotations
 from mtbench.diagnostics.reference import reference_figures
 from mtbench.diagnostics.weights import task_weight_collapse
+from mtbench.metrics import headlines, higher_is_better
 from mtbench.plugins import Spec, hookimpl, reader_registry
 
 DEAD_WINDOW = 20          # K: logged steps of the last window looked at by dead-loss (all 0 / constant)
@@ -106,7 +107,16 @@ def overfit(rec: dict) -> list[Finding]:
     ``FIT_LEFT`` of its loss above the floor on the fixed batch, and that loss must be at least
     ``MIN_INPUT_GAIN`` below the loss on the same batch with its images rolled (a model that
     ignores its input scores 0: its outputs do not depend on the image). Error; invalidates the
-    task's metrics. Records from before ``input_gain`` existed are judged on the fit alone."""
+    task's metrics. Records from before ``input_gain`` existed are judged on the fit alone.
+
+    The check is a cheap forecast that the model cannot learn the task from its input; the
+    trained cell's own val scores are the measurement. When every score of the task that has a
+    measured chance level beats it by both CIs (:func:`refuting_scores`; the chance level pairs
+    the model's predictions with other images' targets, so it too scores a model that ignores
+    its input), the forecast is refuted: the finding stays, as a **warning** that invalidates
+    nothing and names the scores that refute it (e.g. a soft-IoU loss started from a small
+    target prior falls too slowly for the check's few steps, yet trains).
+    """
     run = rec.get("overfit")
     if not run:
         return []
@@ -120,12 +130,43 @@ def overfit(rec: dict) -> list[Finding]:
         if gain is not None and r.get("images", 2) > 1 and gain < MIN_INPUT_GAIN:
             why.append(f"it does not use its input: loss {r['final']:.4g} on the batch vs {r['rolled']:.4g} with "
                        f"the images rolled ({100 * gain:.1f}% lower; {100 * MIN_INPUT_GAIN:.0f}% needed)")
-        if why:
-            out.append(Finding("overfit-one-batch", "error",
-                               f"cannot fit one batch of {r.get('images', run['images'])} {task} images in "
-                               f"{run['steps']} steps: " + "; ".join(why),
-                               {"task": task, **r, "steps": run["steps"], "lr": run["lr"]},
-                               task_metrics(rec, task)))
+        if not why:
+            continue
+        message = (f"cannot fit one batch of {r.get('images', run['images'])} {task} images in "
+                   f"{run['steps']} steps: " + "; ".join(why))
+        evidence = {"task": task, **r, "steps": run["steps"], "lr": run["lr"]}
+        refuted = refuting_scores(rec, task)
+        if refuted:
+            key = headlines([rec])[task]
+            v = refuted[key]
+            more = f", and {len(refuted) - 1} more" if len(refuted) > 1 else ""
+            out.append(Finding("overfit-one-batch", "warning",
+                               f"{message}; refuted by the trained model, whose every {task} score beats its "
+                               f"measured chance by its CI ({key} {v['value']:.4g} [{v['ci'][0]:.4g}, "
+                               f"{v['ci'][1]:.4g}] vs chance [{v['chance_ci'][0]:.4g}, {v['chance_ci'][1]:.4g}]"
+                               f"{more}: evidence.refuted_by)", {**evidence, "refuted_by": refuted}))
+        else:
+            out.append(Finding("overfit-one-batch", "error", message, evidence, task_metrics(rec, task)))
+    return out
+
+
+def refuting_scores(rec: dict, task: str) -> dict[str, dict]:
+    """The val scores of ``task`` that refute a forecast that it cannot learn: ``{metric:
+    {"value", "ci", "chance_ci"}}`` for every metric of the task with a measured chance level,
+    when each is outside its chance level's CI on the better side (:func:`at_chance` with both
+    intervals) and the task's headline metric is among them; ``{}`` otherwise (a score at
+    chance, a missing interval, a record from before chance levels, a failed cell)."""
+    metrics, chance, cis, chance_cis = (rec.get(k) or {} for k in ("metrics", "chance", "ci", "chance_ci"))
+    directions = higher_is_better([rec])
+    keys = [k for k in task_metrics(rec, task) if k in chance and metrics.get(k) is not None]
+    if headlines([rec]).get(task) not in keys:
+        return {}
+    out = {}
+    for k in keys:
+        if cis.get(k) is None or chance_cis.get(k) is None or at_chance(
+                k, metrics[k], chance[k], cis[k], chance_cis[k], directions.get(k, True)):
+            return {}
+        out[k] = {"value": metrics[k], "ci": list(cis[k]), "chance_ci": list(chance_cis[k])}
     return out
 
 
