@@ -10,6 +10,7 @@ from torch import nn
 from mtbench.plugins import get_registry
 from mtbench.runner import run_cell
 from mtbench.strategies.gradnorm import GradNormBalancer
+from mtbench.strategies.jacobian import METHODS, JacobianDescent
 from mtbench.strategies.pcgrad import project_conflicting
 from mtbench.suite import expand, load_suite
 from tests.conftest import TINY_SUITE
@@ -273,7 +274,7 @@ def test_at_least_15_joint_methods_each_documented():
     assert len(joint) >= 15, joint
 
 
-@pytest.mark.parametrize("method", [m.name for m in __import__("mtbench.strategies.jacobian", fromlist=["METHODS"]).METHODS])
+@pytest.mark.parametrize("method", [m.name for m in METHODS])
 def test_torchjd_strategy_update_is_its_aggregators_own(method):
     """Each torchjd-backed strategy's shared update is what its aggregator returns on the same
     Jacobian (same random draws): a ``weighting`` attribute is used only where the aggregator is
@@ -282,8 +283,6 @@ def test_torchjd_strategy_update_is_its_aggregators_own(method):
     import types
 
     import torchjd.aggregation as agg
-
-    from mtbench.strategies.jacobian import METHODS, JacobianDescent
 
     m = next(x for x in METHODS if x.name == method)
     strategy = JacobianDescent(m)
