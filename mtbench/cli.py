@@ -13,7 +13,8 @@ Exit codes (:class:`mtbench.errors.Exit`; README, "Errors and exit codes"):
   ``error`` finding;
 - 4 the results folder is in use by another ``mtbench run`` (the message names it);
 - 70 an internal error (a bug in mtbench or a plugin): one line, ``--debug`` for the traceback;
-- 130 interrupted (stored results stay valid; re-run to resume).
+- 130 interrupted (Ctrl-C), 143 terminated (SIGTERM, as a scheduler or ``kill`` sends it):
+  stored results stay valid, the results folder's lock is released; re-run to resume.
 
 No traceback reaches the terminal unless ``mtbench --debug COMMAND ...`` asks for it.
 """
@@ -21,7 +22,10 @@ No traceback reaches the terminal unless ``mtbench --debug COMMAND ...`` asks fo
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -525,16 +529,42 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse printed usage and its one-line error (exit 2), or --help (0)
         return exc.code if isinstance(exc.code, int) else Exit.INVALID
     try:
-        return args.fn(args)
-    except KeyboardInterrupt:
-        print("\nmtbench: interrupted; finished cells are stored, re-run to resume", file=sys.stderr)
-        return Exit.INTERRUPTED
+        with _sigterm_as_interrupt():
+            return args.fn(args)
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\nmtbench: {how}; finished cells are stored, re-run to resume", file=sys.stderr)
+        return Exit.TERMINATED if isinstance(exc, Terminated) else Exit.INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the one place every failure becomes a line and an exit code
         if args.debug:
             traceback.print_exc()
         print(f"mtbench: error: {_one_line(exc)}", file=sys.stderr)
         return exc.exit_code if isinstance(exc, MtbenchError) else \
             Exit.INVALID if isinstance(exc, OSError) else Exit.INTERNAL
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C's ``KeyboardInterrupt`` is, so the same
+    clean-up runs (the cell's checkpoint kept, the results folder's lock released)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While the command runs, SIGTERM raises :class:`Terminated` (only from the main thread,
+    the one place a signal handler can be set; elsewhere, as when a test calls :func:`main`
+    from a thread, the default stays)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _one_line(exc: Exception) -> str:

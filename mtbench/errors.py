@@ -22,6 +22,7 @@ class Exit(IntEnum):
     LOCKED = 4  # another run holds the results folder
     INTERNAL = 70  # a bug in mtbench or a plugin (EX_SOFTWARE): the message says to re-run with --debug
     INTERRUPTED = 130  # Ctrl-C; stored results stay valid
+    TERMINATED = 143  # SIGTERM (128 + 15), as a shell reports it; stored results stay valid
 
 
 #: at most this many error lines are printed for one input (then "... and N more")

@@ -155,8 +155,9 @@ class FingerprintCache:
 
 def data_fingerprint(folder: Path, cache: FingerprintCache) -> str:
     """sha256 (16 hex) of a data set's folder: every file under it (hidden ones excepted) as its
-    path relative to ``folder``, its size and the sha256 of its contents, in sorted order. The
-    folder's own location is not part of it.
+    path relative to ``folder``, its size and the sha256 of its contents, in sorted order, and
+    every empty folder under it as its relative path (an ImageFolder class folder is a class,
+    images or not). The folder's own location is not part of it.
 
     :raises OSError: a file that cannot be read.
     """
@@ -164,7 +165,10 @@ def data_fingerprint(folder: Path, cache: FingerprintCache) -> str:
     lines = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(n for n in filenames if not n.startswith(".")):
+        files = sorted(n for n in filenames if not n.startswith("."))
+        if not files and not dirnames and Path(dirpath) != folder:
+            lines.append(f"{Path(dirpath).relative_to(folder).as_posix()}/")
+        for name in files:
             file = Path(dirpath, name)
             st = file.stat()
             lines.append(f"{file.relative_to(folder).as_posix()}\t{st.st_size}\t{cache.sha256(file, st)}")

@@ -24,7 +24,7 @@ from mtbench.data.loading import train_loader
 from mtbench.diagnostics import diagnose
 from mtbench.diagnostics.overfit import SHARE, budget_steps, overfit_one_batch
 from mtbench.evaluation import evaluate_detailed, runtime_val, verdict_inputs
-from mtbench.errors import CellFailure, MtbenchError, PluginError
+from mtbench.errors import CellFailure, DataError, MtbenchError, PluginError
 from mtbench.metrics import headlines
 from mtbench.metrics.forgetting import forgetting, forgetting_ci
 from mtbench.models.contract import ContractError, check_model
@@ -232,11 +232,20 @@ def _reason(exc: Exception, registry: Registry, cfg: dict) -> str:
 
 
 def datasets(cfg: dict, registry: Registry, split: str) -> dict:
-    """The cell's data set of every task for ``split`` (``train`` / ``val``)."""
+    """The cell's data set of every task for ``split`` (``train`` / ``val``).
+
+    :raises DataError: a data set with no item (a loader that did not say why itself): a split
+        without items would train on nothing or score nothing, and a score of nothing is no result.
+    """
     root = Path(cfg["data_root"]) if cfg["data_root"] else None
-    return {task: registry.create("dataset", td["dataset"], task=task, split=split, root=root,
-                                  image_size=cfg["fixed"]["image_size"], **td["params"])
-            for task, td in cfg["tasks"].items()}
+    out = {}
+    for task, td in cfg["tasks"].items():
+        out[task] = ds = registry.create("dataset", td["dataset"], task=task, split=split, root=root,
+                                         image_size=cfg["fixed"]["image_size"], **td["params"])
+        if len(ds) == 0:
+            where = f" under {root}" if root else ""
+            raise DataError(f"task {task}: dataset {td['dataset']!r} ({td['params']}) has no {split} items{where}")
+    return out
 
 
 def build_model(cfg: dict, registry: Registry, infos: dict, device: torch.device):

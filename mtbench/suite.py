@@ -118,7 +118,7 @@ class Matrix(_Strict):
     loss: list[Union[str, dict[TaskName, Union[str, Named]]]] = Field(default_factory=lambda: [{}], min_length=1)
     level: list[Level] = Field(min_length=1)
     strategy: list[Union[str, Named]] = Field(min_length=1)
-    seed: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seed: list[Annotated[int, Field(ge=0, le=2**32 - 1)]] = Field(default_factory=lambda: [0], min_length=1)
     include: list[dict[str, Any]] = Field(default_factory=list)
     exclude: list[dict[str, Any]] = Field(default_factory=list)
 
@@ -536,10 +536,27 @@ def check_references(loaded: LoadedSuite) -> None:
             if "level" in entry and entry["level"] not in LEVELS:
                 problems.append(f"  {loaded.where('matrix', part, j, 'level')}: level {entry['level']!r} is not "
                                 f"one of {', '.join(LEVELS)}")
-            if "seed" in entry and (not isinstance(entry["seed"], int) or isinstance(entry["seed"], bool)):
+            if "seed" in entry and (not isinstance(entry["seed"], int) or isinstance(entry["seed"], bool)
+                                    or not 0 <= entry["seed"] < 2**32):
                 problems.append(f"  {loaded.where('matrix', part, j, 'seed')}: seed {entry['seed']!r} is not "
-                                f"an integer")
+                                f"an integer from 0 to 2**32 - 1")
     _fail(loaded.path, problems)
+
+
+def _duplicate_labels(loaded: "LoadedSuite", axis_values: dict[str, list[tuple[str, Any]]]) -> list[str]:
+    """An axis entry whose label (or name) an earlier entry of the axis has: the table's rows, the
+    ``exclude`` matches and ``compare``'s pairing go by label, so the two would be one to them
+    (the same value twice would silently be one cell)."""
+    problems = []
+    for ax, values in axis_values.items():
+        first: dict[str, int] = {}
+        for i, (label, value) in enumerate(values):
+            if label in first:
+                same = values[first[label]][1] == value
+                problems.append(f"  {loaded.where('matrix', ax, i)}: {ax} {label!r} is also entry {first[label]}"
+                                + ("; list it once" if same else "; give each a distinct 'label'"))
+            first.setdefault(label, i)
+    return problems
 
 
 def _data_folder(td: TaskData, registry: Registry, root: str | None) -> Path | None:
@@ -744,6 +761,7 @@ def expand(loaded: LoadedSuite, registry: Registry) -> list[Cell]:
     for i, entry in enumerate(s.matrix.loss):
         chosen = _loss_entry(registry, tasks, entry, loaded, ("matrix", "loss", i))
         axis_values["loss"].append((_loss_label(chosen), chosen))
+    _fail(loaded.path, _duplicate_labels(loaded, axis_values))
 
     def new_value(ax: str, v: Any, loc: tuple) -> tuple[str, Any]:
         """An ``include`` value that is not among the matrix's: checked like a matrix entry."""

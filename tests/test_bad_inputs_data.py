@@ -58,6 +58,12 @@ DATA_CASES = {
     "negative width, invalid_boxes error": lambda r: (*_coco(
         r, lambda p: _edit(p, lambda d: _ann(d, bbox=[10, 10, -5, 8])), "{path: tiny_coco, invalid_boxes: error}"),
         "annotation(s) 1: box width or height <= 0"),
+    "coco val split without annotations": lambda r: (*_coco(r, lambda p: _edit(p, lambda d: d.update(annotations=[]))),
+                                                     "no non-crowd annotation"),
+    "coco val split of crowd boxes only": lambda r: (*_coco(r, lambda p: _edit(
+        p, lambda d: [a.update(iscrowd=1) for a in d["annotations"]])), "no non-crowd annotation"),
+    "coco val split without images": lambda r: (*_coco(r, lambda p: _edit(
+        p, lambda d: d.update(images=[], annotations=[]))), "lists no images"),
     "broken image file": lambda r: _broken_image(r),
     "missing image file": lambda r: _missing_image(r),
     "mask class out of range": lambda r: _voc_mask(r, lambda m: m.__setitem__((0, 0), 50), "class indices [50]"),
@@ -170,3 +176,72 @@ def test_metrics_coco_imports_neither_torch_nor_torchvision(tmp_path):
             "('torch', 'torchvision')))")
     out = subprocess.run([sys.executable, "-c", code, str(gt), str(dt)], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "0 []", out.stdout + out.stderr
+
+
+# ---- split lists and class folders, at the loader -----------------------------------------
+
+@pytest.mark.parametrize("content,text", [(b"", "lists no image ids"), (b"\n  \n", "lists no image ids"),
+                                          (b"a\nb\n\xe9\xe9\n", ":3: not UTF-8 text")])
+def test_split_list_that_is_empty_or_not_text_is_named(tmp_path, content, text):
+    from mtbench.data.base import read_id_list
+    from mtbench.errors import DataError
+
+    listing = tmp_path / "val.txt"
+    listing.write_bytes(content)
+    with pytest.raises(DataError, match=text) as err:
+        read_id_list(listing, "split list")
+    assert str(listing) in str(err.value)
+    listing.write_text(" a \n\nb\n")
+    assert read_id_list(listing, "split list") == ["a", "b"]
+
+
+def test_empty_train_class_folder_is_refused_and_changes_the_fingerprint(tmp_path):
+    from mtbench.data.imagefolder import ImageFolderClassification
+    from mtbench.errors import DataError
+    from mtbench.identity import FingerprintCache, data_fingerprint
+
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / "cls" / split / c).mkdir(parents=True)
+            Image.new("RGB", (8, 8)).save(tmp_path / "cls" / split / c / "0.png")
+    cache = FingerprintCache(tmp_path / "fp.json")
+    before = data_fingerprint(tmp_path / "cls", cache)
+    assert len(ImageFolderClassification(tmp_path, "cls", "train", 32, train=True)) == 2
+    (tmp_path / "cls" / "train" / "c").mkdir()
+    with pytest.raises(DataError, match="has no images") as err:
+        ImageFolderClassification(tmp_path, "cls", "train", 32, train=True)
+    assert str(tmp_path / "cls" / "train" / "c") in str(err.value)
+    assert data_fingerprint(tmp_path / "cls", cache) != before  # an empty folder is part of the data
+
+
+def test_a_data_set_without_items_is_refused_naming_it(tmp_path):
+    """The backstop for a plugin loader that returns an empty split without saying why."""
+    from mtbench.errors import DataError
+    from mtbench.runner import datasets
+
+    class Empty:
+        def __len__(self):
+            return 0
+
+    class Registry:
+        def create(self, kind, name, **kw):
+            return Empty()
+
+    cfg = {"data_root": str(tmp_path), "fixed": {"image_size": 32},
+           "tasks": {"det": {"dataset": "my-coco", "params": {"path": "x"}}}}
+    with pytest.raises(DataError, match=r"task det: dataset 'my-coco' \(\{'path': 'x'\}\) has no val items under"):
+        datasets(cfg, Registry(), "val")
+
+
+def test_coco_ap_without_ground_truth_is_undefined_not_a_score():
+    from mtbench.metrics.coco_eval import coco_stats
+    from mtbench.metrics.detection import DetectionMAP
+
+    gt = {"images": [{"id": 1, "width": 10, "height": 10}], "annotations": [],
+          "categories": [{"id": 1, "name": "box"}]}
+    dets = [{"image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4], "score": 0.9}]
+    assert (coco_stats(gt, []) == -1).all() and (coco_stats(gt, dets) == -1).all()  # pycocotools' "undefined"
+    metric = DetectionMAP(gt)
+    metric.dets = dets
+    with pytest.raises(ValueError, match="COCO AP is undefined"):
+        metric.compute()

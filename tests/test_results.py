@@ -88,6 +88,22 @@ def test_kill_during_a_cell_write_leaves_no_stale_file(tmp_path):
         assert not list(cells.glob("*.tmp"))
 
 
+def test_sigterm_mid_cell_stops_as_ctrl_c_does(write_suite, tmp_path):
+    """``kill`` (SIGTERM, what a job scheduler sends) during a cell: the Ctrl-C clean-up runs (one
+    line, the lock info removed), with the shell's exit code for SIGTERM, 143."""
+    suite = write_suite(TINY_SUITE.replace("budget: {steps: 2}", "budget: {steps: 5000}"))
+    results = tmp_path / "res"
+    proc = _cli("run", str(suite), "--results", str(results), "--no-progress")
+    deadline = time.time() + 300
+    while not list((results / "tiny" / "cells").glob("*/progress.json")) and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == Exit.TERMINATED == 143, out
+    assert "mtbench: terminated (SIGTERM); finished cells are stored, re-run to resume" in out
+    assert "Traceback" not in out and not (results / "tiny" / ".lock.json").exists()
+
+
 def test_unreadable_stored_cell_is_recomputed_and_failed_one_says_how(tmp_path):
     store = ResultStore(tmp_path, "tiny")
     store.cells_dir.mkdir(parents=True)

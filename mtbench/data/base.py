@@ -112,6 +112,26 @@ def check_files_exist(paths: list[Path], what: str) -> None:
         raise DataError(f"{what} file not found: {missing[0]}{more}")
 
 
+def read_id_list(path: Path, what: str) -> list[str]:
+    """The ids of a split list file: one a line, blank lines skipped, surrounding spaces stripped.
+
+    :param what: what the list is, for messages (``"VOC 2012 split list"``).
+    :raises DataError: the file is missing, not UTF-8 text (names the line), or lists no id.
+    """
+    if not path.is_file():
+        raise DataError(f"{what} not found: {path}")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise DataError(f"{what} {path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    ids = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not ids:
+        raise DataError(f"{what} {path} lists no image ids: the split would be empty")
+    return ids
+
+
 def resolve_dir(root: Path | None, path: str, what: str) -> Path:
     """Join a data-set ``path`` to the data ``root`` and check the folder exists.
 

@@ -44,8 +44,9 @@ class CocoDetection(TaskDataset):
     :param min_box: boxes narrower or shorter than this many original pixels are dropped.
     :param invalid_boxes: ``drop`` (default: drop and report) or ``error`` (refuse the file).
     :param layout: ``auto`` | ``mini`` | ``coco2017`` (the module's docstring).
-    :raises DataError: missing folder or file, or a refused annotation; names the file and
-        the annotation id.
+    :raises DataError: missing folder or file, a refused annotation, a file that lists no
+        images, or an evaluation split (``train`` False) with no non-crowd annotation left
+        (AP would be undefined); names the file and the annotation id.
     """
 
     def __init__(self, root: Path | None, path: str, split: str, image_size: int, train: bool,
@@ -80,12 +81,18 @@ class CocoDetection(TaskDataset):
         skip = {i for ids in problems.values() for i in ids}
         self.dropped = dropped_record(self.ann_file, problems)
         images = sorted(data["images"], key=lambda im: im["id"])
+        if not images:
+            raise DataError(f"{self.ann_file}: lists no images: the {split} split would be empty")
         self.file_names = [im["file_name"] for im in images]
         check_files_exist([self.image_dir / f for f in self.file_names], "image")
         self.image_ids = np.array([im["id"] for im in images], dtype=np.int64)
         self.image_wh = np.array([[im["width"], im["height"]] for im in images], dtype=np.float64).reshape(-1, 2)
         self.anns = _index_annotations([a for a in data["annotations"] if a["id"] not in skip], self.image_ids,
                                        local_index)
+        if not train and not (~self.anns["iscrowd"]).any():
+            kept = f" ({self.dropped['count']} dropped as invalid)" if self.dropped.get("count") else ""
+            raise DataError(f"{self.ann_file}: no non-crowd annotation{kept}: COCO AP is undefined on a split "
+                            "without ground truth (pycocotools reports -1)")
 
     def __len__(self) -> int:
         return len(self.image_ids)

@@ -49,8 +49,8 @@ class ImageFolderClassification(TaskDataset):
     """One image per file, its class the folder name.
 
     :param class_index: ``sorted`` | ``imagenet-1k`` (the module's docstring).
-    :raises DataError: missing folder, no images, a class folder absent from train (or not an
-        ImageNet-1k WordNet id).
+    :raises DataError: missing folder, no images, a train class folder without images, a class
+        folder absent from train (or not an ImageNet-1k WordNet id).
     """
 
     def __init__(self, root: Path | None, path: str, split: str, image_size: int, train: bool,
@@ -67,9 +67,11 @@ class ImageFolderClassification(TaskDataset):
             if cls_dir.name not in index:
                 among = "ImageNet-1k WordNet ids" if class_index == "imagenet-1k" else "the train split's classes"
                 raise DataError(f"class folder {cls_dir} is not among {among}")
-            for f in sorted(cls_dir.iterdir()):
-                if f.suffix.lower() in _EXTS:
-                    self.samples.append((f, index[cls_dir.name]))
+            files = [f for f in sorted(cls_dir.iterdir()) if f.suffix.lower() in _EXTS]
+            if not files and split == "train":
+                raise DataError(f"class folder {cls_dir} has no images ({', '.join(sorted(_EXTS))}): its class "
+                                "could not be learnt, yet would count among the classes")
+            self.samples += [(f, index[cls_dir.name]) for f in files]
         if not self.samples:
             raise DataError(f"no images found under {split_dir}")
         self.info = TaskInfo("cls", len(names), tuple(names))

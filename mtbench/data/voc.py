@@ -19,7 +19,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from mtbench.data.base import TaskDataset, TaskInfo, check_files_exist, check_same_size, open_image, resolve_dir
+from mtbench.data.base import (TaskDataset, TaskInfo, check_files_exist, check_same_size, open_image, read_id_list,
+                               resolve_dir)
 from mtbench.data.cache import sha256_of
 from mtbench.data.transforms import resize_image, resize_mask
 from mtbench.errors import DataError
@@ -81,17 +82,14 @@ def voc_split(base: Path, split: str, layout: str = "auto") -> tuple[Path, Path,
     """``(image folder, mask folder, ids)`` of ``split`` in the data set folder ``base`` (layouts:
     the module's docstring).
 
-    :raises DataError: an unknown layout, a missing split folder or split list.
+    :raises DataError: an unknown layout, a missing split folder, a missing, unreadable or empty split list.
     """
     if layout not in LAYOUTS:
         raise DataError(f"VOC layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     voc = next((d for d in (base, base / "VOCdevkit" / "VOC2012") if (d / "ImageSets" / "Segmentation").is_dir()), None)
     if layout == "voc2012" or (layout == "auto" and voc is not None):
         voc = voc or base
-        listing = voc / "ImageSets" / "Segmentation" / f"{split}.txt"
-        if not listing.is_file():
-            raise DataError(f"VOC 2012 split list not found: {listing}")
-        ids = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]
+        ids = read_id_list(voc / "ImageSets" / "Segmentation" / f"{split}.txt", "VOC 2012 split list")
         return voc / "JPEGImages", voc / "SegmentationClass", ids
     folder = base / split
     if not folder.is_dir():

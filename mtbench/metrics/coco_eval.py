@@ -44,7 +44,8 @@ def coco_stats(gt: dict, dets: list[dict], backend: str = "faster-coco-eval") ->
     :param gt: COCO instances dict (``images``, ``annotations``, ``categories``).
     :param dets: ``[{"image_id", "category_id", "bbox": [x, y, w, h] pixels, "score"}]``.
     :return: ``float64 (12,)`` in ``COCO_STATS`` order; with no detections all AP/AR are 0
-        (no prediction recalls nothing) rather than an error.
+        (no prediction recalls nothing) rather than an error, unless ``gt`` has no non-crowd
+        box either: then all are -1, pycocotools' "undefined".
     """
     return _evaluate(json.loads(json.dumps(gt)), json.loads(json.dumps(dets)), backend)
 
@@ -52,7 +53,8 @@ def coco_stats(gt: dict, dets: list[dict], backend: str = "faster-coco-eval") ->
 def _evaluate(gt: dict, dets: list[dict], backend: str) -> np.ndarray:
     """:func:`coco_stats` on dicts it may modify (the evaluators add keys to them)."""
     if not dets:
-        return np.zeros(12)
+        undefined = not any(not a.get("iscrowd", 0) for a in gt.get("annotations", []))
+        return np.full(12, -1.0) if undefined else np.zeros(12)
     gt = {"info": {}, "licenses": [], **gt}
     with contextlib.redirect_stdout(io.StringIO()):
         if backend == "pycocotools":

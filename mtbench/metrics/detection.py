@@ -21,7 +21,8 @@ class DetectionMAP(SampleMetricBase):
 
     ``update(preds, targets)``: ``preds`` from ``model.decode("det", ...)`` (input pixels),
     ``targets`` the batch's det targets (their ``scale`` maps boxes back to original pixels).
-    ``compute()``: mAP@[.5:.95] and AP50 by faster-coco-eval on the whole split.
+    ``compute()``: mAP@[.5:.95] and AP50 by faster-coco-eval on the whole split; raises
+    ``ValueError`` when the ground truth has no non-crowd box (AP undefined, pycocotools' -1).
     ``samples()``: per-image COCO matches (:mod:`mtbench.metrics.coco_resample`), from which
     ``reduce`` recomputes mAP and AP50 on any resample of the images (equal to pycocotools'
     on the whole split).
@@ -50,6 +51,8 @@ class DetectionMAP(SampleMetricBase):
 
     def compute(self) -> dict[str, float]:
         stats = coco_stats(self.gt, self.dets)
+        if stats[0] < 0:  # pycocotools' -1: no category has ground truth; never a score
+            raise ValueError("COCO AP is undefined: the split's ground truth has no non-crowd box")
         return {"det/mAP": float(stats[0]), "det/AP50": float(stats[1]), "det/num_dets": float(len(self.dets))}
 
 

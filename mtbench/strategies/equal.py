@@ -26,10 +26,18 @@ class Equal(JointStrategy):
 
     @staticmethod
     def param_problems(tasks: list[str], weights: dict[str, float] | None = None, **_) -> dict[str, str]:
-        """The suite-time check: ``weights`` name the suite's tasks (:meth:`mtbench.plugins.Registry.param_errors`)."""
-        unknown = sorted(set(weights or {}) - set(tasks))
-        return {"weights": f"weights for {unknown}, which are not tasks of the suite ({', '.join(tasks)})"} \
-            if unknown else {}
+        """The suite-time check (:meth:`mtbench.plugins.Registry.param_errors`): ``weights`` name the
+        suite's tasks, none is negative (gradient ascent) and not every task's is 0 (nothing trains)."""
+        weights = weights or {}
+        unknown = sorted(set(weights) - set(tasks))
+        if unknown:
+            return {"weights": f"weights for {unknown}, which are not tasks of the suite ({', '.join(tasks)})"}
+        negative = {t: w for t, w in weights.items() if w < 0}
+        if negative:
+            return {"weights": f"negative weights {negative}: a negative weight trains the task to get worse"}
+        if all(weights.get(t, 1.0) == 0 for t in tasks):
+            return {"weights": "every task's weight is 0: nothing would train"}
+        return {}
 
     def train_step(self, ctx, batches, step):
         shared = self.probe_parameters(ctx, step, len(batches))

@@ -37,7 +37,8 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from mtbench.data.base import TaskDataset, TaskInfo, check_files_exist, check_same_size, open_image, resolve_dir
+from mtbench.data.base import (TaskDataset, TaskInfo, check_files_exist, check_same_size, open_image, read_id_list,
+                               resolve_dir)
 from mtbench.data.cache import sha256_of
 from mtbench.data.transforms import resize_image, resize_mask
 from mtbench.errors import DataError
@@ -110,8 +111,9 @@ class SirstPoints(TaskDataset):
     """A SIRST-family split as point targets.
 
     :param layout: ``auto`` or a name of :data:`LAYOUTS` (the module's docstring).
-    :raises DataError: missing folder, split list, image, mask or XML, a mask of another
-        size than its image, no layout found; each names the file.
+    :raises DataError: missing folder, split list, image, mask or XML, a split list that is
+        not UTF-8 or lists no id, a mask of another size than its image, no layout found; each
+        names the file.
     """
 
     def __init__(self, root: Path | None, path: str, split: str, image_size: int, train: bool, layout: str = "auto"):
@@ -119,10 +121,7 @@ class SirstPoints(TaskDataset):
         self.base = resolve_dir(root, path, "SIRST")
         self.layout_name = find_layout(self.base, layout)
         self.layout = lay = LAYOUTS[self.layout_name]
-        split_file = self.base / lay.splits[split]
-        if not split_file.is_file():
-            raise DataError(f"split list not found: {split_file}")
-        self.ids = [ln.strip() for ln in split_file.read_text().splitlines() if ln.strip()]
+        self.ids = read_id_list(self.base / lay.splits[split], "split list")
         check_files_exist([self._file(lay.images, i) for i in self.ids], "image")
         check_files_exist([self._file(pattern, i) for i in self.ids for pattern in (lay.mask, lay.xml) if pattern],
                           "mask or annotation")
