@@ -24,10 +24,15 @@ def atomic_path(path: Path, mode: int | None = None) -> Iterator[Path]:
 
     :param mode: permission bits given to the file before the rename (``mkstemp`` creates
         ``0600``), e.g. ``0o644`` for files meant to be read by others; None keeps ``0600``.
+    :raises PermissionError: ``path``'s folder is not writable; names the folder and the file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except PermissionError as exc:  # name the folder the user can fix, not a random temporary name
+        raise PermissionError(exc.errno, f"{exc.strerror} (folder not writable, so {path.name} cannot be written)",
+                              str(path.parent)) from exc
     os.close(fd)
     try:
         yield Path(tmp)

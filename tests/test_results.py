@@ -128,3 +128,20 @@ def test_read_record_names_file_line_and_key(tmp_path):
     p.write_text('{"hash": "h", "label": "l", "status": "ok", "diagnostics": {}}')
     with pytest.raises(ResultFileError, match=r"c\.json: not a cell record: diagnostics \(input should be a valid list\)"):
         read_record(p)
+
+
+def test_unwritable_results_folder_is_named_not_a_temporary_file(tmp_path, monkeypatch):
+    """mkstemp's error names a random ``.NAME.xxxx.tmp``; the user can only fix the folder."""
+    import errno
+    import tempfile
+
+    from mtbench.atomic import atomic_path
+
+    def refuse(prefix, suffix, dir):
+        raise PermissionError(errno.EACCES, "Permission denied", f"{dir}/{prefix}abcd{suffix}")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)  # as root, chmod cannot make a folder unwritable
+    with pytest.raises(PermissionError, match="folder not writable, so c.json cannot be written") as err:
+        with atomic_path(tmp_path / "cells" / "c.json") as tmp:
+            tmp.write_text("{}")
+    assert err.value.filename == str(tmp_path / "cells")
