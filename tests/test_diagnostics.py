@@ -324,3 +324,19 @@ def test_expect_is_strict(write_suite):
                               "      expect: {param_m: 1.0}")
     with pytest.raises(SuiteError, match="expect.param_m: unknown field"):
         load_suite(write_suite(text))
+
+
+def test_headline_without_a_ci_is_a_no_uncertainty_warning():
+    from mtbench.diagnostics.uncertainty import no_uncertainty
+
+    rec = {"status": "ok", "uncertainty": {"resamples": 200}, "tasks": {"cls": {}},
+           "metrics": {"cls/Top-1": 1.0, "seg/mIoU": 0.5}, "ci": {"seg/mIoU": [0.4, 0.6]},
+           "samples": {"cls": {"metric": "x:y", "columns": {"correct": [1]}}}}
+    found = no_uncertainty(rec)
+    assert [(f.check, f.severity, f.evidence, f.invalidates) for f in found] == \
+        [("no-uncertainty", "warning", {"metric": "cls/Top-1", "val_images": 1}, [])]
+    assert "has 1 image(s)" in found[0].message
+    rec["samples"]["cls"]["columns"]["correct"] = [1, 0, 1]
+    assert "undefined on some bootstrap resample of its 3 val images" in no_uncertainty(rec)[0].message
+    assert no_uncertainty({**rec, "ci": {**rec["ci"], "cls/Top-1": [0.3, 1.0]}}) == []
+    assert no_uncertainty({k: v for k, v in rec.items() if k != "uncertainty"}) == []  # stored before CIs

@@ -19,6 +19,7 @@ result) on a not-meaningful gate or an ``error`` finding.
 | ``implausible-speed`` | FLOPs x FPS above the device's measured matmul peak, or latency without warm-up/sync | ``fps``, latencies |
 | ``reference-figures`` | params/FLOPs off the suite's ``expect`` or the plugin's paper figures by more than the tolerance (:mod:`.reference`) | ``params_m``/``flops_g`` |
 | ``dropped-annotations`` | a loader dropped boxes nothing can match (degenerate, wholly outside the image) from training and evaluation alike; file, reasons, annotation ids (warning) (:mod:`.data`) | - |
+| ``no-uncertainty`` | a task's headline score has no 95 % CI (fewer than 2 val images, or undefined on a bootstrap resample); the split's image count (warning) (:mod:`.uncertainty`) | - |
 """
 
 from __future__ import annotations

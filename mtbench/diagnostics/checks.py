@@ -17,6 +17,7 @@ from mtbench.diagnostics.binding import SPEED_METRICS, Finding, task_metrics
 from mtbench.diagnostics.chance_level import at_chance, chance_level
 from mtbench.diagnostics.data import dropped_annotations
 from mtbench.diagnostics.reference import reference_figures
+from mtbench.diagnostics.uncertainty import no_uncertainty
 from mtbench.diagnostics.weights import task_weight_collapse
 from mtbench.metrics import headlines, higher_is_better
 from mtbench.plugins import Spec, hookimpl, reader_registry
@@ -247,6 +248,7 @@ CHECKS: dict[str, Callable[[dict], list[Finding]]] = {
     "chance-level": chance_level, "divergence": divergence, "gradient-conflict": gradient_conflict,
     "task-weight-collapse": task_weight_collapse, "implausible-speed": implausible_speed,
     "reference-figures": reference_figures, "dropped-annotations": dropped_annotations,
+    "no-uncertainty": no_uncertainty,
 }
 #: Checks that read the loss history, which ``results.json`` does not keep: ``mtbench doctor``
 #: shows their stored findings when the history is absent.
