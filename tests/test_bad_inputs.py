@@ -146,6 +146,8 @@ CASES = [
      2, ["suite.yaml:12", "params.weights", "dett"]),
     ("equal-weights-negative", validate(T.replace(STRAT, "strategy: [{name: equal, params: {weights: {det: -1}}}]")),
      2, ["suite.yaml:12", "params.weights", "negative weights", "det"]),
+    ("equal-weights-nan", validate(T.replace(STRAT, "strategy: [{name: equal, params: {weights: {cls: .nan}}}]")),
+     2, ["suite.yaml:12", "params.weights", "not finite"]),
     ("equal-weights-all-zero",
      validate(T.replace(STRAT, "strategy: [{name: equal, params: {weights: {det: 0, seg: 0, cls: 0}}}]")),
      2, ["suite.yaml:12", "params.weights", "nothing would train"]),

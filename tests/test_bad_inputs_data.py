@@ -60,6 +60,7 @@ DATA_CASES = {
         "annotation(s) 1: box width or height <= 0"),
     "coco val split without annotations": lambda r: (*_coco(r, lambda p: _edit(p, lambda d: d.update(annotations=[]))),
                                                      "no non-crowd annotation"),
+    "coco train split without annotations": lambda r: _coco_train_empty(r),
     "coco val split of crowd boxes only": lambda r: (*_coco(r, lambda p: _edit(
         p, lambda d: [a.update(iscrowd=1) for a in d["annotations"]])), "no non-crowd annotation"),
     "coco val split without images": lambda r: (*_coco(r, lambda p: _edit(
@@ -69,6 +70,12 @@ DATA_CASES = {
     "mask class out of range": lambda r: _voc_mask(r, lambda m: m.__setitem__((0, 0), 50), "class indices [50]"),
     "mask of another size": lambda r: _voc_mask(r, lambda m: m[:16], "is 32x16 pixels but its image"),
 }
+
+
+def _coco_train_empty(root: Path):
+    labels = write_coco(root) / "train" / "labels.json"
+    _edit(labels, lambda d: d.update(annotations=[]))
+    return "coco", "{path: tiny_coco}", labels, "nothing to train a detector on"
 
 
 def _broken_image(root: Path):
@@ -212,6 +219,15 @@ def test_empty_train_class_folder_is_refused_and_changes_the_fingerprint(tmp_pat
         ImageFolderClassification(tmp_path, "cls", "train", 32, train=True)
     assert str(tmp_path / "cls" / "train" / "c") in str(err.value)
     assert data_fingerprint(tmp_path / "cls", cache) != before  # an empty folder is part of the data
+    (tmp_path / "cls" / "train" / "c").rmdir()
+    # hidden folders and files (.ipynb_checkpoints, macOS ._x.png) are neither read nor fingerprinted
+    (tmp_path / "cls" / "train" / ".ipynb_checkpoints").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "cls" / "train" / "a" / "._1.png")
+    (tmp_path / "cls" / "train" / ".extra").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "cls" / "train" / ".extra" / "0.png")
+    ds = ImageFolderClassification(tmp_path, "cls", "train", 32, train=True)
+    assert len(ds) == 2 and ds.info.class_names == ("a", "b")
+    assert data_fingerprint(tmp_path / "cls", cache) == before
 
 
 def test_a_data_set_without_items_is_refused_naming_it(tmp_path):

@@ -112,6 +112,13 @@ def check_files_exist(paths: list[Path], what: str) -> None:
         raise DataError(f"{what} file not found: {missing[0]}{more}")
 
 
+def visible(paths) -> list[Path]:
+    """``paths`` without hidden entries (a name starting with ``.``: ``.ipynb_checkpoints``,
+    macOS ``._x.jpg``), which loaders never read and :func:`mtbench.identity.data_fingerprint`
+    leaves out, so what a cell trains on and its identity agree."""
+    return [p for p in paths if not p.name.startswith(".")]
+
+
 def read_id_list(path: Path, what: str) -> list[str]:
     """The ids of a split list file: one a line, blank lines skipped, surrounding spaces stripped.
 

@@ -45,8 +45,8 @@ class CocoDetection(TaskDataset):
     :param invalid_boxes: ``drop`` (default: drop and report) or ``error`` (refuse the file).
     :param layout: ``auto`` | ``mini`` | ``coco2017`` (the module's docstring).
     :raises DataError: missing folder or file, a refused annotation, a file that lists no
-        images, or an evaluation split (``train`` False) with no non-crowd annotation left
-        (AP would be undefined); names the file and the annotation id.
+        images or has no non-crowd annotation left (nothing to train on; in an evaluation split
+        AP would be undefined); names the file and the annotation id.
     """
 
     def __init__(self, root: Path | None, path: str, split: str, image_size: int, train: bool,
@@ -89,10 +89,11 @@ class CocoDetection(TaskDataset):
         self.image_wh = np.array([[im["width"], im["height"]] for im in images], dtype=np.float64).reshape(-1, 2)
         self.anns = _index_annotations([a for a in data["annotations"] if a["id"] not in skip], self.image_ids,
                                        local_index)
-        if not train and not (~self.anns["iscrowd"]).any():
+        if not (~self.anns["iscrowd"]).any():
             kept = f" ({self.dropped['count']} dropped as invalid)" if self.dropped.get("count") else ""
-            raise DataError(f"{self.ann_file}: no non-crowd annotation{kept}: COCO AP is undefined on a split "
-                            "without ground truth (pycocotools reports -1)")
+            why = ("nothing to train a detector on" if train else
+                   "COCO AP is undefined on a split without ground truth (pycocotools reports -1)")
+            raise DataError(f"{self.ann_file}: no non-crowd annotation{kept}: {why}")
 
     def __len__(self) -> int:
         return len(self.image_ids)

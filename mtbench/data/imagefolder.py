@@ -1,6 +1,7 @@
 """ImageFolder classification loader (``dataset: imagefolder``).
 
-Layout: ``<root>/<path>/<split>/<class>/*.{jpg,jpeg,png}`` (ImageNet's ``train/<wnid>/*.JPEG``
+Layout: ``<root>/<path>/<split>/<class>/*.{jpg,jpeg,png}``, hidden folders and files (a name
+starting with ``.``) left out (ImageNet's ``train/<wnid>/*.JPEG``
 and a ``val`` folder sorted into ``val/<wnid>/``, Imagenette). ``class_index``:
 
 - ``sorted`` (default): classes are the train split's folder names, sorted, so indices agree
@@ -18,7 +19,7 @@ from typing import Literal
 
 import torch
 
-from mtbench.data.base import TaskDataset, TaskInfo, open_image, resolve_dir
+from mtbench.data.base import TaskDataset, TaskInfo, open_image, resolve_dir, visible
 from mtbench.data.cache import sha256_of
 from mtbench.data.transforms import resize_image
 from mtbench.errors import DataError
@@ -28,7 +29,7 @@ _EXTS = {".jpg", ".jpeg", ".png", ".bmp"}
 
 
 def _classes(split_dir: Path) -> list[str]:
-    return sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+    return sorted(p.name for p in visible(split_dir.iterdir()) if p.is_dir())
 
 
 def _class_names(base: Path, split_dir: Path, class_index: str) -> list[str]:
@@ -63,11 +64,11 @@ class ImageFolderClassification(TaskDataset):
         names = _class_names(base, split_dir, class_index)
         index = {n: i for i, n in enumerate(names)}
         self.samples: list[tuple[Path, int]] = []
-        for cls_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+        for cls_dir in sorted(p for p in visible(split_dir.iterdir()) if p.is_dir()):
             if cls_dir.name not in index:
                 among = "ImageNet-1k WordNet ids" if class_index == "imagenet-1k" else "the train split's classes"
                 raise DataError(f"class folder {cls_dir} is not among {among}")
-            files = [f for f in sorted(cls_dir.iterdir()) if f.suffix.lower() in _EXTS]
+            files = [f for f in sorted(visible(cls_dir.iterdir())) if f.suffix.lower() in _EXTS]
             if not files and split == "train":
                 raise DataError(f"class folder {cls_dir} has no images ({', '.join(sorted(_EXTS))}): its class "
                                 "could not be learnt, yet would count among the classes")

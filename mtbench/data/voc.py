@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from mtbench.data.base import (TaskDataset, TaskInfo, check_files_exist, check_same_size, open_image, read_id_list,
-                               resolve_dir)
+                               resolve_dir, visible)
 from mtbench.data.cache import sha256_of
 from mtbench.data.transforms import resize_image, resize_mask
 from mtbench.errors import DataError
@@ -94,7 +94,7 @@ def voc_split(base: Path, split: str, layout: str = "auto") -> tuple[Path, Path,
     folder = base / split
     if not folder.is_dir():
         raise DataError(f"VOC split folder not found: {folder}")
-    return folder, folder, sorted(p.stem for p in folder.glob("*.jpg"))
+    return folder, folder, sorted(p.stem for p in visible(folder.glob("*.jpg")))
 
 
 @hookimpl

@@ -7,6 +7,8 @@ task, which gives the same update as back-propagating the sum with a third of th
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from mtbench.plugins import Spec, hookimpl
@@ -32,6 +34,9 @@ class Equal(JointStrategy):
         unknown = sorted(set(weights) - set(tasks))
         if unknown:
             return {"weights": f"weights for {unknown}, which are not tasks of the suite ({', '.join(tasks)})"}
+        bad = {t: w for t, w in weights.items() if not math.isfinite(w)}
+        if bad:
+            return {"weights": f"weights {bad} are not finite numbers"}
         negative = {t: w for t, w in weights.items() if w < 0}
         if negative:
             return {"weights": f"negative weights {negative}: a negative weight trains the task to get worse"}
