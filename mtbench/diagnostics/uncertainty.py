@@ -1,6 +1,6 @@
 """``no-uncertainty``: a task's headline score stored without its 95 % confidence interval.
 
-A score without its uncertainty cannot be ranked (README, "Uncertainty"): the bootstrap over
+A score without its uncertainty cannot be ranked (README, "What the numbers mean"): the bootstrap over
 the val images (:func:`mtbench.metrics.base.bootstrap_ci`) gives none when the split has fewer
 than 2 images, or when the metric is undefined (NaN) on some resample (e.g. a resample without
 any target). The finding says which, with the split's image count; it is a warning and
