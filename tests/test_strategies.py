@@ -133,7 +133,7 @@ def test_sequential_mitigations(write_suite, registry, option, params):
 def test_sequential_stage_lr_mult(write_suite, registry):
     """Each stage's optimiser starts from ``fixed.optimizer.lr`` times its own multiplier (the
     history records the rate of the rest group, after warm-up and schedule)."""
-    strategies = "[sequential, {name: sequential, params: {stage_lr_mult: [1.0, 0.5, 0.25]}}]"
+    strategies = "[sequential, {name: sequential, label: scaled, params: {stage_lr_mult: [1.0, 0.5, 0.25]}}]"
     text = TINY_SUITE.replace("strategy: [equal, sequential]", f"strategy: {strategies}").replace(
         "profile: {", "profile: {runtimes: [], ")
     plain, scaled = (run_cell(c, registry, False) for c in expand(load_suite(write_suite(text)), registry))
@@ -166,8 +166,9 @@ def test_single_task_and_delta_m(write_suite, registry, tmp_path):
 
     assert delta_m({"seg/mIoU": 0.6, "cls/Top-1": 0.5}, {"seg": {"seg/mIoU": 0.5}, "cls": {"cls/Top-1": 0.5}}) == \
         pytest.approx(10.0)
-    strategies = "[equal, {name: single-task, params: {task: det}}, {name: single-task, params: {task: seg}}, " \
-                 "{name: single-task, params: {task: cls}}]"
+    strategies = "[equal, {name: single-task, label: single-det, params: {task: det}}, " \
+                 "{name: single-task, label: single-seg, params: {task: seg}}, " \
+                 "{name: single-task, label: single-cls, params: {task: cls}}]"
     text = TINY_SUITE.replace("strategy: [equal, sequential]", f"strategy: {strategies}").replace(
         "profile: {", "profile: {runtimes: [], ")
     cells = expand(load_suite(write_suite(text)), registry)
