@@ -114,6 +114,8 @@ CASES = [
      ["suite.yaml:10", "neck_channels", "quoted int"]),
     ("plugin-param-yaml-boolean", validate(T.replace("neck_channels: 16", "neck_channels: yes")), 2,
      ["suite.yaml:10", "neck_channels", "boolean where int"]),
+    ("plugin-param-negative", validate(T.replace("neck_channels: 16", "neck_channels: -16")), 2,
+     ["suite.yaml:10", "neck_channels", "greater than 0", "-16"]),
     ("plugin-param-unknown", validate(T.replace("neck_channels: 16", "neck_chanels: 16")), 2,
      ["suite.yaml:10", "unknown parameter 'neck_chanels'"]),
     ("num-images-0", validate(T.replace("train: 8, val: 4}}}\n  seg", "train: 0, val: 4}}}\n  seg")), 2,

@@ -13,6 +13,7 @@ carries, along channels:
 from __future__ import annotations
 
 import torch
+from pydantic import NonNegativeInt, PositiveInt
 from torch import nn
 
 from mtbench.data.base import TaskInfo
@@ -35,8 +36,8 @@ class UnifiedOneHead(MultiTaskModel):
     """
 
     def __init__(self, tasks: dict[str, TaskInfo], level: str = "P3", backbone: str = "tf_efficientnet_lite0",
-                 backbone_weights: str | None = None, neck_channels: int = 96, head_layers: int = 2,
-                 freeze_at: int = 0):
+                 backbone_weights: str | None = None, neck_channels: PositiveInt = 96, head_layers: PositiveInt = 2,
+                 freeze_at: NonNegativeInt = 0):
         super().__init__()
         stride = self.set_tasks(tasks, level)
         self.backbone = Backbone(backbone, stride, backbone_weights, freeze_at)

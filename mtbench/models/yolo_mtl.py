@@ -16,6 +16,7 @@ Outputs: ``det``: list of ``(B, C + 4*(reg_max+1) + 1, S/s, S/s)`` per level, fi
 from __future__ import annotations
 
 import torch
+from pydantic import NonNegativeInt, PositiveInt
 from torch import nn
 
 from mtbench.data.base import TaskInfo
@@ -40,8 +41,8 @@ class YoloMTL(MultiTaskModel):
     """
 
     def __init__(self, tasks: dict[str, TaskInfo], level: str = "P3", backbone: str = "csp", size: str = "n",
-                 backbone_weights: str | None = None, freeze_at: int = 0, reg_max: int = 16,
-                 cls_hidden: int = 1280):
+                 backbone_weights: str | None = None, freeze_at: NonNegativeInt = 0, reg_max: NonNegativeInt = 16,
+                 cls_hidden: PositiveInt = 1280):
         super().__init__()
         stride = self.set_tasks(tasks, level)
         if stride >= 32:
