@@ -24,56 +24,32 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
-import time
 
 import torch
 from tabulate import tabulate
-from torch.utils.data import DataLoader
 
-from mtbench.data.base import collate, to_device
-from mtbench.plugins import get_registry
-from mtbench.strategies.base import TrainContext
+from _stepbench import add_timing_args, start, synthetic_context, time_steps
 
-TASKS = ("det", "seg", "cls")
 LOSSES = {"det": "det/varifocal", "seg": "seg/ce", "cls": "cls/ce"}
 SETTINGS = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
 
 
-def _setup(args, registry, device, precision: str, channels_last: bool):
-    """A fresh model (seed 0), its training context, one batch per task and an AdamW."""
-    torch.manual_seed(0)
-    sets = {t: registry.create("dataset", "synthetic", task=t, split="train", root=None, image_size=args.size,
-                               num_images=args.batch) for t in TASKS}
-    infos = {t: sets[t].info for t in TASKS}
-    model = registry.create_model("unified-onehead", tasks=infos, level="P3", backbone="tf_efficientnet_lite0",
-                                  neck_channels=args.neck, head_layers=args.head_layers,
-                                  freeze_at=args.freeze_at).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    losses = {t: registry.create("loss", LOSSES[t], num_classes=infos[t].num_classes) for t in TASKS}
-    loaders = {t: DataLoader(sets[t], batch_size=args.batch, collate_fn=collate) for t in TASKS}
-    fixed = {"optimizer": {"lr": 0.001}, "budget": {"steps": 1, "epochs": None}, "precision": precision,
-             "channels_last": channels_last}
-    ctx = TrainContext(model=model, tasks=list(TASKS), loaders=loaders, losses=losses, fixed=fixed, device=device,
-                       evaluate=lambda ts: {}, progress=lambda n, d: range(n), seed=0)
-    batches = {t: (lambda b: (ctx._images(b[0]), to_device(b[1], device)))(next(iter(loaders[t]))) for t in TASKS}
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.001)
-    return ctx, batches, opt
-
-
 def time_setting(args, registry, device, precision: str, channels_last: bool) -> list[float]:
     """Seconds of each timed step of one setting on a fresh model."""
-    ctx, batches, opt = _setup(args, registry, device, precision, channels_last)
-    times = []
-    for _ in range(args.warmup + args.steps):
-        t0 = time.perf_counter()
+    def make_model(infos):
+        return registry.create_model("unified-onehead", tasks=infos, level="P3", backbone="tf_efficientnet_lite0",
+                                     neck_channels=args.neck, head_layers=args.head_layers, freeze_at=args.freeze_at)
+
+    ctx, batches = synthetic_context(args, registry, device, make_model, LOSSES,
+                                     {"precision": precision, "channels_last": channels_last})
+    opt = torch.optim.AdamW([p for p in ctx.model.parameters() if p.requires_grad], lr=0.001)
+
+    def step(i):
         opt.zero_grad(set_to_none=True)
         ctx.backward(sum(ctx.task_loss(t, b)["total"] for t, b in batches.items()))
         opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return times[args.warmup:]
+
+    return time_steps(step, args, device)
 
 
 def bf16_flags() -> str:
@@ -93,15 +69,9 @@ def main() -> None:
     ap.add_argument("--freeze-at", type=int, default=32)
     ap.add_argument("--neck", type=int, default=128)
     ap.add_argument("--head-layers", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="cpu")
+    add_timing_args(ap)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    registry = get_registry()
+    device, registry = start(args)
     time_setting(args, registry, device, "fp32", False)  # process warm-up (thread pool, allocator), untimed
     samples: dict = {}
     for _ in range(args.rounds):

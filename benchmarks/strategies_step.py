@@ -26,20 +26,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 from tabulate import tabulate
-from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/_libmtl.py, the LibMTL loader
 
-from mtbench.data.base import collate, to_device  # noqa: E402
-from mtbench.plugins import get_registry  # noqa: E402
-from mtbench.strategies.base import TrainContext  # noqa: E402
+from _stepbench import TASKS, add_timing_args, start, synthetic_context, time_steps  # noqa: E402
 
-TASKS = ("det", "seg", "cls")
 LOSSES = {"det": "det/fcos", "seg": "seg/ce", "cls": "cls/ce"}
 # mtbench strategy -> (LibMTL weighting, its backward kwargs, LibMTL state that makes it weight)
 LIBMTL = {"equal": ("EW", {}, {}), "dwa": ("DWA", {"T": 2.0}, {"epoch": 2}),
@@ -50,31 +45,10 @@ LIBMTL = {"equal": ("EW", {}, {}), "dwa": ("DWA", {"T": 2.0}, {"epoch": 2}),
 
 
 def _setup(args, registry, device):
-    """A fresh model (seed 0), its training context and one batch per task on ``device``."""
-    torch.manual_seed(0)
-    sets = {t: registry.create("dataset", "synthetic", task=t, split="train", root=None, image_size=args.size,
-                               num_images=args.batch) for t in TASKS}
-    infos = {t: sets[t].info for t in TASKS}
-    model = registry.create_model(args.arch, tasks=infos, level="P3").to(device)
-    losses = {t: registry.create("loss", LOSSES[t], num_classes=infos[t].num_classes) for t in TASKS}
-    loaders = {t: DataLoader(sets[t], batch_size=args.batch, collate_fn=collate) for t in TASKS}
-    batches = {t: (lambda b: (b[0].to(device), to_device(b[1], device)))(next(iter(loaders[t]))) for t in TASKS}
-    fixed = {"optimizer": {"lr": 0.001}, "budget": {"steps": 1, "epochs": None}}
-    ctx = TrainContext(model=model, tasks=list(TASKS), loaders=loaders, losses=losses, fixed=fixed, device=device,
-                       evaluate=lambda ts: {}, progress=lambda n, d: range(n), seed=0)
-    return ctx, batches, torch.optim.AdamW(model.parameters(), lr=0.001)
-
-
-def _time(step, args, device) -> list[float]:
-    """Seconds of each of ``args.steps`` calls of ``step(i)`` after ``args.warmup`` untimed ones."""
-    times = []
-    for i in range(args.warmup + args.steps):
-        t0 = time.perf_counter()
-        step(i)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return times[args.warmup:]
+    """A fresh model (seed 0), its training context, one batch per task on ``device`` and an AdamW."""
+    ctx, batches = synthetic_context(args, registry, device,
+                                     lambda infos: registry.create_model(args.arch, tasks=infos, level="P3"), LOSSES)
+    return ctx, batches, torch.optim.AdamW(ctx.model.parameters(), lr=0.001)
 
 
 def mtbench_step(name, args, registry, device) -> list[float]:
@@ -88,7 +62,7 @@ def mtbench_step(name, args, registry, device) -> list[float]:
         opt.step()
         strategy.after_step(ctx, batches, i)
 
-    return _time(step, args, device)
+    return time_steps(step, args, device)
 
 
 def libmtl_step(name, args, registry, device) -> list[float]:
@@ -105,7 +79,7 @@ def libmtl_step(name, args, registry, device) -> list[float]:
         peer.backward(torch.stack([ctx.task_loss(t, b)["total"] for t, b in batches.items()]), **kwargs)
         opt.step()
 
-    return _time(step, args, device)
+    return time_steps(step, args, device)
 
 
 def main() -> None:
@@ -113,15 +87,9 @@ def main() -> None:
     ap.add_argument("--arch", default="yolo-mtl")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="cpu")
+    add_timing_args(ap)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    registry = get_registry()
+    device, registry = start(args)
     names = [n for n in registry.names("strategy") if n not in ("sequential", "single-task")]
     names = ["equal"] + [n for n in names if n != "equal"]
     try:
