@@ -9,9 +9,9 @@ The model is ``suites/unified_onehead_joint.yaml``'s (``unified-onehead``, Effic
 P3, ``--neck`` channels, ``--head-layers``, ``--freeze-at`` 32 = the whole backbone frozen)
 with random weights (seed 0: the step's cost does not depend on them) and det + seg + cls on one
 fixed batch per task of the ``synthetic`` data set (``--batch`` images of ``--size`` px each);
-losses det ``varifocal``, seg ``ce``, cls ``ce``; AdamW. A step is: zero the gradients, each
-task's forward and loss under ``TrainContext.autocast`` on its batch in the memory format
-``TrainContext`` gives it, the backward pass, the optimiser step. The settings are timed in turn,
+losses det ``varifocal``, seg ``ce``, cls ``ce``; AdamW. A step is: zero the gradients, the ``equal``
+strategy's step (each task's forward and loss under ``TrainContext.autocast`` on its batch in the
+memory format ``TrainContext`` gives it, the summed backward), the optimiser step. The settings are timed in turn,
 ``--rounds`` times round-robin (a slow spell of a shared machine spreads over all of them),
 each time on a fresh model: ``--warmup`` untimed steps, then ``--steps`` timed ones; each figure
 is the median of its ``rounds x steps`` samples, in ms. bf16 is fast only where the CPU has
@@ -43,10 +43,12 @@ def time_setting(args, registry, device, precision: str, channels_last: bool) ->
     ctx, batches = synthetic_context(args, registry, device, make_model, LOSSES,
                                      {"precision": precision, "channels_last": channels_last})
     opt = torch.optim.AdamW([p for p in ctx.model.parameters() if p.requires_grad], lr=0.001)
+    strategy = registry.create("strategy", "equal")
+    strategy.setup(ctx)
 
     def step(i):
         opt.zero_grad(set_to_none=True)
-        ctx.backward(sum(ctx.task_loss(t, b)["total"] for t, b in batches.items()))
+        strategy.train_step(ctx, batches, i)
         opt.step()
 
     return time_steps(step, args, device)
