@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from mtbench.identity import seed_group
+
 DEFAULT_LEVEL = 0.95
 T_METHOD = "t over seeds"
 BOOTSTRAP_METHOD = "bootstrap over val images"
@@ -47,13 +49,16 @@ def seed_of(rec: dict) -> int | str | None:
 
 
 def group_key(rec: dict) -> str:
-    """What a cell is apart from its seed: its resolved config without ``seed``.
+    """What a cell is apart from its seed: :func:`mtbench.identity.seed_group` of its resolved
+    config and stored identity (the ``--set`` texts it was run with, where its data lay and how
+    it was loaded do not split a group; data fingerprints, plugins, ``profile`` and the other
+    sections do).
 
     Falls back to its axes without ``seed``, then to its label without the ``|s<seed>``
     suffix (records without a stored config).
     """
     if rec.get("config"):
-        return json.dumps({k: v for k, v in rec["config"].items() if k != "seed"}, sort_keys=True, default=str)
+        return seed_group(rec["config"], rec.get("identity"))
     if rec.get("axes"):
         return json.dumps({k: v for k, v in rec["axes"].items() if k != "seed"}, sort_keys=True)
     return re.sub(r"\|s[^|]*$", "", rec["label"])

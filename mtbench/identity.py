@@ -91,15 +91,39 @@ def legacy_hash(config: dict) -> str:
     return _digest({k: v for k, v in _without_loader_keys(config, False).items() if k not in UNHASHED})[:12]
 
 
-def training_hash(config: dict, identity: dict) -> str:
-    """The training identity (12 hex): ``config`` without measurement sections or data location,
-    plus ``identity`` (``{"data": {task: fingerprint}, "plugins": {...}}``)."""
+def _trained(config: dict, identity: dict) -> dict:
+    """``config`` without measurement sections, data location (a task's ``path`` where
+    ``identity`` has its fingerprint) and loader / resuming keys: what changes the weights."""
     drop = set(UNHASHED) | set(EVALUATION_ONLY) | set(LOCATION)
     trained = {k: v for k, v in _without_loader_keys(config, True).items() if k not in drop}
     trained["tasks"] = {t: {**td, "params": {k: v for k, v in td.get("params", {}).items()
                                              if not (k == "path" and t in identity.get("data", {}))}}
                         for t, td in config.get("tasks", {}).items()}
-    return _digest({"config": trained, "identity": identity})[:12]
+    return trained
+
+
+def training_hash(config: dict, identity: dict) -> str:
+    """The training identity (12 hex): ``config`` without measurement sections or data location,
+    plus ``identity`` (``{"data": {task: fingerprint}, "plugins": {...}}``)."""
+    return _digest({"config": _trained(config, identity), "identity": identity})[:12]
+
+
+def seed_group(config: dict, identity: dict | None = None) -> str:
+    """What a cell is apart from its seed (64 hex): the cells of one group are seeds of one cell,
+    aggregated into one table row (:mod:`mtbench.aggregate`) and paired in ``versus``.
+
+    Its training identity without ``seed`` (so neither the ``--set`` texts a seed was run with,
+    ``overrides``, nor where the data lay, how images were loaded or checkpoints kept: seeds run
+    by separate commands, or on another machine, still group), plus every section that changes
+    how it is measured or judged (``profile``, ``checks``, ``uncertainty``, ``delta_m``,
+    ``expect``, ``gates``). ``identity``: the record's stored ``data`` fingerprints and
+    ``plugins``, where it has them (a record without them is grouped by its config alone).
+    """
+    ident = {k: v for k, v in (identity or {}).items() if k in ("data", "plugins")}
+    trained = _trained({k: v for k, v in config.items() if k != "seed"}, ident)
+    measured = {k: _at_default(k, config[k]) if isinstance(config.get(k), dict) else config.get(k)
+                for k in (*UNHASHED, *EVALUATION_ONLY) if k != "overrides"}
+    return _digest({"config": trained, "identity": ident, "measured": measured})
 
 
 def evaluation_hash(train_hash: str, config: dict) -> str:

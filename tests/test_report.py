@@ -164,6 +164,31 @@ def test_seeds_aggregate_to_mean_std_and_t_interval():
     assert np.isnan(b["seg mIoU CI low"]) and b["status"].startswith("s0: ok; s1: failed")
 
 
+def test_seeds_run_by_separate_commands_still_aggregate():
+    """Seeds added later by another command (``--set 'matrix.seed=[3]'``), with the data at
+    another path or another checkpoint interval, are the same cell; another image size, other
+    data (fingerprint) or another profile setting is not."""
+    from mtbench.report import aggregate_table, build_frame
+
+    def rec(seed, overrides, root="/data", fixed=None, fingerprint="f1", profile=None):
+        r = _cell("a", seed, SEED_MIOU[seed], 10.0)
+        r["config"].update(overrides=overrides, data_root=root, profile=profile or {"runtimes": []},
+                           tasks={"seg": {"dataset": "voc", "params": {"path": "mini_voc_seg"}}},
+                           fixed={"image_size": 256, "checkpoint_every": {"minutes": 5}, **(fixed or {})})
+        r["identity"] = {"scheme": 2, "training": f"h{seed}", "evaluation": f"e{seed}",
+                         "data": {"seg": fingerprint}, "plugins": {"model": "mtbench==0.1.0 (built-in)"}}
+        return r
+
+    same = [rec(0, ["fixed.image_size=256"]), rec(1, ["matrix.seed=[1]"], root="/elsewhere"),
+            rec(2, [], fixed={"checkpoint_every": {"steps": 50}})]
+    agg = aggregate_table(build_frame(same, []), same)
+    assert list(agg["seeds"]) == [3] and agg.iloc[0]["seg mIoU"] == pytest.approx(np.mean(SEED_MIOU))
+    apart = [rec(0, []), rec(1, [], fixed={"image_size": 320}), rec(2, [], fingerprint="f2")]
+    assert list(aggregate_table(build_frame(apart, []), apart)["seeds"]) == [1, 1, 1]
+    profiled = [rec(0, []), rec(1, [], profile={"runtimes": ["onnx"]})]
+    assert list(aggregate_table(build_frame(profiled, []), profiled)["seeds"]) == [1, 1]
+
+
 def test_one_seed_is_the_cell_itself_with_its_bootstrap_ci():
     from mtbench.report import aggregate_table, build_frame
 
