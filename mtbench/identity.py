@@ -71,6 +71,12 @@ def _at_default(section: str, values: dict) -> dict:
     return {k: v for k, v in values.items() if not (k in defaults and v == defaults[k])}
 
 
+def _sections(config: dict, keys) -> dict:
+    """The ``keys`` sections of ``config`` (None where absent), each without its
+    :data:`NEW_DEFAULTS` keys at their default."""
+    return {k: _at_default(k, config[k]) if isinstance(config.get(k), dict) else config.get(k) for k in keys}
+
+
 def _without_loader_keys(config: dict, mark_workers: bool) -> dict:
     """``config`` with ``fixed``'s loader keys (and ``RESUMING`` keys, and :data:`NEW_DEFAULTS`
     keys at their default) left out; with
@@ -121,16 +127,13 @@ def seed_group(config: dict, identity: dict | None = None) -> str:
     """
     ident = {k: v for k, v in (identity or {}).items() if k in ("data", "plugins")}
     trained = _trained({k: v for k, v in config.items() if k != "seed"}, ident)
-    measured = {k: _at_default(k, config[k]) if isinstance(config.get(k), dict) else config.get(k)
-                for k in (*UNHASHED, *EVALUATION_ONLY) if k != "overrides"}
+    measured = _sections(config, [k for k in (*UNHASHED, *EVALUATION_ONLY) if k != "overrides"])
     return _digest({"config": trained, "identity": ident, "measured": measured})
 
 
 def evaluation_hash(train_hash: str, config: dict) -> str:
     """The evaluation/profile identity (12 hex): the training identity plus ``profile``."""
-    sections = {k: _at_default(k, config[k]) if isinstance(config.get(k), dict) else config.get(k)
-                for k in EVALUATION_ONLY}
-    return _digest({"training": train_hash, **sections})[:12]
+    return _digest({"training": train_hash, **_sections(config, EVALUATION_ONLY)})[:12]
 
 
 # --- data fingerprints ----------------------------------------------------------------------
