@@ -23,8 +23,8 @@ Each Top-1 comes with its exact 95 % Clopper-Pearson interval over the val image
 (``scipy.stats.binomtest``), in the manner of Top-1 in ``mtbench.tasks``: a fraction of images.
 Nothing is drawn at random, but a rerun need not print the same table: the CPU kernels'
 floating-point order varies slightly from run to run, and a probe fitted to 240 nearly
-separable points can flip a borderline val image (measured on Imagenette at 288 px: the P5
-probe gave 0.917-0.967 over three runs, the other rows moved by up to two images). Run it
+separable points can flip borderline val images (measured on Imagenette at 288 px over four
+runs: the P5 probe gave 0.917-0.967, `conv_head` 0.933-0.95, P4 0.65-0.72). Run it
 more than once; the interval is the val split's sampling uncertainty, not this run-to-run one.
 
 :raises SystemExit: the backbone has no offline ImageNet weights, or the data set is missing.
@@ -47,15 +47,15 @@ from mtbench.models.blocks import PRETRAINED_LOADERS, Backbone, Normalize
 from mtbench.plugins import get_registry
 
 
-def pooled(model, norm, ds, full) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Pooled ``features_only`` stages and then ``conv_head``, ``[(N, C_i)]``, the full network
-    ``full``'s ImageNet logits ``(N, 1000)`` and the labels ``(N,)`` of ``ds``."""
+def pooled(full, stages: list[int], norm, ds) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """One pass of the full network ``full`` over ``ds`` (timm's ``forward_intermediates``): the
+    pooled feature stages ``stages`` and then ``conv_head``, ``[(N, C_i)]``, its ImageNet logits
+    ``(N, 1000)`` and the labels ``(N,)``."""
     feats, logits, labels = [], [], []
     with torch.no_grad():
         for images, targets in DataLoader(ds, batch_size=16, collate_fn=collate):
-            x = norm(images)
-            last = full.forward_features(x)
-            feats.append([f.mean(dim=(2, 3)).numpy() for f in model(x)] + [last.mean(dim=(2, 3)).numpy()])
+            last, inter = full.forward_intermediates(norm(images), indices=stages)
+            feats.append([f.mean(dim=(2, 3)).numpy() for f in (*inter, last)])
             logits.append(full.forward_head(last).numpy())
             labels.append(np.asarray(targets))
     cols = [np.concatenate([r[i] for r in feats]) for i in range(len(feats[0]))]
@@ -92,14 +92,15 @@ def main() -> None:
     full = timm.create_model(args.backbone, pretrained=False)
     loader(full)
     full.eval()
-    backbone = Backbone(args.backbone, 8, "imagenet", 32).eval()
+    backbone = Backbone(args.backbone, 8, "imagenet", 32)  # its strides and input normalisation
     norm = Normalize(backbone.mean, backbone.std)
+    stage_idx = [i for i, f in enumerate(full.feature_info) if f["reduction"] in backbone.strides]
     wnids = timm.data.ImageNetInfo().label_names()
     for size in args.sizes:
         sets = {split: registry.create("dataset", "imagefolder", task="cls", split=split, root=Path(args.data),
                                        image_size=size, path=args.path) for split in ("train", "val")}
         names = list(sets["train"].info.class_names)
-        (tr, _, ytr), (va, logits, yva) = (pooled(backbone, norm, sets[s], full) for s in ("train", "val"))
+        (tr, _, ytr), (va, logits, yva) = (pooled(full, stage_idx, norm, sets[s]) for s in ("train", "val"))
         stages = {f"P{int(np.log2(s))}": i for i, s in enumerate(backbone.strides)}
         groups = {**{k: [i] for k, i in stages.items()}, "+".join(stages): list(stages.values()),
                   "conv_head": [len(tr) - 1]}
