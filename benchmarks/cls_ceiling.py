@@ -43,7 +43,7 @@ from tabulate import tabulate
 from torch.utils.data import DataLoader
 
 from mtbench.data.base import collate
-from mtbench.models.blocks import PRETRAINED_LOADERS, Backbone, Normalize
+from mtbench.models.blocks import PRETRAINED_LOADERS, Backbone, imagenet_classifier
 from mtbench.plugins import get_registry
 
 
@@ -89,11 +89,8 @@ def main() -> None:
     if not args.data or not (Path(args.data) / args.path).is_dir():
         raise SystemExit(f"no image folder {args.path!r} under --data {args.data!r} (set MTBENCH_DATA)")
     registry = get_registry()
-    full = timm.create_model(args.backbone, pretrained=False)
-    loader(full)
-    full.eval()
-    backbone = Backbone(args.backbone, 8, "imagenet", 32)  # its strides and input normalisation
-    norm = Normalize(backbone.mean, backbone.std)
+    norm, full = imagenet_classifier(args.backbone)
+    backbone = Backbone(args.backbone, 8, "imagenet", 32)  # its strides
     stage_idx = [i for i, f in enumerate(full.feature_info) if f["reduction"] in backbone.strides]
     wnids = timm.data.ImageNetInfo().label_names()
     for size in args.sizes:

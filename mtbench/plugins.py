@@ -39,7 +39,7 @@ PLURAL = {"task": "tasks", "metric": "metrics", "model": "models", "loss": "loss
           "executor": "executors"}
 #: factory arguments mtbench passes itself (hookspecs), never a suite's ``params``
 RESERVED = {"model": {"tasks", "level"}, "dataset": {"task", "split", "root", "image_size"},
-            "loss": {"num_classes"}, "strategy": set(), "task": set(), "diagnostic": set(), "metric": {"dataset"},
+            "loss": {"num_classes", "class_names"}, "strategy": set(), "task": set(), "diagnostic": set(), "metric": {"dataset"},
             "optimizer": {"params", "lr", "weight_decay", "momentum"}, "schedule": set(),
             "runtime": {"model", "image_size", "batch_size", "device", "warmup", "repeats", "fps_repeats", "rule"},
             "executor": {"cells", "registry", "store", "force", "show_progress", "options"}}
@@ -278,6 +278,15 @@ class Registry:
     def create(self, kind: str, name: str, **params: Any) -> Any:
         """Build ``name`` of ``kind`` with ``params`` (``create_model`` in timm's sense)."""
         return self.get(kind, name).factory(**params)
+
+    def create_loss(self, key: str, info, **params: Any) -> Any:
+        """Build loss ``key`` (``task/name``) for a task whose labels ``info``
+        (:class:`mtbench.data.base.TaskInfo`) describes: ``num_classes`` always, ``class_names`` to
+        a factory that takes it (e.g. ``cls/kd``, which maps them onto a teacher's classes)."""
+        factory = self.get("loss", key).factory
+        if "class_names" in inspect.signature(factory).parameters:
+            params["class_names"] = tuple(info.class_names)
+        return self.create("loss", key, num_classes=info.num_classes, **params)
 
     def create_model(self, name: str, **params: Any) -> Any:
         return self.create("model", name, **params)

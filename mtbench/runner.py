@@ -134,8 +134,7 @@ def _run_cell(cell: Cell, registry: Registry, show_progress: bool, workdir: Path
         if fixed.get("channels_last"):
             model = model.to(memory_format=torch.channels_last)
         loss_params = cfg.get("loss_params", {})
-        losses = {t: _build(registry, "loss", cfg["losses"][t], num_classes=infos[t].num_classes,
-                            **loss_params.get(t, {})) for t in tasks}
+        losses = {t: _build(registry, "loss", cfg["losses"][t], infos[t], **loss_params.get(t, {})) for t in tasks}
         strategy = _build(registry, "strategy", cfg["strategy"]["name"], **cfg["strategy"]["params"])
         budget = RamBudget(int(fixed["cache_ram_gib"] * 2**30) if fixed["cache_ram_gib"] else None)
         for ds in (*train_sets.values(), *val_sets.values()):
@@ -273,7 +272,7 @@ def runtime_inputs(cfg: dict, registry: Registry, model, device: torch.device, e
     tasks = [t for t in cfg["tasks"] if headlines().get(t) in eager]
     if decode_kwargs is None:
         names = cfg.get("losses", {})
-        decode_kwargs = {t: getattr(_build(registry, "loss", names[t], num_classes=val_sets[t].info.num_classes,
+        decode_kwargs = {t: getattr(_build(registry, "loss", names[t], val_sets[t].info,
                                            **cfg.get("loss_params", {}).get(t, {})), "decode_kwargs", {})
                          for t in tasks}
     bs = fixed["eval_batch_size"] or fixed["batch_size"]
@@ -308,13 +307,16 @@ def _runtime_val_s(result: dict) -> float:
     return float(sum((r.get("val") or {}).get("seconds") or 0.0 for r in runtimes.values() if isinstance(r, dict)))
 
 
-def _build(registry: Registry, kind: str, name: str, **params):
-    """``registry.create``, an exception from the plugin's factory re-raised naming the plugin.
+def _build(registry: Registry, kind: str, name: str, info=None, **params):
+    """``registry.create`` (:meth:`Registry.create_loss` for a loss, with its task's ``info``), an
+    exception from the plugin's factory re-raised naming the plugin.
 
     :raises PluginError: ``model 'x' (dist version) failed to build: RuntimeError: ...`` (the
         original exception chained, its traceback in the cell record).
     """
     try:
+        if kind == "loss":
+            return registry.create_loss(name, info, **params)
         return registry.create(kind, name, **params)
     except MtbenchError:
         raise

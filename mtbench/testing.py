@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from mtbench.errors import PluginError
+from mtbench.losses import call_loss
 
 #: what the checks build a tiny stand-in model with when a loss is checked on its own
 TINY_MODEL = ("unified-onehead", {"backbone": "mobilenetv3_small_100", "neck_channels": 16})
@@ -117,8 +118,7 @@ def check_model(factory: Callable[..., Any], tasks: Iterable[str] = ("det", "seg
                     f"{sorted(model.strides)}; expected {sorted(tasks)} in each")
     registry = _registry()
     names = {t: (losses or {}).get(t, _default_loss(t)) for t in tasks}
-    losses = {t: registry.create("loss", registry.loss_key(t, names[t]), num_classes=infos[t].num_classes)
-              for t in tasks}
+    losses = {t: registry.create_loss(registry.loss_key(t, names[t]), infos[t]) for t in tasks}
     try:
         contract(model, image_size, torch.device("cpu"), {t: getattr(losses[t], "decode_kwargs", {}) for t in tasks})
     except ContractError as exc:
@@ -127,7 +127,7 @@ def check_model(factory: Callable[..., Any], tasks: Iterable[str] = ("det", "seg
     total = 0.0
     for t in tasks:
         images, targets = batches[t]
-        parts = losses[t](model(images)[t], targets, stride=model.strides[t])
+        parts = call_loss(losses[t], model(images)[t], targets, model.strides[t], images)
         if not torch.isfinite(parts["total"]):
             _fail(what, f"task {t}: the loss {names[t]!r} on its output is {float(parts['total'])}")
         total = total + parts["total"]
@@ -164,7 +164,7 @@ def check_loss(factory: Callable[..., Any], task: str, image_size: int = 64, lev
     model = registry.create_model(name, tasks=infos, level=level, **model_params).train()
     loss = factory(num_classes=infos[task].num_classes, **params)
     images, targets = batches[task]
-    parts = loss(model(images)[task], targets, stride=model.strides[task])
+    parts = call_loss(loss, model(images)[task], targets, model.strides[task], images)
     if not isinstance(parts, dict) or "total" not in parts:
         _fail(what, f"returned {type(parts).__name__}{sorted(parts) if isinstance(parts, dict) else ''}, "
                     f"expected a dict of named components with 'total'")

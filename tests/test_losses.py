@@ -147,3 +147,84 @@ def test_bce_hard_small_loss_hides_background_everywhere(points_registry):
     raw[:, 0] = -8.0
     out = loss(raw, [{"points": torch.tensor([[100.0, 100.0]])}], stride=4)
     assert out["heat"] < 0.01 and out["num_pos/P2"] / out["num_loc/P2"] < 1 / 4000
+
+
+IMAGENETTE = ("n01440764", "n02102040", "n02979186", "n03000684", "n03028079", "n03394916", "n03417042",
+              "n03425413", "n03445777", "n03888605")
+
+
+def _kd(registry, **params):
+    from mtbench.data.base import TaskInfo
+    return registry.create_loss("cls/kd", TaskInfo("cls", len(IMAGENETTE), IMAGENETTE), **params)
+
+
+def _numeric_min(loss, target, images) -> float:
+    """The smallest ``total`` over logits, found by L-BFGS (the loss is convex in the logits)."""
+    z = torch.zeros(len(target), len(IMAGENETTE), requires_grad=True)
+    opt = torch.optim.LBFGS([z], max_iter=500, tolerance_grad=1e-10, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        out = loss(z, target, stride=32, images=images)["total"]
+        out.backward()
+        return out
+    opt.step(closure)
+    return float(loss(z.detach(), target, stride=32, images=images)["total"])
+
+
+def test_kd_is_hintons_loss_on_the_teachers_imagenet_logits(registry):
+    """``cls/kd`` = (1 - a) CE + a T^2 KL(teacher || model) at temperature T, the teacher being the
+    offline ImageNet Lite0 restricted to the classes' WordNet ids, in the data set's order."""
+    from mtbench.models.blocks import imagenet_classifier
+    torch.manual_seed(0)
+    images, z, y = torch.rand(3, 3, 64, 64), torch.randn(3, 10), torch.tensor([0, 4, 9])
+    wnids = __import__("timm").data.ImageNetInfo().label_names()
+    with torch.no_grad():
+        t = imagenet_classifier("tf_efficientnet_lite0")(images)[:, [wnids.index(n) for n in IMAGENETTE]]
+    a, T = 0.3, 2.0
+    out = _kd(registry, alpha=a, temperature=T, label_smoothing=0.1)(z, y, stride=32, images=images)
+    kl = (torch.softmax(t / T, 1) * (torch.log_softmax(t / T, 1) - torch.log_softmax(z / T, 1))).sum(1).mean()
+    ce = torch.nn.functional.cross_entropy(z, y, label_smoothing=0.1)
+    assert torch.allclose(out["kd"], kl, atol=1e-5) and torch.allclose(out["ce"], ce)
+    assert torch.allclose(out["total"], (1 - a) * ce + a * T**2 * kl, atol=1e-5)
+
+
+@pytest.mark.parametrize("alpha,temperature,exact", [(0.5, 1.0, True), (1.0, 3.0, True), (0.5, 2.0, False)])
+def test_kd_floor(registry, alpha, temperature, exact):
+    """``floor`` is the loss's minimum over logits where it has a closed form, a lower bound elsewhere."""
+    torch.manual_seed(1)
+    loss = _kd(registry, alpha=alpha, temperature=temperature, label_smoothing=0.1)
+    images, y = torch.rand(2, 3, 64, 64), torch.tensor([1, 7])
+    floor = float(loss(torch.zeros(2, 10), y, stride=32, images=images)["floor"])
+    best = _numeric_min(loss, y, images)
+    assert floor <= best + 1e-5
+    if exact:
+        assert best == pytest.approx(floor, abs=1e-4)
+
+
+def test_kd_needs_imagenet_classes_and_keeps_the_teacher_out_of_the_loss(registry):
+    from mtbench.data.base import TaskInfo
+    with pytest.raises(ValueError, match=r"ImageNet-1k WordNet id.*\['cat', 'dog'\]"):
+        registry.create_loss("cls/kd", TaskInfo("cls", 2, ("cat", "dog")))
+    with pytest.raises(ValueError, match="alpha"):
+        _kd(registry, alpha=1.5)
+    loss = _kd(registry)
+    assert list(loss.parameters()) == [] and list(loss.state_dict()) == []
+    assert loss.takes_images and "class_names" not in registry.create("loss", "cls/ce", num_classes=3).__dict__
+
+
+def test_call_loss_passes_images_only_to_a_loss_that_takes_them(registry):
+    from mtbench.losses import call_loss
+    seen = {}
+
+    class Takes(torch.nn.Module):
+        takes_images = True
+
+        def forward(self, raw, targets, stride, images):
+            seen["images"] = images
+            return {"total": raw.sum()}
+    images = torch.rand(2, 3, 8, 8)
+    call_loss(Takes(), torch.ones(2, 3), None, 8, images)
+    assert seen["images"] is images
+    ce = registry.create("loss", "cls/ce", num_classes=3)
+    assert torch.isfinite(call_loss(ce, torch.randn(2, 3), torch.tensor([0, 2]), 32, images)["total"])

@@ -42,6 +42,7 @@ import time
 import torch
 
 from mtbench.data.base import collate, to_device
+from mtbench.losses import call_loss
 
 MIN_STEPS = 4       # the fewest steps after which healthy cells show both signals with a margin
 SHARE = 0.1         # default budget of the check, as a share of the budget's steps per trained task
@@ -127,7 +128,7 @@ def overfit_one_batch(model, losses: dict, train_sets: dict, device: torch.devic
             out = net(x)
             total = 0.0
             for task, sl in zip(order, spans):
-                comps = losses[task](_take(out[task], sl), batches[task][1], stride=strides[task])
+                comps = call_loss(losses[task], _take(out[task], sl), batches[task][1], strides[task], batches[task][0])
                 if step == 0:
                     first[task] = {k: float(v.detach()) for k, v in comps.items()}
                 total = total + comps["total"]
@@ -141,9 +142,11 @@ def overfit_one_batch(model, losses: dict, train_sets: dict, device: torch.devic
             for task, sl in zip(order, spans):
                 tgts, n = batches[task][1], sl.stop - sl.start
                 rolled_sl = slice(offset + sl.start, offset + sl.stop)
-                last = {k: float(v) for k, v in losses[task](_take(out[task], sl), tgts, stride=strides[task]).items()}
+                imgs = batches[task][0]  # the rolled outputs are scored against the unrolled batch's targets
+                last = {k: float(v) for k, v in call_loss(losses[task], _take(out[task], sl), tgts, strides[task],
+                                                          imgs).items()}
                 rolled = {k: float(v) for k, v in
-                          losses[task](_take(out[task], rolled_sl), tgts, stride=strides[task]).items()}
+                          call_loss(losses[task], _take(out[task], rolled_sl), tgts, strides[task], imgs).items()}
                 init, fin, rol = _excess(first[task]), _excess(last), _excess(rolled)
                 tasks[task] = {"initial": init, "final": fin, "rolled": rol, "floor": last.get("floor", 0.0),
                                "fraction_left": fin / init if init > 0 else 0.0,

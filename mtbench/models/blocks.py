@@ -55,6 +55,28 @@ def _load_lite0_imagenet(model: nn.Module) -> None:
 
 
 PRETRAINED_LOADERS = {("tf_efficientnet_lite0", "imagenet"): _load_lite0_imagenet}
+#: input ``(mean, std)`` of offline weights whose normalisation differs from timm's config
+OFFLINE_NORM = {("tf_efficientnet_lite0", "imagenet"): ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
+
+
+def imagenet_classifier(name: str) -> nn.Sequential:
+    """The whole timm network ``name`` with its offline ImageNet weights (``PRETRAINED_LOADERS``),
+    frozen, in eval mode, behind its input normalisation: ``float32 (B, 3, H, W)`` images in
+    [0, 1] -> ``(B, 1000)`` ImageNet-1k logits (timm's class order,
+    ``timm.data.ImageNetInfo().label_names()``). A teacher for distillation, a reference read-out.
+
+    :raises PluginError: unknown timm name or no offline ImageNet weights for it.
+    """
+    loader = PRETRAINED_LOADERS.get((name, "imagenet"))
+    if loader is None:
+        known = ", ".join(n for n, _ in PRETRAINED_LOADERS)
+        raise PluginError(f"no offline ImageNet weights for {name!r}; available: {known}")
+    net = timm.create_model(name, pretrained=False)
+    loader(net)
+    cfg = net.pretrained_cfg
+    mean, std = OFFLINE_NORM.get((name, "imagenet"), (cfg.get("mean"), cfg.get("std")))
+    out = nn.Sequential(Normalize(mean, std), net).eval()
+    return out.requires_grad_(False)
 
 
 class Backbone(nn.Module):
@@ -93,8 +115,7 @@ class Backbone(nn.Module):
                 known = ", ".join(f"{n}:{w}" for n, w in PRETRAINED_LOADERS)
                 raise PluginError(f"no offline {weights!r} weights for backbone {name!r}; available: {known}")
             loader(self.body)
-            if name == "tf_efficientnet_lite0":
-                self.mean, self.std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+            self.mean, self.std = OFFLINE_NORM.get((name, weights), (self.mean, self.std))
         self.frozen: list[nn.Module] = []
         if freeze_at:
             if freeze_at not in strides:

@@ -346,8 +346,7 @@ def build_side(spec: ImplSpec, setup: Setup, reference: Side | None = None, adap
         params = bind_positional(spec, reg.get("model", spec.name).factory, RESERVED["model"])
         torch.manual_seed(setup.seed)
         model = reg.create_model(spec.name, tasks={info.task: info}, level="P3", **params)
-        loss = reg.create("loss", reg.loss_key(info.task, loss_name), num_classes=info.num_classes,
-                          **setup.loss_params)
+        loss = reg.create_loss(reg.loss_key(info.task, loss_name), info, **setup.loss_params)
         return TorchSide(spec.text, model, loss, info.task)
     adapters = frameworks() if adapters is None else adapters
     if spec.framework not in adapters:

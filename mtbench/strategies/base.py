@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader
 from mtbench.checkpoint import epoch_iter
 from mtbench.data.base import to_device
 from mtbench.errors import CellFailure
+from mtbench.losses import call_loss
 from mtbench.plugins import active_registry
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # fixed.precision -> autocast dtype
@@ -191,7 +192,7 @@ class TrainContext:
         if hasattr(loss, "set_epoch"):
             loss.set_epoch(self.epochs.get(task, 0))
         with self.autocast():
-            return loss(out[task], targets, stride=self.model.strides[task])
+            return call_loss(loss, out[task], targets, self.model.strides[task], images)
 
     def backward(self, loss: torch.Tensor) -> None:
         """``loss.backward()``, the loss first multiplied by the fp16 loss scale (:attr:`scaler`)."""
