@@ -96,8 +96,10 @@ def mtbench_register_losses():
 
     :return: a list of ``Spec(kind="loss", name, factory, summary, task=...)`` where
         ``task`` is a registered task's name (``det``, ``seg``, ``cls``, a plugin's). ``factory(num_classes=int,
-        **params)`` returns an ``nn.Module`` called as ``loss(raw, targets, stride=int)``
-        that returns ``dict[str, Tensor]``: named scalar components plus ``total``, and
+        **params)`` (and ``class_names=tuple[str]`` when the factory takes it) returns an
+        ``nn.Module`` called as ``loss(raw, targets, stride=int)``, plus ``images=float32 (B, 3,
+        H, W)`` in [0, 1] when it sets ``takes_images = True`` (:func:`mtbench.losses.call_loss`);
+        it returns ``dict[str, Tensor]``: named scalar components plus ``total``, and
         integer-valued counters such as ``num_pos`` (positives assigned). Optionally the
         loss declares ``declared_components`` (a tuple of component names every call
         reports); the ``dead-loss`` diagnostic flags a declared component that never appears.

@@ -283,16 +283,22 @@ class Registry:
         """Build loss ``key`` (``task/name``) for a task whose labels ``info``
         (:class:`mtbench.data.base.TaskInfo`) describes: ``num_classes`` always, ``class_names`` to
         a factory that takes it (e.g. ``cls/kd``, which maps them onto a teacher's classes)."""
-        factory = self.get("loss", key).factory
-        if "class_names" in inspect.signature(factory).parameters:
-            params["class_names"] = tuple(info.class_names)
-        return self.create("loss", key, num_classes=info.num_classes, **params)
+        return self.create("loss", key, **loss_labels(self.get("loss", key).factory, info), **params)
 
     def create_model(self, name: str, **params: Any) -> Any:
         return self.create("model", name, **params)
 
     def list_models(self, pattern: str = "*") -> list[str]:
         return self.names("model", pattern)
+
+
+def loss_labels(factory: Callable, info) -> dict[str, Any]:
+    """The label facts mtbench passes a loss factory (``RESERVED["loss"]``): ``num_classes``, and
+    ``class_names`` (a tuple) when the factory takes a parameter of that name."""
+    out: dict[str, Any] = {"num_classes": info.num_classes}
+    if "class_names" in inspect.signature(factory).parameters:
+        out["class_names"] = tuple(info.class_names)
+    return out
 
 
 def call_problems(factory: Callable, params: dict[str, Any], owner: str,

@@ -145,8 +145,8 @@ def check_loss(factory: Callable[..., Any], task: str, image_size: int = 64, lev
                dataset: str = "synthetic", **params: Any) -> dict[str, torch.Tensor]:
     """Build a loss plugin as mtbench does and check it keeps the loss contract.
 
-    ``factory(num_classes=int, **params)`` must return a module called as
-    ``loss(raw, targets, stride=int)`` (``raw``: the task's output of a built-in model,
+    ``factory(num_classes=int, **params)`` (``class_names`` too when it takes them) must return a
+    module called as ``loss(raw, targets, stride=int)`` (``images=`` too with ``takes_images``) (``raw``: the task's output of a built-in model,
     :data:`TINY_MODEL`, on generated data) returning ``dict[str, Tensor]`` with a finite scalar
     ``total`` that has a gradient; every name in ``declared_components`` must be present and
     finite; a positive counter ``num_pos`` must be > 0 on a batch that has objects (an
@@ -162,7 +162,8 @@ def check_loss(factory: Callable[..., Any], task: str, image_size: int = 64, lev
     registry = _registry()
     name, model_params = TINY_MODEL
     model = registry.create_model(name, tasks=infos, level=level, **model_params).train()
-    loss = factory(num_classes=infos[task].num_classes, **params)
+    from mtbench.plugins import loss_labels
+    loss = factory(**loss_labels(factory, infos[task]), **params)
     images, targets = batches[task]
     parts = call_loss(loss, model(images)[task], targets, model.strides[task], images)
     if not isinstance(parts, dict) or "total" not in parts:

@@ -42,7 +42,7 @@ def test_every_hook_has_a_builtin_example(fn):
 def test_builtins_registered(registry):
     assert registry.list_models() == ["dual-backbone", "unified-onehead", "yolo-mtl"]
     assert registry.names("task") == ["cls", "det", "seg"]  # points: plugins/mtbench-point-heatmap
-    assert registry.names("loss") == ["cls/ce", "det/fcos", "det/focal", "det/varifocal", "det/yolo", "seg/ce",
+    assert registry.names("loss") == ["cls/ce", "cls/kd", "det/fcos", "det/focal", "det/varifocal", "det/yolo", "seg/ce",
                                       "seg/ce+dice", "seg/dice"]
     assert registry.names("strategy") == ["aligned-mtl", "cagrad", "config", "db-mtl", "dualproj", "dwa", "equal",
                                          "fairgrad", "famo", "gls", "graddrop", "gradnorm", "gradvac", "imtl-g",

@@ -170,3 +170,54 @@ def test_harness_budget_caps_profiling_and_is_reported():
     line = harness_summary([cheap, dear, {"label": "c", "status": "failed"}])
     assert "2.0 s = 16.7% of 12 s training" in line and "over budget: b 50%" in line and "a 10%" not in line
     assert harness_summary([]) == ""
+
+
+KD_SUITE = """\
+name: kd
+tasks:
+  cls: {dataset: imagefolder, params: {path: nette}}
+losses:
+  cls: {name: kd, params: {alpha: 0.5, temperature: 2.0}}
+matrix:
+  architecture:
+    - name: unified-onehead
+      label: mnv3s
+      params: {backbone: mobilenetv3_small_100, neck_channels: 16}
+  level: [P4]
+  strategy: [equal]
+fixed:
+  image_size: 64
+  batch_size: 4
+  budget: {steps: 2}
+  threads: 2
+profile: {latency_warmup: 1, latency_repeats: 3, fps_repeats: 1}
+"""
+
+
+def test_kd_cell_distils_on_imagenet_classes_and_fails_clearly_on_others(write_suite, tmp_path, monkeypatch):
+    """``cls/kd`` runs a cell end to end on a generated image folder whose classes are ImageNet
+    WordNet ids (its ``kd`` component recorded); on generated classes that are not, the cell is
+    recorded failed with a reason naming them, and the run goes on."""
+    from PIL import Image
+    rng = torch.Generator().manual_seed(0)
+    for split, n in (("train", 4), ("val", 2)):
+        for wnid in ("n01440764", "n02102040"):
+            folder = tmp_path / "data" / "nette" / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = torch.randint(0, 256, (48, 48, 3), generator=rng, dtype=torch.uint8).numpy()
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    monkeypatch.setenv("MTBENCH_DATA", str(tmp_path / "data"))
+    registry = get_registry(load_entrypoints=False)
+    store = ResultStore(tmp_path / "res", "kd")
+    records = local.run_local(expand(load_suite(write_suite(KD_SUITE)), registry), registry, store,
+                              show_progress=False, echo=lambda s: None)
+    assert records[0]["status"] == "ok", records[0].get("reason")
+    assert records[0]["loss_components"]["cls"] == ["ce", "kd"]
+    synthetic = KD_SUITE.replace("{dataset: imagefolder, params: {path: nette}}",
+                                 "{dataset: synthetic, params: {num_images: {train: 8, val: 4}}}")
+    records = local.run_local(expand(load_suite(write_suite(synthetic, "synth.yaml")), registry), registry,
+                              ResultStore(tmp_path / "res2", "kd"), show_progress=False, echo=lambda s: None)
+    assert records[0]["status"] == "failed"
+    assert "cls/kd" in records[0]["reason"]
+    assert "every class must be an ImageNet-1k WordNet id" in records[0]["reason"]
