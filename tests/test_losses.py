@@ -228,3 +228,20 @@ def test_call_loss_passes_images_only_to_a_loss_that_takes_them(registry):
     assert seen["images"] is images
     ce = registry.create("loss", "cls/ce", num_classes=3)
     assert torch.isfinite(call_loss(ce, torch.randn(2, 3), torch.tensor([0, 2]), 32, images)["total"])
+
+
+@pytest.mark.parametrize("alpha,temperature", [(0.5, 1.0), (0.3, 4.0), (0.9, 2.0)])
+def test_kd_matches_torchdistill(registry, alpha, temperature):
+    """Same logits, same teacher logits: ``cls/kd``'s total equals torchdistill's ``KDLoss``
+    (whose ``alpha`` weighs the cross-entropy: ours is its ``beta``, the distillation's weight)."""
+    from torchdistill.losses.mid_level import KDLoss
+    from mtbench.models.blocks import imagenet_classifier
+    torch.manual_seed(2)
+    images, z, y = torch.rand(4, 3, 64, 64), torch.randn(4, 10), torch.tensor([0, 3, 5, 9])
+    ours = _kd(registry, alpha=alpha, temperature=temperature)(z, y, stride=32, images=images)["total"]
+    wnids = __import__("timm").data.ImageNetInfo().label_names()
+    with torch.no_grad():
+        t = imagenet_classifier("tf_efficientnet_lite0")(images)[:, [wnids.index(n) for n in IMAGENETTE]]
+    ref = KDLoss("s", "output", "t", "output", temperature=temperature, alpha=1 - alpha, beta=alpha)
+    theirs = ref({"s": {"output": z}}, {"t": {"output": t}}, y)
+    assert torch.allclose(ours, theirs, atol=1e-5), (float(ours), float(theirs))
