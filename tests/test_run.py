@@ -178,20 +178,7 @@ tasks:
   cls: {dataset: imagefolder, params: {path: nette}}
 losses:
   cls: {name: kd, params: {alpha: 0.5, temperature: 2.0}}
-matrix:
-  architecture:
-    - name: unified-onehead
-      label: mnv3s
-      params: {backbone: mobilenetv3_small_100, neck_channels: 16}
-  level: [P4]
-  strategy: [equal]
-fixed:
-  image_size: 64
-  batch_size: 4
-  budget: {steps: 2}
-  threads: 2
-profile: {latency_warmup: 1, latency_repeats: 3, fps_repeats: 1}
-"""
+""" + TINY_SUITE[TINY_SUITE.index("matrix:"):].replace("strategy: [equal, sequential]", "strategy: [equal]")
 
 
 def test_kd_cell_distils_on_imagenet_classes_and_fails_clearly_on_others(write_suite, tmp_path, monkeypatch):
