@@ -43,7 +43,8 @@ from tabulate import tabulate
 from torch.utils.data import DataLoader
 
 from mtbench.data.base import collate
-from mtbench.models.blocks import PRETRAINED_LOADERS, Backbone, imagenet_classifier
+from mtbench.errors import PluginError
+from mtbench.models.blocks import Backbone, imagenet_classifier
 from mtbench.plugins import get_registry
 
 
@@ -83,13 +84,13 @@ def main() -> None:
     from sklearn.preprocessing import StandardScaler
 
     torch.set_num_threads(args.threads)
-    loader = PRETRAINED_LOADERS.get((args.backbone, "imagenet"))
-    if loader is None:
-        raise SystemExit(f"no offline ImageNet weights for {args.backbone!r}; known: {sorted(PRETRAINED_LOADERS)}")
+    try:
+        norm, full = imagenet_classifier(args.backbone)
+    except PluginError as exc:
+        raise SystemExit(str(exc)) from exc
     if not args.data or not (Path(args.data) / args.path).is_dir():
         raise SystemExit(f"no image folder {args.path!r} under --data {args.data!r} (set MTBENCH_DATA)")
     registry = get_registry()
-    norm, full = imagenet_classifier(args.backbone)
     backbone = Backbone(args.backbone, 8, "imagenet", 32)  # its strides
     stage_idx = [i for i, f in enumerate(full.feature_info) if f["reduction"] in backbone.strides]
     wnids = timm.data.ImageNetInfo().label_names()

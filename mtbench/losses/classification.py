@@ -81,7 +81,9 @@ class ClsKD(ClsCE):
 
     def forward(self, raw: torch.Tensor, target: torch.Tensor, stride: int, images: torch.Tensor) -> dict:
         out = super().forward(raw, target, stride)
-        teacher = self.teacher[0].to(images.device)
+        teacher = self.teacher[0]
+        if teacher[0].mean.device != images.device:  # moved once, on the first batch
+            teacher.to(images.device)
         with torch.no_grad():
             t = teacher(images)[:, self.index].float() / self.t
         z = raw.float() / self.t
