@@ -76,7 +76,7 @@ class ClsKD(ClsCE):
             raise ValueError(f"cls/kd needs 0 <= alpha <= 1 and temperature > 0; got alpha={alpha}, "
                              f"temperature={temperature}")
         self.index = imagenet_indices(class_names)
-        self.alpha, self.t, self.teacher_name = alpha, temperature, teacher
+        self.alpha, self.t = alpha, temperature
         self.teacher = [imagenet_classifier(teacher)]  # in a list: not a submodule of the loss
 
     def forward(self, raw: torch.Tensor, target: torch.Tensor, stride: int, images: torch.Tensor) -> dict:
