@@ -56,7 +56,12 @@ def test_onnx_parity_for_builtin_architectures(registry, name, params):
     assert out["provider"] == "CPUExecutionProvider" and out["latency_ms"] > 0 and out["fps"] > 0
     # FIXED: exactly the minimum, raised to 6 samples (the fewest with a 95 % interval of the median)
     assert out["latency_repeats"] == 6 and out["fps_repeats"] == 6
-    assert out["latency_stop"] == out["fps_stop"] == "time-cap"
+    # max_s = 0 stops at the minimum, either because the interval is already within ci_target
+    # (a quiet machine: CI's runner did this) or because the cap is reached; both are honest
+    for key in ("latency", "fps"):
+        assert out[f"{key}_stop"] in ("ci-target", "time-cap")
+    if out["latency_stop"] == "ci-target":
+        assert out["latency_ci_halfwidth_rel"] <= FIXED.ci_target
     lo, hi = out["latency_ms_ci"]
     assert lo <= out["latency_ms"] <= hi and out["fps_ci"][0] <= out["fps"] <= out["fps_ci"][1]
     assert not model.training  # export must not flip BatchNorm back to training
