@@ -292,7 +292,7 @@ def test_alias_bomb_is_refused_fast(write_suite):
     t0 = time.perf_counter()
     with pytest.raises(SuiteError, match=r"suite.yaml:2:\d+: invalid YAML: alias '\*a' refused"):
         load_suite(path)
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 10.0  # unrefused, the expansion runs for minutes; 10 s spares a loaded runner
 
 
 def test_results_file_fails_before_any_training(write_suite, tmp_path, monkeypatch, capsys):
