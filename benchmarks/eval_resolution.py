@@ -48,7 +48,7 @@ from mtbench.checkpoint import WEIGHTS, load_weights
 from mtbench.evaluation import evaluate_detailed
 from mtbench.metrics.base import bootstrap_ci, paired_bootstrap_ci, sample_entry
 from mtbench.plugins import active_registry
-from mtbench.runner import _build, build_model, datasets
+from mtbench.runner import build_model, datasets, loss_decode_kwargs
 
 
 def apparent_magnification(scale: list[float] | None) -> float:
@@ -66,9 +66,7 @@ def evaluate_at(cfg: dict, registry, model, size: int, device: torch.device) -> 
     cfg = copy.deepcopy(cfg)
     cfg["fixed"]["image_size"] = size
     val = datasets(cfg, registry, "val")
-    names, loss_params = cfg.get("losses", {}), cfg.get("loss_params", {})
-    dkw = {t: getattr(_build(registry, "loss", names[t], val[t].info, **loss_params.get(t, {})), "decode_kwargs", {})
-           for t in cfg["tasks"]}
+    dkw = loss_decode_kwargs(cfg, registry, {t: val[t].info for t in cfg["tasks"]})
     bs = cfg["fixed"]["eval_batch_size"] or cfg["fixed"]["batch_size"]
     detail = evaluate_detailed(model, val, list(cfg["tasks"]), bs, device, size, dkw)
     return {t: (ev.values, sample_entry(ev.metric) if hasattr(ev.metric, "samples") else None, type(ev.metric))

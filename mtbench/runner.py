@@ -271,14 +271,22 @@ def runtime_inputs(cfg: dict, registry: Registry, model, device: torch.device, e
     val_sets = val_sets if val_sets is not None else datasets(cfg, registry, "val")
     tasks = [t for t in cfg["tasks"] if headlines().get(t) in eager]
     if decode_kwargs is None:
-        names = cfg.get("losses", {})
-        decode_kwargs = {t: getattr(_build(registry, "loss", names[t], val_sets[t].info,
-                                           **cfg.get("loss_params", {}).get(t, {})), "decode_kwargs", {})
-                         for t in tasks}
+        decode_kwargs = loss_decode_kwargs(cfg, registry, {t: val_sets[t].info for t in tasks})
     bs = fixed["eval_batch_size"] or fixed["batch_size"]
     out["evaluate"] = lambda predict: runtime_val(predict, model, val_sets, tasks, bs, device, fixed["image_size"],
                                                   decode_kwargs, eager)
     return out
+
+
+def loss_decode_kwargs(cfg: dict, registry: Registry, infos: dict) -> dict[str, dict]:
+    """Task -> the ``decode_kwargs`` of the cell's loss for it (what ``model.decode`` is given),
+    for the tasks in ``infos`` (task -> :class:`TaskInfo`); ``{}`` for a loss without any.
+
+    :raises PluginError: a loss's factory raised (:func:`_build`).
+    """
+    names, params = cfg.get("losses", {}), cfg.get("loss_params", {})
+    return {t: getattr(_build(registry, "loss", names[t], info, **params.get(t, {})), "decode_kwargs", {})
+            for t, info in infos.items()}
 
 
 def measure(result: dict, model, cfg: dict, registry: Registry, num_classes: dict[str, int],
