@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 from pathlib import Path
 
@@ -48,6 +47,8 @@ from mtbench.checkpoint import WEIGHTS, load_weights
 from mtbench.evaluation import evaluate_detailed
 from mtbench.metrics.base import bootstrap_ci, paired_bootstrap_ci, sample_entry
 from mtbench.plugins import active_registry
+from mtbench.reprofile import can_reprofile
+from mtbench.results import read_record
 from mtbench.runner import build_model, datasets, loss_decode_kwargs
 
 
@@ -59,6 +60,13 @@ def apparent_magnification(scale: list[float] | None) -> float:
         return 1.0
     lo, hi = scale
     return 2 * (math.sqrt(hi) - math.sqrt(lo)) / (hi - lo) if hi > lo else 1 / math.sqrt(lo)
+
+
+def fixres_side(fixed: dict) -> tuple[float, int]:
+    """``(magnification, side)``: the mean object magnification of ``fixed.augment.scale``'s crops
+    and the training side times it, rounded to the nearest multiple of 32 pixels."""
+    mag = apparent_magnification((fixed.get("augment") or {}).get("scale"))
+    return mag, 32 * round(fixed["image_size"] * mag / 32)
 
 
 def evaluate_at(cfg: dict, registry, model, size: int, device: torch.device) -> dict:
@@ -86,10 +94,9 @@ def report_cell(rec: dict, workdir: Path, sizes: list[int], base: int | None, re
     model.eval()
     trained = cfg["fixed"]["image_size"]
     base = base or trained
-    mag = apparent_magnification((cfg["fixed"].get("augment") or {}).get("scale"))
+    mag, side = fixres_side(cfg["fixed"])
     print(f"\n{rec['label']} ({rec['hash']}): trained at {trained} px; crops magnify objects {mag:.3f}x on "
-          f"average, so FixRes's side is {trained * mag:.0f} px (nearest multiple of 32: "
-          f"{32 * round(trained * mag / 32)} px)")
+          f"average, so FixRes's side is {trained * mag:.0f} px (nearest multiple of 32: {side} px)")
     runs = {s: evaluate_at(cfg, registry, model, s, device) for s in sorted(set(sizes) | {base})}
     rows = []
     for s, res in runs.items():
@@ -132,15 +139,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"{args.folder}: no cells/ folder (pass RESULTS/<suite name>)")
     done = 0
     for path in sorted(cells.glob("*.json")):
-        rec = json.loads(path.read_text())
-        workdir = cells / path.stem
-        if rec.get("status") != "ok" or not (workdir / WEIGHTS).is_file():
+        rec, workdir = read_record(path), cells / path.stem
+        if not can_reprofile(rec, workdir):
             continue
-        sizes = args.sizes
-        if sizes is None:
-            trained = rec["config"]["fixed"]["image_size"]
-            mag = apparent_magnification((rec["config"]["fixed"].get("augment") or {}).get("scale"))
-            sizes = sorted({trained, 32 * round(trained * mag / 32)})
+        sizes = args.sizes or sorted({rec["config"]["fixed"]["image_size"], fixres_side(rec["config"]["fixed"])[1]})
         report_cell(rec, workdir, sizes, args.base, args.resamples)
         done += 1
     if not done:
